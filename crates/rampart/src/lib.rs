@@ -1,0 +1,30 @@
+//! # rampart — concurrency-safety guards
+//!
+//! Small, composable guards that stand between many concurrent callers and
+//! the shared state they hammer. Each module is one guard; each can be used
+//! alone. None of them knows about HTTP, SQL or Redis: those live in the
+//! `rampart-server` and `rampart-redis` crates, which plug into the traits
+//! defined here ([`Loader`], [`Tier`], [`Lease`]).
+//!
+//! | module | guard | stops |
+//! |---|---|---|
+//! | [`flight`] | per-key single-flight | N identical loads of one cold key |
+//! | [`breaker`] | circuit breaker | calls piling onto a dead dependency |
+//! | [`limit`] | bulkhead, retry budget | unbounded concurrency, retry storms |
+//! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
+//!
+//! Supporting pieces: [`clock`] (one cheap, mockable time source for every
+//! guard) and [`Error`] (the crate's one error type).
+//!
+//! The read path that ties them together is described in `ARCHITECTURE.md`.
+
+pub mod breaker;
+pub mod cache;
+pub mod clock;
+mod error;
+pub mod flight;
+pub mod limit;
+mod sync;
+
+// pub use cache::{Lease, Loader, Tier};
+pub use error::{BoxError, Error};

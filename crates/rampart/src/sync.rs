@@ -1,0 +1,30 @@
+//! The synchronisation primitives the lock-holding guards are built on,
+//! swapped for loom's model-checked versions under `--cfg rampart_loom` so
+//! the same code is what the loom models explore.
+
+#[cfg(not(rampart_loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(rampart_loom)]
+pub(crate) use loom::sync::Arc;
+
+/// A mutex without poisoning. Guards never run user code while holding one,
+/// so a poisoned lock can only mean a bug in the guard itself; recovering
+/// the data is then no worse than the alternative of panicking every caller.
+#[cfg(not(rampart_loom))]
+pub(crate) use parking_lot::Mutex;
+
+#[cfg(rampart_loom)]
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+#[cfg(rampart_loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
