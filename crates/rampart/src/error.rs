@@ -60,6 +60,15 @@ pub enum Error {
     #[error("timed out after {0:?} waiting for another holder's load of this key")]
     LeaseWaitTimeout(Duration),
 
+    /// The source did not answer within the configured load timeout.
+    #[error("source did not answer within {0:?}")]
+    LoadTimeout(Duration),
+
+    /// A guard or cache was built with an invalid setting; the message names
+    /// the field.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
     /// A cache tier (L2) failed.
     #[error("cache tier failed: {0}")]
     Tier(Arc<dyn std::error::Error + Send + Sync + 'static>),

@@ -26,5 +26,5 @@ pub mod flight;
 pub mod limit;
 mod sync;
 
-// pub use cache::{Lease, Loader, Tier};
+pub use cache::{Lease, Loader, Tier};
 pub use error::{BoxError, Error};

@@ -1,0 +1,65 @@
+//! Per-key generations in bounded memory, for refusing stale sets.
+//!
+//! A generation per key would grow without bound, so keys share one of a
+//! fixed number of striped counters. Two keys on one stripe only means an
+//! invalidation of one also refuses an in-flight fill of the other: a wasted
+//! fill, never a stale one.
+//!
+//! Why a mutex per stripe rather than an atomic: "check the generation, then
+//! insert" must be one step with respect to "bump, then delete", or a fill
+//! could check, lose the CPU to an invalidation, and insert stale data after
+//! the delete. Holding the stripe's lock across the insert closes that gap;
+//! it is only taken on fills and invalidations, never on hits.
+
+use std::hash::{BuildHasher, Hash, RandomState};
+
+use parking_lot::Mutex;
+
+const STRIPES: usize = 1024;
+
+pub(crate) struct Generations {
+    stripes: Box<[Mutex<u64>]>,
+    hasher: RandomState,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Generations {
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Generations {
+    fn stripe<K: Hash>(&self, key: &K) -> &Mutex<u64> {
+        // The modulo keeps the index in range whatever the hash.
+        let index = (self.hasher.hash_one(key) % STRIPES as u64) as usize;
+        &self.stripes[index]
+    }
+
+    /// The key's generation now; read before loading.
+    pub(crate) fn current<K: Hash>(&self, key: &K) -> u64 {
+        *self.stripe(key).lock()
+    }
+
+    /// Runs `fill` only if the key's generation is still `expected`, with the
+    /// stripe held so no invalidation can slip in between.
+    pub(crate) fn fill_if_current<K: Hash, R>(
+        &self,
+        key: &K,
+        expected: u64,
+        fill: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let generation = self.stripe(key).lock();
+        (*generation == expected).then(fill)
+    }
+
+    /// Moves the key's generation on, then runs `delete`, with the stripe
+    /// held.
+    pub(crate) fn invalidate<K: Hash, R>(&self, key: &K, delete: impl FnOnce() -> R) -> R {
+        let mut generation = self.stripe(key).lock();
+        *generation = generation.wrapping_add(1);
+        delete()
+    }
+}

@@ -1,0 +1,760 @@
+//! [`TieredCache`]: the read path that ties the guards together.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use super::config::{CacheConfig, LeaseTimeoutPolicy};
+use super::entry::{Entry, Freshness, Lookup, Source};
+use super::generation::Generations;
+use super::lease::{Acquired, Lease, LeaseGuard};
+use super::loader::Loader;
+use super::tier::{FillOutcome, Stored, Tier};
+use crate::breaker::{BreakerConfig, CircuitBreaker};
+use crate::clock::{Clock, Instant, WallClock};
+use crate::flight::{Flight, Role};
+use crate::limit::{Bulkhead, BulkheadConfig};
+use crate::Error;
+
+/// A read-through cache: L1 in process, an optional shared L2 [`Tier`], an
+/// optional cross-process [`Lease`], and a [`Loader`] behind a circuit
+/// breaker and a bulkhead. Cheap to clone; clones share everything.
+pub struct TieredCache<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for TieredCache<K, V> {
+    fn clone(&self) -> Self {
+        TieredCache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<K, V> {
+    name: Arc<str>,
+    config: CacheConfig,
+    l1: quick_cache::sync::Cache<K, Arc<Entry<V>>>,
+    l1_generations: Generations,
+    flight: Flight<K, Fetched<V>>,
+    tier: Option<Arc<dyn Tier<K, V>>>,
+    lease: Option<Arc<dyn Lease<K>>>,
+    loader: Arc<dyn Loader<K, V>>,
+    breaker: Option<CircuitBreaker>,
+    bulkhead: Option<Bulkhead>,
+    clock: Clock,
+    wall: WallClock,
+    stats: Counters,
+}
+
+/// What one flight produced: shared by its leader and followers.
+struct Fetched<V> {
+    entry: Arc<Entry<V>>,
+    source: Source,
+}
+
+impl<V> Clone for Fetched<V> {
+    fn clone(&self) -> Self {
+        Fetched {
+            entry: Arc::clone(&self.entry),
+            source: self.source,
+        }
+    }
+}
+
+/// Counters of the cache's slow paths (hits are counted by the caller from
+/// [`Lookup::source`], so the hit path touches no shared counter).
+#[derive(Default)]
+struct Counters {
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+    tier_errors: AtomicU64,
+    fills_refused: AtomicU64,
+    refreshes: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_timeouts: AtomicU64,
+}
+
+/// A snapshot of a cache's slow-path counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Loads sent to the source (single and batch calls).
+    pub loads: u64,
+    /// Loads that failed, timed out, panicked or were refused by a guard.
+    pub load_errors: u64,
+    /// Shared-tier reads or writes that failed (and were skipped).
+    pub tier_errors: u64,
+    /// Fills refused because the key was invalidated meanwhile.
+    pub fills_refused: u64,
+    /// Background refreshes started (stale hits and early refreshes).
+    pub refreshes: u64,
+    /// Times this cache lost a lease and waited for another holder.
+    pub lease_waits: u64,
+    /// Of those, waits that ran out.
+    pub lease_timeouts: u64,
+    /// Keys being loaded right now.
+    pub in_flight: u64,
+    /// Entries in L1.
+    pub l1_entries: u64,
+}
+
+fn bump(counter: &AtomicU64) {
+    // Relaxed: statistics only, read without ordering requirements.
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Builds a [`TieredCache`].
+pub struct TieredCacheBuilder<K, V> {
+    name: Arc<str>,
+    config: CacheConfig,
+    loader: Arc<dyn Loader<K, V>>,
+    tier: Option<Arc<dyn Tier<K, V>>>,
+    lease: Option<Arc<dyn Lease<K>>>,
+    breaker: Option<CircuitBreaker>,
+    bulkhead: Option<Bulkhead>,
+    clock: Option<Clock>,
+}
+
+impl<K, V> TieredCacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Settings (default: [`CacheConfig::default`]).
+    pub fn config(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A shared L2 tier (default: none; L1 → source).
+    pub fn tier(mut self, tier: Arc<dyn Tier<K, V>>) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// A cross-process lease for misses (default: none; the in-process
+    /// flight alone dedups loads). Only used together with a tier.
+    pub fn lease(mut self, lease: Arc<dyn Lease<K>>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The breaker in front of the loader (default: one named after the
+    /// cache with [`BreakerConfig::default`]). `None` removes it.
+    pub fn breaker(mut self, breaker: Option<CircuitBreaker>) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The bulkhead in front of the loader (default: one named after the
+    /// cache with [`BulkheadConfig::default`]). `None` removes it.
+    pub fn bulkhead(mut self, bulkhead: Option<Bulkhead>) -> Self {
+        self.bulkhead = bulkhead;
+        self
+    }
+
+    /// The clock (default: [`Clock::coarse`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the settings and builds the cache.
+    pub fn build(self) -> Result<TieredCache<K, V>, Error> {
+        self.config
+            .validate()
+            .map_err(|e| Error::InvalidConfig(format!("cache `{}`: {e}", self.name)))?;
+        let clock = self.clock.unwrap_or_else(Clock::coarse);
+        Ok(TieredCache {
+            inner: Arc::new(Inner {
+                l1: quick_cache::sync::Cache::new(self.config.l1_capacity),
+                l1_generations: Generations::default(),
+                flight: Flight::new(),
+                tier: self.tier,
+                lease: self.lease,
+                loader: self.loader,
+                breaker: self.breaker,
+                bulkhead: self.bulkhead,
+                wall: WallClock::new(clock.clone()),
+                clock,
+                stats: Counters::default(),
+                config: self.config,
+                name: self.name,
+            }),
+        })
+    }
+}
+
+impl<K, V> TieredCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Starts building a cache named `name` over `loader`.
+    pub fn builder(
+        name: impl Into<Arc<str>>,
+        loader: impl Loader<K, V>,
+    ) -> TieredCacheBuilder<K, V> {
+        let name = name.into();
+        TieredCacheBuilder {
+            breaker: Some(CircuitBreaker::new(
+                Arc::clone(&name),
+                BreakerConfig::default(),
+            )),
+            bulkhead: Some(Bulkhead::new(Arc::clone(&name), BulkheadConfig::default())),
+            name,
+            config: CacheConfig::default(),
+            loader: Arc::new(loader),
+            tier: None,
+            lease: None,
+            clock: None,
+        }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The cache's settings.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// The breaker in front of the loader, if any (for metrics and operators).
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    /// The bulkhead in front of the loader, if any.
+    pub fn bulkhead(&self) -> Option<&Bulkhead> {
+        self.inner.bulkhead.as_ref()
+    }
+
+    /// Looks `key` up, loading it on a miss. `Ok` with no value means the key
+    /// does not exist.
+    pub async fn get(&self, key: &K) -> Result<Lookup<V>, Error> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut fallback = None;
+        if let Some(entry) = inner.l1.get(key) {
+            match entry.freshness(now) {
+                Freshness::Fresh => {
+                    if let Some(beta) = inner.config.early_refresh_beta {
+                        if entry.wants_early_refresh(now, beta) {
+                            self.spawn_refresh(key, &entry);
+                        }
+                    }
+                    let source = if entry.value.is_some() {
+                        Source::Hit
+                    } else {
+                        Source::Negative
+                    };
+                    return Ok(lookup(entry, source, now));
+                }
+                Freshness::Stale => {
+                    self.spawn_refresh(key, &entry);
+                    return Ok(lookup(entry, Source::Stale, now));
+                }
+                Freshness::Fallback => fallback = Some(entry),
+                Freshness::Expired => {}
+            }
+        }
+        let (result, role) = inner
+            .flight
+            .run(key.clone(), || inner.fetch(key, fallback.clone()))
+            .await;
+        let now = inner.clock.now();
+        match result {
+            Ok(fetched) => {
+                let source = match (role, fetched.source) {
+                    (Role::Follower, Source::StaleIfError) => Source::StaleIfError,
+                    (Role::Follower, _) => Source::Coalesced,
+                    (Role::Leader, source) => source,
+                };
+                Ok(lookup(fetched.entry, source, now))
+            }
+            // A follower's own fallback, when the leader had none.
+            Err(err) => match fallback {
+                Some(entry) if can_serve_stale(&err) => {
+                    Ok(lookup(entry, Source::StaleIfError, now))
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    /// Looks many keys up at once; answers are in the order of `keys`.
+    ///
+    /// Misses go to L2 in one read and to the source in one `load_many`
+    /// call. Batches do not take per-key flights or leases: they are meant
+    /// for bounded bulk reads (an API batch, warm-up), where one batched
+    /// round trip is the saving that matters.
+    pub async fn get_many(&self, keys: &[K]) -> Vec<Result<Lookup<V>, Error>> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> = keys.iter().map(|_| None).collect();
+        let mut fallbacks: Vec<Option<Arc<Entry<V>>>> = keys.iter().map(|_| None).collect();
+        let mut missing = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match inner.l1.get(key) {
+                Some(entry) => match entry.freshness(now) {
+                    Freshness::Fresh => {
+                        let source = if entry.value.is_some() {
+                            Source::Hit
+                        } else {
+                            Source::Negative
+                        };
+                        answers[i] = Some(Ok(lookup(entry, source, now)));
+                    }
+                    Freshness::Stale => {
+                        self.spawn_refresh(key, &entry);
+                        answers[i] = Some(Ok(lookup(entry, Source::Stale, now)));
+                    }
+                    Freshness::Fallback => {
+                        fallbacks[i] = Some(entry);
+                        missing.push(i);
+                    }
+                    Freshness::Expired => missing.push(i),
+                },
+                None => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            let found = inner.fetch_many(keys, &missing, &mut fallbacks).await;
+            for (i, answer) in missing.into_iter().zip(found) {
+                answers[i] = Some(answer);
+            }
+        }
+        let now = inner.clock.now();
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or(Err(Error::InvalidConfig(
+                    "internal: batch answer missing".into(),
+                )))
+            })
+            .map(|answer| answer.map(|mut l| {
+                l.age = now.saturating_duration_since(l.entry.loaded_at);
+                l
+            }))
+            .collect()
+    }
+
+    /// Drops `key` from L1 and L2. A load that began before this call will
+    /// not store its result, and callers from now on do not join it.
+    pub async fn invalidate(&self, key: &K) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner
+            .l1_generations
+            .invalidate(key, || inner.l1.remove(key));
+        inner.flight.forget(key);
+        if let Some(tier) = &inner.tier {
+            tier.invalidate(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops `key` from this process's L1 only (another process invalidated
+    /// it in the shared tier and told us).
+    pub fn invalidate_local(&self, key: &K) {
+        let inner = &self.inner;
+        inner
+            .l1_generations
+            .invalidate(key, || inner.l1.remove(key));
+        inner.flight.forget(key);
+    }
+
+    /// The slow-path counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.stats;
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            loads: read(&c.loads),
+            load_errors: read(&c.load_errors),
+            tier_errors: read(&c.tier_errors),
+            fills_refused: read(&c.fills_refused),
+            refreshes: read(&c.refreshes),
+            lease_waits: read(&c.lease_waits),
+            lease_timeouts: read(&c.lease_timeouts),
+            in_flight: self.inner.flight.in_flight() as u64,
+            l1_entries: self.inner.l1.len() as u64,
+        }
+    }
+
+    /// Starts one background refresh of `key`, unless one is running.
+    fn spawn_refresh(&self, key: &K, entry: &Arc<Entry<V>>) {
+        // Outside a tokio runtime there is nobody to run it; the next caller
+        // past grace loads synchronously instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !entry.claim_refresh() {
+            return;
+        }
+        bump(&self.inner.stats.refreshes);
+        let inner = Arc::clone(&self.inner);
+        let key = key.clone();
+        let entry = Arc::clone(entry);
+        runtime.spawn(async move {
+            let (result, _) = inner
+                .flight
+                .run(key.clone(), || inner.fetch(&key, None))
+                .await;
+            if result.is_err() {
+                entry.refresh_failed();
+            }
+        });
+    }
+}
+
+fn lookup<V>(entry: Arc<Entry<V>>, source: Source, now: Instant) -> Lookup<V> {
+    let age = now.saturating_duration_since(entry.loaded_at);
+    Lookup { entry, source, age }
+}
+
+/// Whether an error is one that stale-if-error covers: the source failed or
+/// a guard refused. A panic is a bug, not an outage: it is not masked.
+fn can_serve_stale(err: &Error) -> bool {
+    !matches!(err, Error::LoadPanicked(_))
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The miss path for one key, run by a flight's leader.
+    async fn fetch(&self, key: &K, fallback: Option<Arc<Entry<V>>>) -> Result<Fetched<V>, Error> {
+        // Read before anything else: an invalidation from here on refuses
+        // our L1 fill.
+        let l1_generation = self.l1_generations.current(key);
+        let mut fallback = fallback;
+        let mut tier_generation = None;
+        let mut lease_guard: Option<LeaseGuard> = None;
+
+        if let Some(tier) = &self.tier {
+            match self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await {
+                TierLookup::Fresh(fetched) => return Ok(fetched),
+                TierLookup::Missing(generation) => tier_generation = generation,
+            }
+            if let Some(lease) = &self.lease {
+                match lease.acquire(key).await {
+                    Ok(Acquired::Won(guard)) => {
+                        // Double check: the previous holder may have filled
+                        // L2 between our read and our win.
+                        match self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await {
+                            TierLookup::Fresh(fetched) => return Ok(fetched),
+                            TierLookup::Missing(generation) => tier_generation = generation,
+                        }
+                        lease_guard = Some(guard);
+                    }
+                    Ok(Acquired::Lost(wait)) => {
+                        bump(&self.stats.lease_waits);
+                        let wait_for = self.config.lease_wait;
+                        let timed_out = tokio::time::timeout(wait_for, wait).await.is_err();
+                        if let TierLookup::Fresh(fetched) =
+                            self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await
+                        {
+                            return Ok(fetched);
+                        }
+                        if timed_out {
+                            bump(&self.stats.lease_timeouts);
+                        }
+                        if timed_out && self.config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
+                            return self.or_fallback(Error::LeaseWaitTimeout(wait_for), fallback);
+                        }
+                        // The holder is responsible for L2; we fill L1 only.
+                        tier_generation = None;
+                    }
+                    // The lease store is down: load anyway (the bulkhead
+                    // still bounds it), and leave L2 to a lease holder.
+                    Err(_) => {
+                        bump(&self.stats.tier_errors);
+                        tier_generation = None;
+                    }
+                }
+            }
+        }
+
+        let loaded_at = self.clock.now();
+        let started = self.clock.precise_now();
+        let loaded = match self.load_one(key).await {
+            Ok(value) => value,
+            Err(err) => return self.or_fallback(err, fallback),
+        };
+        let load_time = self.clock.precise_now().saturating_duration_since(started);
+        let stored = self.stored(loaded, loaded_at, load_time);
+        if let (Some(tier), Some(generation)) = (&self.tier, tier_generation) {
+            let fence = lease_guard.as_ref().map_or(0, LeaseGuard::fence);
+            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, fence).await;
+        }
+        // Released only after L2 holds the value, so the losers find it.
+        drop(lease_guard);
+        let entry = self.fill_l1(key, stored, l1_generation);
+        Ok(Fetched {
+            entry,
+            source: Source::Miss,
+        })
+    }
+
+    /// Batch miss path: L2 in one read, then the source in one call.
+    async fn fetch_many(
+        &self,
+        keys: &[K],
+        missing: &[usize],
+        fallbacks: &mut [Option<Arc<Entry<V>>>],
+    ) -> Vec<Result<Lookup<V>, Error>> {
+        let now = self.clock.now();
+        let l1_generations: Vec<u64> = missing
+            .iter()
+            .map(|&i| self.l1_generations.current(&keys[i]))
+            .collect();
+        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> = missing.iter().map(|_| None).collect();
+        let mut tier_generations: Vec<Option<u64>> = missing.iter().map(|_| None).collect();
+
+        if let Some(tier) = &self.tier {
+            let wanted: Vec<K> = missing.iter().map(|&i| keys[i].clone()).collect();
+            match tier.get_many(&wanted).await {
+                Ok(reads) => {
+                    for (j, read) in reads.into_iter().enumerate().take(missing.len()) {
+                        tier_generations[j] = Some(read.generation);
+                        let Some(stored) = read.entry else { continue };
+                        let key = &keys[missing[j]];
+                        let entry = self.entry_from_stored(stored);
+                        match entry.freshness(now) {
+                            Freshness::Fresh => {
+                                let source = if entry.value.is_some() { Source::L2 } else { Source::Negative };
+                                let entry = self.fill_l1_entry(key, entry, l1_generations[j]);
+                                answers[j] = Some(Ok(lookup(entry, source, now)));
+                            }
+                            Freshness::Stale | Freshness::Fallback => {
+                                let slot = &mut fallbacks[missing[j]];
+                                if slot.is_none() {
+                                    *slot = Some(Arc::new(entry));
+                                }
+                            }
+                            Freshness::Expired => {}
+                        }
+                    }
+                }
+                Err(_) => bump(&self.stats.tier_errors),
+            }
+        }
+
+        let to_load: Vec<usize> = (0..missing.len()).filter(|&j| answers[j].is_none()).collect();
+        if !to_load.is_empty() {
+            let wanted: Vec<K> = to_load.iter().map(|&j| keys[missing[j]].clone()).collect();
+            let loaded_at = self.clock.now();
+            let started = self.clock.precise_now();
+            match self.load_many(&wanted).await {
+                Ok(found) => {
+                    let load_time = self.clock.precise_now().saturating_duration_since(started);
+                    for (&j, key) in to_load.iter().zip(&wanted) {
+                        let stored = self.stored(found.get(key).cloned(), loaded_at, load_time);
+                        if let (Some(tier), Some(generation)) = (&self.tier, tier_generations[j]) {
+                            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, 0).await;
+                        }
+                        let entry = self.fill_l1(key, stored, l1_generations[j]);
+                        answers[j] = Some(Ok(lookup(entry, Source::Miss, loaded_at)));
+                    }
+                }
+                Err(err) => {
+                    for &j in &to_load {
+                        let fallback = fallbacks[missing[j]].take();
+                        answers[j] = Some(
+                            self.or_fallback(err.clone(), fallback)
+                                .map(|f| lookup(f.entry, f.source, now)),
+                        );
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(Error::InvalidConfig("internal: batch answer missing".into()))))
+            .collect()
+    }
+
+    /// Reads L2; a fresh entry fills L1. A stale one becomes the fallback if
+    /// there is none yet. Tier errors are counted and treated as a miss.
+    async fn read_tier(
+        &self,
+        tier: &dyn Tier<K, V>,
+        key: &K,
+        l1_generation: u64,
+        fallback: &mut Option<Arc<Entry<V>>>,
+    ) -> TierLookup<V> {
+        let read = match tier.get(key).await {
+            Ok(read) => read,
+            Err(_) => {
+                bump(&self.stats.tier_errors);
+                return TierLookup::Missing(None);
+            }
+        };
+        if let Some(stored) = read.entry {
+            let entry = self.entry_from_stored(stored);
+            match entry.freshness(self.clock.now()) {
+                Freshness::Fresh => {
+                    let source = if entry.value.is_some() { Source::L2 } else { Source::Negative };
+                    let entry = self.fill_l1_entry(key, entry, l1_generation);
+                    return TierLookup::Fresh(Fetched { entry, source });
+                }
+                Freshness::Stale | Freshness::Fallback => {
+                    if fallback.is_none() {
+                        *fallback = Some(Arc::new(entry));
+                    }
+                }
+                Freshness::Expired => {}
+            }
+        }
+        TierLookup::Missing(Some(read.generation))
+    }
+
+    async fn fill_tier(&self, tier: &dyn Tier<K, V>, key: &K, stored: Stored<V>, generation: u64, fence: u64) {
+        match tier.fill(key, stored, generation, fence).await {
+            Ok(FillOutcome::Stored) => {}
+            Ok(FillOutcome::Refused) => bump(&self.stats.fills_refused),
+            Err(_) => bump(&self.stats.tier_errors),
+        }
+    }
+
+    fn fill_l1(&self, key: &K, stored: Stored<V>, generation: u64) -> Arc<Entry<V>> {
+        let entry = self.entry_from_stored(stored);
+        self.fill_l1_entry(key, entry, generation)
+    }
+
+    /// Inserts into L1 unless the key was invalidated since `generation` was
+    /// read; either way the caller gets the entry to answer with.
+    fn fill_l1_entry(&self, key: &K, entry: Entry<V>, generation: u64) -> Arc<Entry<V>> {
+        let entry = Arc::new(entry);
+        let filled = self.l1_generations.fill_if_current(key, generation, || {
+            self.l1.insert(key.clone(), Arc::clone(&entry));
+        });
+        if filled.is_none() {
+            bump(&self.stats.fills_refused);
+        }
+        entry
+    }
+
+    fn or_fallback(&self, err: Error, fallback: Option<Arc<Entry<V>>>) -> Result<Fetched<V>, Error> {
+        match fallback {
+            Some(entry) if can_serve_stale(&err) => Ok(Fetched {
+                entry,
+                source: Source::StaleIfError,
+            }),
+            _ => Err(err),
+        }
+    }
+
+    /// Loads one key through the breaker and the bulkhead, bounded by the
+    /// load timeout, with panics contained and counted as failures.
+    async fn load_one(&self, key: &K) -> Result<Option<V>, Error> {
+        self.guarded(self.loader.load(key)).await
+    }
+
+    async fn load_many(&self, keys: &[K]) -> Result<HashMap<K, V>, Error> {
+        self.guarded(self.loader.load_many(keys)).await
+    }
+
+    async fn guarded<T>(
+        &self,
+        load: impl std::future::Future<Output = Result<T, crate::BoxError>>,
+    ) -> Result<T, Error> {
+        bump(&self.stats.loads);
+        let result = self.guarded_inner(load).await;
+        if result.is_err() {
+            bump(&self.stats.load_errors);
+        }
+        result
+    }
+
+    async fn guarded_inner<T>(
+        &self,
+        load: impl std::future::Future<Output = Result<T, crate::BoxError>>,
+    ) -> Result<T, Error> {
+        // Breaker first: when the source is down, refuse at once instead of
+        // queueing in the bulkhead for a call that would be refused anyway.
+        let permit = match &self.breaker {
+            Some(breaker) => Some(breaker.try_acquire()?),
+            None => None,
+        };
+        let _slot = match &self.bulkhead {
+            Some(bulkhead) => Some(bulkhead.acquire().await?),
+            None => None,
+        };
+        let timeout = self.config.load_timeout;
+        let outcome = tokio::time::timeout(timeout, AssertUnwindSafe(load).catch_unwind()).await;
+        let result = match outcome {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(err))) => Err(Error::source(err)),
+            Ok(Err(panic)) => Err(Error::from_panic(&*panic)),
+            Err(_) => Err(Error::LoadTimeout(timeout)),
+        };
+        if let Some(permit) = permit {
+            if result.is_ok() {
+                permit.success();
+            } else {
+                permit.failure();
+            }
+        }
+        result
+    }
+
+    /// Builds what a fill stores: deadlines from the settings, the TTL
+    /// jittered so that keys loaded together do not expire together.
+    fn stored(&self, value: Option<V>, loaded_at: Instant, load_time: Duration) -> Stored<V> {
+        let config = &self.config;
+        let loaded_at_ms = self.wall.unix_ms()
+            .saturating_sub(as_ms(self.clock.now().saturating_duration_since(loaded_at)));
+        let (fresh, grace, error) = if value.is_some() {
+            let spread = config.jitter * (2.0 * fastrand::f64() - 1.0);
+            let ttl = config.ttl.mul_f64(1.0 + spread);
+            (ttl, ttl + config.grace, ttl + config.stale_if_error)
+        } else {
+            (config.negative_ttl, config.negative_ttl, config.negative_ttl)
+        };
+        Stored {
+            value,
+            loaded_at_ms,
+            fresh_until_ms: loaded_at_ms.saturating_add(as_ms(fresh)),
+            grace_until_ms: loaded_at_ms.saturating_add(as_ms(grace)),
+            error_until_ms: loaded_at_ms.saturating_add(as_ms(error)),
+            load_micros: u64::try_from(load_time.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Turns wall-clock deadlines into deadlines on the local clock.
+    fn entry_from_stored(&self, stored: Stored<V>) -> Entry<V> {
+        let now = self.clock.now();
+        let now_ms = self.wall.unix_ms();
+        let at = |deadline_ms: u64| now + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        let age = Duration::from_millis(now_ms.saturating_sub(stored.loaded_at_ms));
+        // A mock clock starts at zero, where there is no "age ago".
+        let loaded_at = now.checked_sub(age).unwrap_or(now);
+        Entry::new(
+            stored.value,
+            loaded_at,
+            at(stored.fresh_until_ms),
+            at(stored.grace_until_ms),
+            at(stored.error_until_ms),
+            Duration::from_micros(stored.load_micros),
+        )
+    }
+}
+
+fn as_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+enum TierLookup<V> {
+    /// L2 had a fresh entry (now also in L1).
+    Fresh(Fetched<V>),
+    /// Nothing fresh; the key's generation if the read succeeded.
+    Missing(Option<u64>),
+}

@@ -1,0 +1,259 @@
+//! A bulkhead: at most `max_concurrent` calls run at once, at most
+//! `max_queued` more wait (each for at most `max_wait`), everyone else is
+//! turned away at once.
+//!
+//! Why bound the queue as well as the concurrency: a bulkhead with an
+//! unbounded queue only moves the pile-up from the dependency into this
+//! process's memory, and every queued caller still waits out its own
+//! timeout. Rejecting early (`BulkheadFull`) is what lets an overloaded
+//! service shed load in microseconds instead of seconds.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::Error;
+
+/// How many calls a [`Bulkhead`] lets run, how many may wait, and for how
+/// long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkheadConfig {
+    /// Calls allowed to run at once. Default 16: enough to keep a typical
+    /// connection pool busy, small enough that one slow dependency cannot
+    /// take every worker of the process with it.
+    pub max_concurrent: usize,
+    /// Callers allowed to wait for a slot; the next one gets
+    /// [`Error::BulkheadFull`] without waiting. Default 64 (four waiters per
+    /// slot): absorbs a burst, but not a sustained overload.
+    pub max_queued: usize,
+    /// Longest a caller waits in the queue before [`Error::BulkheadTimeout`].
+    /// Default 1 s: a queued caller that has waited longer has usually been
+    /// given up on by its own caller already. `Duration::ZERO` means "never
+    /// wait".
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        BulkheadConfig {
+            max_concurrent: 16,
+            max_queued: 64,
+            max_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+impl BulkheadConfig {
+    /// Checks the config, naming the first bad field.
+    ///
+    /// [`Bulkhead::new`] never panics on a bad config (see there); call this
+    /// where configs are loaded to reject them instead.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent == 0 {
+            return Err("max_concurrent must be >= 1".to_owned());
+        }
+        if self.max_concurrent > Semaphore::MAX_PERMITS {
+            return Err(format!(
+                "max_concurrent must be <= {} (tokio's semaphore limit), got {}",
+                Semaphore::MAX_PERMITS,
+                self.max_concurrent
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A concurrency limit with a bounded, time-limited wait queue.
+///
+/// Cloning is cheap and every clone shares the same slots.
+///
+/// Why `tokio::sync::Semaphore`: it is fair (a freed slot goes to the
+/// longest waiter, so a late caller cannot barge past the queue), its
+/// waiters are cancel-safe (a dropped `acquire` future leaves the wait list
+/// and hands back a slot it was just given), and its owned permits release
+/// on drop, so a slot comes back however the holder ends: return, `?`,
+/// panic or cancellation. The semaphore alone has no queue bound, hence the
+/// separate `queued` counter.
+#[derive(Clone)]
+pub struct Bulkhead {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    config: BulkheadConfig,
+    semaphore: Arc<Semaphore>,
+    /// Callers currently waiting for a slot. Only ever changed through
+    /// [`QueuePlace`], so a waiter that is cancelled still gives its place
+    /// back.
+    queued: AtomicUsize,
+}
+
+impl Bulkhead {
+    /// Creates a bulkhead. `name` appears in its errors (name it after the
+    /// dependency it guards).
+    ///
+    /// Never panics: a `max_concurrent` above tokio's
+    /// [`Semaphore::MAX_PERMITS`] is lowered to it, and `max_concurrent == 0`
+    /// gives a bulkhead that admits nothing (every caller queues and times
+    /// out, or is rejected). [`BulkheadConfig::validate`] rejects both.
+    pub fn new(name: impl Into<Arc<str>>, config: BulkheadConfig) -> Self {
+        let mut config = config;
+        config.max_concurrent = config.max_concurrent.min(Semaphore::MAX_PERMITS);
+        Bulkhead {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
+                config,
+                queued: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Takes a slot, waiting for one if needed.
+    ///
+    /// A free slot is taken at once. Otherwise the caller joins the queue if
+    /// fewer than `max_queued` callers are already waiting, and gets
+    /// [`Error::BulkheadFull`] at once if not. A queued caller gets
+    /// [`Error::BulkheadTimeout`] after `max_wait`.
+    ///
+    /// Cancel-safe: dropping the future gives back its queue place, and a
+    /// slot it had just been handed.
+    ///
+    /// Waiting uses `tokio::time`, so a call that has to queue must run
+    /// inside a Tokio runtime with the time driver enabled.
+    pub async fn acquire(&self) -> Result<BulkheadPermit, Error> {
+        if let Ok(permit) = self.try_acquire() {
+            return Ok(permit);
+        }
+        let _place = self.join_queue()?;
+        let start = tokio::time::Instant::now();
+        let wait = Arc::clone(&self.inner.semaphore).acquire_owned();
+        match tokio::time::timeout(self.inner.config.max_wait, wait).await {
+            Ok(Ok(permit)) => Ok(BulkheadPermit { _permit: permit }),
+            // The semaphore is private and `close` is never called on it.
+            Ok(Err(_closed)) => unreachable!("a bulkhead's semaphore is never closed"),
+            Err(_elapsed) => Err(Error::BulkheadTimeout {
+                name: Arc::clone(&self.inner.name),
+                waited: start.elapsed(),
+            }),
+        }
+        // `_place` drops here, leaving the queue whatever the outcome.
+    }
+
+    /// Takes a free slot, or fails with [`Error::BulkheadFull`] at once;
+    /// never waits and never joins the queue.
+    ///
+    /// It cannot jump the queue either: while callers wait, every freed
+    /// slot is handed straight to the oldest of them.
+    pub fn try_acquire(&self) -> Result<BulkheadPermit, Error> {
+        Arc::clone(&self.inner.semaphore)
+            .try_acquire_owned()
+            .map(|permit| BulkheadPermit { _permit: permit })
+            .map_err(|_no_permits_or_closed| self.full())
+    }
+
+    /// Runs `fut` in a slot: [`acquire`](Self::acquire)s one, awaits `fut`,
+    /// and releases the slot when `fut` finishes, panics or is dropped.
+    ///
+    /// `fut` is not polled (so does no work) until a slot is held.
+    pub async fn run<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
+        let _permit = self.acquire().await?;
+        Ok(fut.await)
+    }
+
+    /// Slots currently handed out.
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .config
+            .max_concurrent
+            .saturating_sub(self.inner.semaphore.available_permits())
+    }
+
+    /// Callers currently waiting for a slot.
+    pub fn queued(&self) -> usize {
+        // Relaxed: a gauge for metrics and tests; nothing is read on the
+        // strength of its value, so no ordering with other memory is needed.
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// The name given to [`new`](Self::new).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The config in force (after the clamping described at
+    /// [`new`](Self::new)).
+    pub fn config(&self) -> &BulkheadConfig {
+        &self.inner.config
+    }
+
+    /// Reserves a queue place, or fails if `max_queued` callers already wait.
+    fn join_queue(&self) -> Result<QueuePlace<'_>, Error> {
+        let max_queued = self.inner.config.max_queued;
+        self.inner
+            .queued
+            // Relaxed: the bound needs only the atomicity of the
+            // read-modify-write (each update sees the latest value in the
+            // counter's modification order, so two callers can never both
+            // take the last place); the counter publishes no other data,
+            // so there is nothing for acquire/release to order. A CAS loop
+            // rather than `fetch_add` + undo, so the count never even
+            // transiently exceeds `max_queued`.
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max_queued).then(|| n + 1)
+            })
+            .map(|_| QueuePlace(&self.inner.queued))
+            .map_err(|_| self.full())
+    }
+
+    fn full(&self) -> Error {
+        Error::BulkheadFull {
+            name: Arc::clone(&self.inner.name),
+            max_concurrent: self.inner.config.max_concurrent,
+            max_queued: self.inner.config.max_queued,
+        }
+    }
+}
+
+impl fmt::Debug for Bulkhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("name", &self.inner.name)
+            .field("config", &self.inner.config)
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+/// One place in a bulkhead's queue, given back on drop, so the count stays
+/// right when the waiting future is dropped mid-wait.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        // Relaxed: same reasoning as in `join_queue`; the decrement only has
+        // to be atomic, and it cannot underflow because it pairs with the
+        // increment that created this place.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A slot in a [`Bulkhead`], released when dropped: on return, on `?`, on
+/// panic (drops run during unwinding) and on cancellation (the holding
+/// future is dropped).
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct BulkheadPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for BulkheadPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadPermit").finish_non_exhaustive()
+    }
+}

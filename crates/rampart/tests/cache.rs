@@ -1,0 +1,573 @@
+//! The tiered read-through cache, path by path: every `Source` an answer can
+//! come from, the guards on the miss path, and no stale sets.
+#![cfg(not(rampart_loom))]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
+use rampart::cache::{
+    CacheConfig, LeaseTimeoutPolicy, LocalLease, MemoryTier, Source, Tier, TieredCache,
+};
+use rampart::clock::{Clock, Mock};
+use rampart::{BoxError, Error, Loader};
+use tokio::sync::watch;
+
+/// A source of truth in memory that counts its loads and can be made to
+/// fail, stall or panic.
+#[derive(Clone, Default)]
+struct Source_ {
+    rows: Arc<Mutex<HashMap<u64, String>>>,
+    loads: Arc<AtomicUsize>,
+    batch_loads: Arc<Mutex<Vec<Vec<u64>>>>,
+    fail: Arc<AtomicBool>,
+    panic: Arc<AtomicBool>,
+    /// When set, loads wait until it reads `true`.
+    gate: Arc<Mutex<Option<watch::Receiver<bool>>>>,
+    delay: Arc<Mutex<Duration>>,
+    /// Moves a mock clock by this much during each load.
+    advance_on_load: Arc<Mutex<Option<(Arc<Mock>, Duration)>>>,
+}
+
+impl Source_ {
+    fn with_rows(n: u64) -> Self {
+        let source = Source_::default();
+        for k in 0..n {
+            source.set(k, &format!("v{k}"));
+        }
+        source
+    }
+    fn set(&self, key: u64, value: &str) {
+        self.rows.lock().insert(key, value.to_owned());
+    }
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+    fn close_gate(&self) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        *self.gate.lock() = Some(rx);
+        tx
+    }
+    async fn before_answer(&self) -> Result<(), BoxError> {
+        let gate = self.gate.lock().clone();
+        if let Some(mut gate) = gate {
+            gate.wait_for(|open| *open).await?;
+        }
+        if let Some((mock, by)) = self.advance_on_load.lock().as_ref() {
+            mock.increment(*by);
+        }
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("source panicked");
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("source is down".into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Loader<u64, String> for Source_ {
+    async fn load(&self, key: &u64) -> Result<Option<String>, BoxError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        // Read first, answer later: a slow reply carries what was read.
+        let row = self.rows.lock().get(key).cloned();
+        self.before_answer().await?;
+        Ok(row)
+    }
+
+    async fn load_many(&self, keys: &[u64]) -> Result<HashMap<u64, String>, BoxError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.batch_loads.lock().push(keys.to_vec());
+        self.before_answer().await?;
+        let rows = self.rows.lock();
+        Ok(keys
+            .iter()
+            .filter_map(|k| rows.get(k).map(|v| (*k, v.clone())))
+            .collect())
+    }
+}
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        ttl: Duration::from_secs(60),
+        grace: Duration::from_secs(10),
+        stale_if_error: Duration::from_secs(300),
+        jitter: 0.0,
+        negative_ttl: Duration::from_secs(5),
+        ..CacheConfig::default()
+    }
+}
+
+fn cache(source: &Source_, clock: &Clock) -> TieredCache<u64, String> {
+    TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .build()
+        .expect("valid config")
+}
+
+async fn until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..5_000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition never held");
+}
+
+fn value(lookup: &rampart::cache::Lookup<String>) -> Option<&str> {
+    lookup.value().map(String::as_str)
+}
+
+#[tokio::test]
+async fn miss_then_hit() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(10);
+    let cache = cache(&source, &clock);
+    let first = cache.get(&3).await.expect("get");
+    assert_eq!((first.source(), value(&first)), (Source::Miss, Some("v3")));
+    mock.increment(Duration::from_secs(2));
+    let second = cache.get(&3).await.expect("get");
+    assert_eq!((second.source(), value(&second)), (Source::Hit, Some("v3")));
+    assert_eq!(second.age(), Duration::from_secs(2));
+    assert_eq!(source.loads(), 1);
+}
+
+#[tokio::test]
+async fn missing_keys_are_cached_negatively_for_the_negative_ttl() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(1);
+    let cache = cache(&source, &clock);
+    let first = cache.get(&99).await.expect("get");
+    assert_eq!((first.source(), value(&first)), (Source::Miss, None));
+    let second = cache.get(&99).await.expect("get");
+    assert_eq!((second.source(), value(&second)), (Source::Negative, None));
+    assert_eq!(source.loads(), 1, "the absent key did not reach the source again");
+    source.set(99, "created");
+    mock.increment(Duration::from_secs(6));
+    let third = cache.get(&99).await.expect("get");
+    assert_eq!((third.source(), value(&third)), (Source::Miss, Some("created")));
+}
+
+#[tokio::test]
+async fn within_grace_the_stale_value_is_served_and_one_refresh_runs() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(5);
+    let cache = cache(&source, &clock);
+    cache.get(&1).await.expect("get");
+    source.set(1, "new");
+    let gate = source.close_gate();
+    mock.increment(Duration::from_secs(65));
+    for _ in 0..100 {
+        let stale = cache.get(&1).await.expect("get");
+        assert_eq!((stale.source(), value(&stale)), (Source::Stale, Some("v1")));
+    }
+    until(|| source.loads() == 2).await;
+    assert_eq!(cache.stats().refreshes, 1, "100 stale hits, one refresh");
+    gate.send(true).expect("gate");
+    until(|| cache.stats().in_flight == 0).await;
+    let fresh = cache.get(&1).await.expect("get");
+    assert_eq!((fresh.source(), value(&fresh)), (Source::Hit, Some("new")));
+    assert_eq!(source.loads(), 2);
+}
+
+#[tokio::test]
+async fn past_grace_a_failing_source_gets_stale_if_error_until_the_window_ends() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(5);
+    let cache = cache(&source, &clock);
+    cache.get(&2).await.expect("get");
+    source.fail.store(true, Ordering::SeqCst);
+    mock.increment(Duration::from_secs(120));
+    let kept = cache.get(&2).await.expect("stale-if-error");
+    assert_eq!((kept.source(), value(&kept)), (Source::StaleIfError, Some("v2")));
+    assert_eq!(kept.age(), Duration::from_secs(120));
+    mock.increment(Duration::from_secs(300));
+    match cache.get(&2).await {
+        Err(Error::Source(e)) => assert!(e.to_string().contains("source is down")),
+        other => panic!("past stale-if-error the error shows: {other:?}"),
+    }
+    // A key never loaded has nothing to fall back on.
+    assert!(matches!(cache.get(&3).await, Err(Error::Source(_))));
+}
+
+#[tokio::test]
+async fn an_open_breaker_rejects_fast_and_stale_data_covers_for_it() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(100);
+    let breaker = CircuitBreaker::with_clock(
+        "users-db",
+        BreakerConfig {
+            window: SlidingWindow::Count { calls: 10 },
+            minimum_calls: 5,
+            failure_rate_threshold: 0.5,
+            open_wait: Duration::from_secs(300),
+            ..BreakerConfig::default()
+        },
+        clock.clone(),
+    );
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .breaker(Some(breaker.clone()))
+        .build()
+        .expect("cache");
+    cache.get(&0).await.expect("warm key 0");
+    source.fail.store(true, Ordering::SeqCst);
+    // 1 success + 4 failures = 5 calls (the minimum), 80 % failed: open.
+    for k in 1..=4 {
+        assert!(matches!(cache.get(&k).await, Err(Error::Source(_))));
+    }
+    let loads_when_opened = source.loads();
+    match cache.get(&50).await {
+        Err(Error::BreakerOpen { name, retry_after }) => {
+            assert_eq!(&*name, "users-db");
+            assert!(retry_after <= Duration::from_secs(300) && !retry_after.is_zero());
+        }
+        other => panic!("expected the breaker to reject: {other:?}"),
+    }
+    assert_eq!(source.loads(), loads_when_opened, "a rejected call never reached the source");
+    mock.increment(Duration::from_secs(100));
+    let kept = cache.get(&0).await.expect("stale-if-error while open");
+    assert_eq!((kept.source(), value(&kept)), (Source::StaleIfError, Some("v0")));
+    assert_eq!(source.loads(), loads_when_opened);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(1);
+    *source.delay.lock() = Duration::from_millis(20);
+    let cache = cache(&source, &clock);
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&0).await })
+        })
+        .collect();
+    let mut by_source: HashMap<Source, usize> = HashMap::new();
+    for task in tasks {
+        let answer = task.await.expect("task").expect("get");
+        assert_eq!(value(&answer), Some("v0"));
+        *by_source.entry(answer.source()).or_default() += 1;
+    }
+    assert_eq!(source.loads(), 1);
+    assert_eq!(by_source.get(&Source::Miss), Some(&1), "{by_source:?}");
+    let others: usize = by_source
+        .iter()
+        .filter(|(s, _)| **s != Source::Miss)
+        .map(|(s, n)| {
+            assert!(matches!(s, Source::Coalesced | Source::Hit), "{s:?}");
+            n
+        })
+        .sum();
+    assert_eq!(others, 999);
+}
+
+#[tokio::test]
+async fn a_second_process_reads_the_shared_tier() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(10);
+    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let build = || {
+        TieredCache::builder("users", source.clone())
+            .config(config())
+            .clock(clock.clone())
+            .tier(tier.clone())
+            .build()
+            .expect("cache")
+    };
+    let (a, b) = (build(), build());
+    assert_eq!(a.get(&4).await.expect("get").source(), Source::Miss);
+    let from_b = b.get(&4).await.expect("get");
+    assert_eq!((from_b.source(), value(&from_b)), (Source::L2, Some("v4")));
+    assert_eq!(b.get(&4).await.expect("get").source(), Source::Hit);
+    assert_eq!(b.get(&77).await.expect("get").source(), Source::Miss);
+    assert_eq!(a.get(&77).await.expect("get").source(), Source::Negative, "negative entries are shared too");
+    assert_eq!(source.loads(), 2);
+}
+
+#[tokio::test]
+async fn across_processes_the_lease_lets_one_load_and_the_others_read_l2() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let gate = source.close_gate();
+    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let lease = Arc::new(LocalLease::with_clock(Duration::from_secs(10), clock.clone()));
+    let processes: Vec<_> = (0..3)
+        .map(|_| {
+            TieredCache::builder("users", source.clone())
+                .config(config())
+                .clock(clock.clone())
+                .tier(tier.clone())
+                .lease(lease.clone())
+                .build()
+                .expect("cache")
+        })
+        .collect();
+    let tasks: Vec<_> = processes
+        .iter()
+        .flat_map(|p| (0..10).map(move |_| p.clone()))
+        .map(|p| tokio::spawn(async move { p.get(&5).await }))
+        .collect();
+    until(|| source.loads() == 1).await;
+    until(|| processes.iter().map(|p| p.stats().lease_waits).sum::<u64>() == 2).await;
+    gate.send(true).expect("gate");
+    let mut by_source: HashMap<Source, usize> = HashMap::new();
+    for task in tasks {
+        let answer = task.await.expect("task").expect("get");
+        assert_eq!(value(&answer), Some("v5"));
+        *by_source.entry(answer.source()).or_default() += 1;
+    }
+    assert_eq!(source.loads(), 1, "one load across three processes");
+    assert_eq!(by_source.get(&Source::Miss), Some(&1), "{by_source:?}");
+    assert_eq!(by_source.get(&Source::L2), Some(&2), "the two lease losers read L2: {by_source:?}");
+    assert_eq!(by_source.get(&Source::Coalesced), Some(&27), "{by_source:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_wait_that_runs_out_follows_the_policy() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let lease = Arc::new(LocalLease::with_clock(Duration::from_secs(60), clock.clone()));
+    // Another process holds the lease and never finishes.
+    let rampart::cache::Acquired::Won(_held) = rampart::Lease::acquire(lease.as_ref(), &1).await.expect("lease")
+    else {
+        panic!("the lease was free");
+    };
+    let build = |policy| {
+        TieredCache::builder("users", source.clone())
+            .config(CacheConfig {
+                lease_wait: Duration::from_millis(200),
+                on_lease_timeout: policy,
+                ..config()
+            })
+            .clock(clock.clone())
+            .tier(tier.clone())
+            .lease(lease.clone())
+            .build()
+            .expect("cache")
+    };
+    let failing = build(LeaseTimeoutPolicy::Fail);
+    match failing.get(&1).await {
+        Err(Error::LeaseWaitTimeout(waited)) => assert_eq!(waited, Duration::from_millis(200)),
+        other => panic!("expected LeaseWaitTimeout, got {other:?}"),
+    }
+    assert_eq!(source.loads(), 0);
+    let loading = build(LeaseTimeoutPolicy::Load);
+    let answer = loading.get(&1).await.expect("loads after the wait");
+    assert_eq!((answer.source(), value(&answer)), (Source::Miss, Some("v1")));
+    assert_eq!(loading.get(&1).await.expect("get").source(), Source::Hit, "L1 was filled");
+    let l2 = tier.get(&1).await.expect("tier");
+    assert!(l2.entry.is_none(), "L2 is left to the lease holder");
+    assert_eq!(loading.stats().lease_timeouts, 1);
+}
+
+#[tokio::test]
+async fn an_invalidation_during_a_load_refuses_its_fill() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .tier(tier.clone())
+        .build()
+        .expect("cache");
+    let gate = source.close_gate();
+    let reader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get(&7).await })
+    };
+    until(|| source.loads() == 1).await;
+    // The row changes and the writer invalidates while the old read runs.
+    source.set(7, "updated");
+    cache.invalidate(&7).await.expect("invalidate");
+    gate.send(true).expect("gate");
+    let old = reader.await.expect("task").expect("get");
+    assert_eq!(value(&old), Some("v7"), "the caller gets what its load read");
+    assert_eq!(cache.stats().fills_refused, 2, "both the L2 and the L1 fill were refused");
+    assert!(tier.get(&7).await.expect("tier").entry.is_none(), "no stale set in L2");
+    let next = cache.get(&7).await.expect("get");
+    assert_eq!((next.source(), value(&next)), (Source::Miss, Some("updated")), "no stale set in L1");
+}
+
+#[tokio::test]
+async fn ttl_jitter_spreads_expiry() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(400);
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig { jitter: 0.2, ..config() })
+        .clock(clock)
+        .build()
+        .expect("cache");
+    for k in 0..400 {
+        cache.get(&k).await.expect("get");
+    }
+    // Each check looks at keys no earlier check touched: a stale answer
+    // starts a refresh, which would give that key a new TTL.
+    let count_hits = |cache: TieredCache<u64, String>, keys: std::ops::Range<u64>| async move {
+        let mut hits = 0;
+        for k in keys {
+            hits += usize::from(cache.get(&k).await.expect("get").source() == Source::Hit);
+        }
+        hits
+    };
+    mock.increment(Duration::from_secs(47)); // below 60 × 0.8: all fresh
+    assert_eq!(count_hits(cache.clone(), 0..400).await, 400);
+    mock.increment(Duration::from_secs(13)); // 60 s: about half expired
+    let hits = count_hits(cache.clone(), 0..200).await;
+    assert!((40..=160).contains(&hits), "{hits} of 200 still fresh at the mean TTL");
+    mock.increment(Duration::from_secs(13)); // above 60 × 1.2: none fresh
+    assert_eq!(count_hits(cache, 200..400).await, 0);
+}
+
+#[tokio::test]
+async fn early_refresh_refreshes_a_hot_key_before_it_expires() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(3);
+    // Each load takes one second of mock time: XFetch weighs that.
+    *source.advance_on_load.lock() = Some((mock.clone(), Duration::from_secs(1)));
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig { early_refresh_beta: Some(1.0), ..config() })
+        .clock(clock.clone())
+        .build()
+        .expect("cache");
+    cache.get(&1).await.expect("get");
+    // Long before expiry the chance is e^-59 per hit: nothing happens.
+    for _ in 0..1_000 {
+        assert_eq!(cache.get(&1).await.expect("get").source(), Source::Hit);
+    }
+    assert_eq!(cache.stats().refreshes, 0);
+    // Half a second before expiry the chance is e^-0.5 per hit.
+    mock.increment(Duration::from_millis(58_500));
+    for _ in 0..100 {
+        assert_eq!(cache.get(&1).await.expect("get").source(), Source::Hit);
+        if cache.stats().refreshes > 0 {
+            break;
+        }
+    }
+    assert_eq!(cache.stats().refreshes, 1, "one early refresh right before expiry");
+    until(|| source.loads() == 2).await;
+}
+
+#[tokio::test]
+async fn a_panicking_loader_is_an_error_for_that_call_only() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(3);
+    let cache = cache(&source, &clock);
+    source.panic.store(true, Ordering::SeqCst);
+    match cache.get(&1).await {
+        Err(Error::LoadPanicked(m)) => assert!(m.contains("source panicked")),
+        other => panic!("expected LoadPanicked, got {other:?}"),
+    }
+    source.panic.store(false, Ordering::SeqCst);
+    assert_eq!(cache.get(&1).await.expect("get").source(), Source::Miss);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_source_times_out_and_counts_as_a_failure() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(3);
+    *source.delay.lock() = Duration::from_secs(30);
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig { load_timeout: Duration::from_millis(500), ..config() })
+        .clock(clock)
+        .build()
+        .expect("cache");
+    match cache.get(&1).await {
+        Err(Error::LoadTimeout(limit)) => assert_eq!(limit, Duration::from_millis(500)),
+        other => panic!("expected LoadTimeout, got {other:?}"),
+    }
+    let breaker = cache.breaker().expect("default breaker");
+    assert_eq!(breaker.stats().failures, 1);
+}
+
+#[tokio::test]
+async fn get_many_loads_only_the_misses_in_one_batch() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(10);
+    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let build = || {
+        TieredCache::builder("users", source.clone())
+            .config(config())
+            .clock(clock.clone())
+            .tier(tier.clone())
+            .build()
+            .expect("cache")
+    };
+    let (a, b) = (build(), build());
+    b.get(&2).await.expect("into L2");
+    a.get(&1).await.expect("into a's L1");
+    let loads_before = source.loads();
+    let answers = a.get_many(&[1, 2, 3, 42, 3]).await;
+    let got: Vec<(Source, Option<&str>)> = answers
+        .iter()
+        .map(|r| {
+            let l = r.as_ref().expect("answer");
+            (l.source(), l.value().map(String::as_str))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Source::Hit, Some("v1")),
+            (Source::L2, Some("v2")),
+            (Source::Miss, Some("v3")),
+            (Source::Miss, None),
+            (Source::Miss, Some("v3")),
+        ]
+    );
+    assert_eq!(source.loads(), loads_before + 1, "one batch call");
+    assert_eq!(source.batch_loads.lock().last(), Some(&vec![3, 42, 3]));
+    assert_eq!(a.get(&42).await.expect("get").source(), Source::Negative);
+    assert_eq!(b.get(&3).await.expect("get").source(), Source::L2, "the batch filled L2");
+}
+
+#[tokio::test]
+async fn get_many_falls_back_per_key_when_the_source_fails() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(10);
+    let cache = cache(&source, &clock);
+    cache.get(&1).await.expect("get");
+    mock.increment(Duration::from_secs(100));
+    source.fail.store(true, Ordering::SeqCst);
+    let answers = cache.get_many(&[1, 2]).await;
+    let first = answers[0].as_ref().expect("fallback");
+    assert_eq!((first.source(), value(first)), (Source::StaleIfError, Some("v1")));
+    assert!(matches!(answers[1], Err(Error::Source(_))));
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_field_named() {
+    let source = Source_::with_rows(1);
+    let cases: Vec<(CacheConfig, &str)> = vec![
+        (CacheConfig { l1_capacity: 0, ..config() }, "l1_capacity"),
+        (CacheConfig { ttl: Duration::ZERO, ..config() }, "ttl"),
+        (CacheConfig { jitter: 1.5, ..config() }, "jitter"),
+        (CacheConfig { grace: Duration::from_secs(500), ..config() }, "stale_if_error"),
+        (CacheConfig { early_refresh_beta: Some(-1.0), ..config() }, "early_refresh_beta"),
+        (CacheConfig { load_timeout: Duration::ZERO, ..config() }, "load_timeout"),
+        (CacheConfig { lease_wait: Duration::ZERO, ..config() }, "lease_wait"),
+    ];
+    for (bad, field) in cases {
+        match TieredCache::builder("users", source.clone()).config(bad).build() {
+            Err(Error::InvalidConfig(message)) => {
+                assert!(message.contains(field) && message.contains("users"), "{message}")
+            }
+            Ok(_) => panic!("{field}: accepted"),
+            Err(other) => panic!("{field}: {other:?}"),
+        }
+    }
+}
