@@ -816,7 +816,13 @@ impl Inner {
             // re-checks the queue under that lock after clearing the flag,
             // so either the pusher wins the flag or the deliverer sees the
             // transition.
-
+            if self
+                .delivering
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
             let clear = Clear(&self.delivering);
             loop {
                 let next = self.core.lock().pending.pop_front();

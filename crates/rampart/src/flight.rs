@@ -194,7 +194,10 @@ where
     /// Removes `call` from the map if it is still the key's current call (a
     /// `forget` may have replaced it).
     fn remove_if_current(calls: &mut HashMap<K, Arc<Call<V>>>, key: &K, call: &Arc<Call<V>>) {
-        if calls.get(key).is_some_and(|current| Arc::ptr_eq(current, call)) {
+        if calls
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, call))
+        {
             calls.remove(key);
         }
     }

@@ -662,13 +662,10 @@ fn listeners_get_racing_transitions_in_order() {
         entered.wait();
         // ...while this thread makes the second one.
         b.force_open();
-        assert_eq!(
-            log.lock().expect("log lock").len(),
-            1,
-            "the second transition waits its turn"
-        );
+        let seen_meanwhile = log.lock().expect("log lock").len();
         go.wait();
         tripper.join().expect("tripper");
+        assert_eq!(seen_meanwhile, 1, "the second transition waits its turn");
     });
     assert_eq!(
         *log.lock().expect("log lock"),

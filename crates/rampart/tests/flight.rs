@@ -14,7 +14,10 @@ use tokio::sync::Notify;
 async fn until(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition never held");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -59,7 +62,8 @@ async fn a_cancelled_leader_hands_over_to_exactly_one_follower() {
     let load = {
         let (running, max_running, loads) = (running.clone(), max_running.clone(), loads.clone());
         move |n: u32| {
-            let (running, max_running, loads) = (running.clone(), max_running.clone(), loads.clone());
+            let (running, max_running, loads) =
+                (running.clone(), max_running.clone(), loads.clone());
             move || async move {
                 struct Running(Arc<AtomicUsize>);
                 impl Drop for Running {
@@ -101,9 +105,20 @@ async fn a_cancelled_leader_hands_over_to_exactly_one_follower() {
         leaders += usize::from(role == Role::Leader);
     }
     assert_eq!(leaders, 1, "exactly one follower takes over");
-    assert_eq!(loads.load(Ordering::SeqCst), 2, "the cancelled load and one more");
-    assert_eq!(max_running.load(Ordering::SeqCst), 1, "never two loads at once");
-    assert!(values.windows(2).all(|w| w[0] == w[1]), "all share one result: {values:?}");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "the cancelled load and one more"
+    );
+    assert_eq!(
+        max_running.load(Ordering::SeqCst),
+        1,
+        "never two loads at once"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] == w[1]),
+        "all share one result: {values:?}"
+    );
     assert_eq!(flight.in_flight(), 0);
 }
 
@@ -140,9 +155,14 @@ async fn a_follower_cancelled_while_waiting_leaves_cleanly() {
         })
     };
     until(|| flight.in_flight() == 1).await;
-    let follower = tokio::time::timeout(Duration::from_millis(10), flight.run(1, || async { Ok(0) })).await;
+    let follower =
+        tokio::time::timeout(Duration::from_millis(10), flight.run(1, || async { Ok(0) })).await;
     assert!(follower.is_err());
-    assert_eq!(flight.followers(&1), 0, "the cancelled follower deregistered");
+    assert_eq!(
+        flight.followers(&1),
+        0,
+        "the cancelled follower deregistered"
+    );
     gate.notify_one();
     assert_eq!(leader.await.expect("task").0.expect("value"), 5);
     assert_eq!(flight.in_flight(), 0);
@@ -167,12 +187,18 @@ async fn a_panicking_leader_fails_every_follower_and_frees_the_key() {
     let mut followers = Vec::new();
     for _ in 0..5 {
         let flight = flight.clone();
-        followers.push(tokio::spawn(async move { flight.run(1, || async { Ok(0) }).await }));
+        followers.push(tokio::spawn(async move {
+            flight.run(1, || async { Ok(0) }).await
+        }));
     }
     until(|| flight.followers(&1) == 5).await;
     gate.notify_one();
-    let (leader_result, _) = leader.await.expect("the panic is contained, the task ends normally");
-    assert!(matches!(leader_result, Err(Error::LoadPanicked(ref m)) if m.contains("loader exploded")));
+    let (leader_result, _) = leader
+        .await
+        .expect("the panic is contained, the task ends normally");
+    assert!(
+        matches!(leader_result, Err(Error::LoadPanicked(ref m)) if m.contains("loader exploded"))
+    );
     for task in followers {
         let (result, role) = task.await.expect("task");
         assert_eq!(role, Role::Follower);
@@ -208,7 +234,10 @@ async fn an_error_reaches_that_flights_followers_only_and_is_not_kept() {
     };
     until(|| flight.followers(&1) == 1).await;
     gate.notify_one();
-    assert!(matches!(leader.await.expect("task").0, Err(Error::Source(_))));
+    assert!(matches!(
+        leader.await.expect("task").0,
+        Err(Error::Source(_))
+    ));
     let (follower_result, role) = follower.await.expect("task");
     assert_eq!(role, Role::Follower);
     assert!(matches!(follower_result, Err(Error::Source(_))));
@@ -266,8 +295,10 @@ async fn stress_random_cancellation_one_completed_load_per_key_per_round() {
     let flight = Arc::new(Flight::<u64, u64>::new());
 
     for round in 0..ROUNDS {
-        let running: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
-        let completed: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+        let running: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+        let completed: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
         let overlap = Arc::new(AtomicUsize::new(0));
         // Loads wait at the gate until every task has joined, so that no
         // late task can start a second flight legitimately.
@@ -276,8 +307,13 @@ async fn stress_random_cancellation_one_completed_load_per_key_per_round() {
         for key in 0..KEYS {
             for t in 0..TASKS_PER_KEY {
                 let hold = Duration::from_micros(rng.u64(200..3_000));
-                let (flight, running, completed, overlap, mut gate) =
-                    (flight.clone(), running.clone(), completed.clone(), overlap.clone(), gate.clone());
+                let (flight, running, completed, overlap, mut gate) = (
+                    flight.clone(),
+                    running.clone(),
+                    completed.clone(),
+                    overlap.clone(),
+                    gate.clone(),
+                );
                 let value = round * 1_000 + key * 100 + t as u64;
                 let handle = tokio::spawn(async move {
                     flight
@@ -337,12 +373,19 @@ async fn stress_random_cancellation_one_completed_load_per_key_per_round() {
                 Ok(Ok((result, _role))) => {
                     let v = result.expect("value");
                     let slot = &mut values[key as usize];
-                    assert!(slot.is_none_or(|seen| seen == v), "round {round} key {key}: two values (seed {seed})");
+                    assert!(
+                        slot.is_none_or(|seen| seen == v),
+                        "round {round} key {key}: two values (seed {seed})"
+                    );
                     *slot = Some(v);
                 }
             }
         }
-        assert_eq!(overlap.load(Ordering::SeqCst), 0, "round {round}: overlapping loads (seed {seed})");
+        assert_eq!(
+            overlap.load(Ordering::SeqCst),
+            0,
+            "round {round}: overlapping loads (seed {seed})"
+        );
         for k in 0..KEYS as usize {
             assert_eq!(
                 completed[k].load(Ordering::SeqCst),
@@ -350,6 +393,10 @@ async fn stress_random_cancellation_one_completed_load_per_key_per_round() {
                 "round {round} key {k}: completed loads (seed {seed})"
             );
         }
-        assert_eq!(flight.in_flight(), 0, "round {round}: keys left in flight (seed {seed})");
+        assert_eq!(
+            flight.in_flight(),
+            0,
+            "round {round}: keys left in flight (seed {seed})"
+        );
     }
 }

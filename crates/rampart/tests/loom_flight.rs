@@ -68,11 +68,12 @@ fn completion_races_with_a_joining_caller() {
 }
 
 /// Polls a future once with a waker that does nothing, then drops it: a
-/// caller cancelled mid-load (or mid-wait).
+/// caller cancelled mid-load or mid-wait. (It may also have finished in that
+/// one poll, as a follower of a flight that completed meanwhile.)
 fn poll_once_then_cancel<F: Future>(future: F) {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(future.as_mut().poll(&mut cx).is_pending());
+    let _ = future.as_mut().poll(&mut cx);
 }
 
 /// A caller whose load never finishes is cancelled while another caller
@@ -113,7 +114,11 @@ fn two_followers_one_takes_over() {
             let (flight, running, loads) = (flight.clone(), running.clone(), loads.clone());
             move || {
                 block_on(flight.run(1, || async move {
-                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two loads at once");
+                    assert_eq!(
+                        running.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two loads at once"
+                    );
                     loads.fetch_add(1, Ordering::SeqCst);
                     running.fetch_sub(1, Ordering::SeqCst);
                     Ok(value)

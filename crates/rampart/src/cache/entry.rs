@@ -72,6 +72,26 @@ pub struct Entry<V> {
     refreshing: AtomicBool,
 }
 
+/// What L1 stores per key: the entry plus a copy of what a fresh hit needs,
+/// inline in the map's own slot. A fresh hit then reads only memory the map
+/// lookup already touched, instead of also chasing the entry's allocation
+/// (measured: BENCHMARKS.md, hit path).
+pub(crate) struct L1Slot<V> {
+    pub(crate) fresh_until: Instant,
+    pub(crate) negative: bool,
+    pub(crate) entry: Arc<Entry<V>>,
+}
+
+impl<V> Clone for L1Slot<V> {
+    fn clone(&self) -> Self {
+        L1Slot {
+            fresh_until: self.fresh_until,
+            negative: self.negative,
+            entry: Arc::clone(&self.entry),
+        }
+    }
+}
+
 /// How usable an entry is at a given moment.
 pub(crate) enum Freshness {
     Fresh,
@@ -107,6 +127,15 @@ impl<V> Entry<V> {
         self.value.as_ref()
     }
 
+    /// The copy of this entry's hot fields that L1 keeps inline.
+    pub(crate) fn l1_slot(self: &Arc<Self>) -> L1Slot<V> {
+        L1Slot {
+            fresh_until: self.fresh_until,
+            negative: self.value.is_none(),
+            entry: Arc::clone(self),
+        }
+    }
+
     pub(crate) fn freshness(&self, now: Instant) -> Freshness {
         if now < self.fresh_until {
             Freshness::Fresh
@@ -126,6 +155,7 @@ impl<V> Entry<V> {
     /// XFetch (Vattani et al. 2015): refresh early with a probability that
     /// grows as expiry nears and with how long a load takes, so a hot key is
     /// refreshed by one caller before it expires for all of them.
+    #[cold]
     pub(crate) fn wants_early_refresh(&self, now: Instant, beta: f64) -> bool {
         let random: f64 = fastrand::f64();
         // ln(random) <= 0; a zero draw means "refresh now".
@@ -153,7 +183,9 @@ impl<V> Entry<V> {
 pub struct Lookup<V> {
     pub(crate) entry: Arc<Entry<V>>,
     pub(crate) source: Source,
-    pub(crate) age: Duration,
+    /// When it was answered; the age is derived on demand so the hit path
+    /// does not pay for it.
+    pub(crate) answered_at: Instant,
 }
 
 impl<V> Lookup<V> {
@@ -169,6 +201,7 @@ impl<V> Lookup<V> {
 
     /// Time since the value was read from the source (the `age` header).
     pub fn age(&self) -> Duration {
-        self.age
+        self.answered_at
+            .saturating_duration_since(self.entry.loaded_at)
     }
 }

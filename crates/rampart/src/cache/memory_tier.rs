@@ -94,7 +94,8 @@ where
     }
 
     async fn invalidate(&self, key: &K) -> Result<(), Error> {
-        self.generations.invalidate(key, || self.entries.remove(key));
+        self.generations
+            .invalidate(key, || self.entries.remove(key));
         Ok(())
     }
 }

@@ -1,16 +1,19 @@
 //! [`TieredCache`]: the read path that ties the guards together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 
 use super::config::{CacheConfig, LeaseTimeoutPolicy};
-use super::entry::{Entry, Freshness, Lookup, Source};
+use super::entry::{Entry, Freshness, L1Slot, Lookup, Source};
 use super::generation::Generations;
 use super::lease::{Acquired, Lease, LeaseGuard};
 use super::loader::Loader;
@@ -39,7 +42,7 @@ impl<K, V> Clone for TieredCache<K, V> {
 struct Inner<K, V> {
     name: Arc<str>,
     config: CacheConfig,
-    l1: quick_cache::sync::Cache<K, Arc<Entry<V>>>,
+    l1: quick_cache::sync::Cache<K, L1Slot<V>>,
     l1_generations: Generations,
     flight: Flight<K, Fetched<V>>,
     tier: Option<Arc<dyn Tier<K, V>>>,
@@ -238,33 +241,64 @@ where
 
     /// Looks `key` up, loading it on a miss. `Ok` with no value means the key
     /// does not exist.
-    pub async fn get(&self, key: &K) -> Result<Lookup<V>, Error> {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let mut fallback = None;
-        if let Some(entry) = inner.l1.get(key) {
-            match entry.freshness(now) {
-                Freshness::Fresh => {
-                    if let Some(beta) = inner.config.early_refresh_beta {
-                        if entry.wants_early_refresh(now, beta) {
-                            self.spawn_refresh(key, &entry);
-                        }
-                    }
-                    let source = if entry.value.is_some() {
-                        Source::Hit
-                    } else {
-                        Source::Negative
-                    };
-                    return Ok(lookup(entry, source, now));
-                }
-                Freshness::Stale => {
-                    self.spawn_refresh(key, &entry);
-                    return Ok(lookup(entry, Source::Stale, now));
-                }
-                Freshness::Fallback => fallback = Some(entry),
-                Freshness::Expired => {}
-            }
+    ///
+    /// The L1 step runs when `get` is called, not when the future is first
+    /// polled: a hit is then a ready value, with no state machine around it
+    /// (measured: an `async fn` here cost a fifth of the hit path's
+    /// throughput, BENCHMARKS.md). Only a miss allocates its future.
+    pub fn get<'a>(&'a self, key: &'a K) -> Get<'a, V> {
+        let fallback = match self.look_in_l1(key) {
+            L1::Answer(lookup) => return Get(GetState::Ready(Some(lookup))),
+            L1::Fallback(entry) => Some(entry),
+            L1::Miss => None,
+        };
+        Get(GetState::Miss(Box::pin(self.miss(key, fallback))))
+    }
+
+    /// Answers from L1 alone, never loading: `None` where [`get`](Self::get)
+    /// would go to L2 or the source. A stale answer still starts a
+    /// background refresh, as it does in `get`.
+    pub fn get_cached(&self, key: &K) -> Option<Lookup<V>> {
+        match self.look_in_l1(key) {
+            L1::Answer(lookup) => Some(lookup),
+            L1::Fallback(_) | L1::Miss => None,
         }
+    }
+
+    /// The L1 step of the read path, without any await.
+    #[inline]
+    fn look_in_l1(&self, key: &K) -> L1<V> {
+        let inner = &self.inner;
+        let Some(slot) = inner.l1.get(key) else {
+            return L1::Miss;
+        };
+        let now = inner.clock.now();
+        if now < slot.fresh_until {
+            if let Some(beta) = inner.config.early_refresh_beta {
+                if slot.entry.wants_early_refresh(now, beta) {
+                    self.spawn_refresh(key, &slot.entry);
+                }
+            }
+            let source = if slot.negative {
+                Source::Negative
+            } else {
+                Source::Hit
+            };
+            return L1::Answer(lookup(slot.entry, source, now));
+        }
+        match slot.entry.freshness(now) {
+            // `Fresh` cannot come back here: same deadline, same `now`.
+            Freshness::Fresh | Freshness::Stale => {
+                self.spawn_refresh(key, &slot.entry);
+                L1::Answer(lookup(slot.entry, Source::Stale, now))
+            }
+            Freshness::Fallback => L1::Fallback(slot.entry),
+            Freshness::Expired => L1::Miss,
+        }
+    }
+
+    async fn miss(&self, key: &K, fallback: Option<Arc<Entry<V>>>) -> Result<Lookup<V>, Error> {
+        let inner = &self.inner;
         let (result, role) = inner
             .flight
             .run(key.clone(), || inner.fetch(key, fallback.clone()))
@@ -297,32 +331,18 @@ where
     /// round trip is the saving that matters.
     pub async fn get_many(&self, keys: &[K]) -> Vec<Result<Lookup<V>, Error>> {
         let inner = &self.inner;
-        let now = inner.clock.now();
-        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> = keys.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> =
+            keys.iter().map(|_| None).collect();
         let mut fallbacks: Vec<Option<Arc<Entry<V>>>> = keys.iter().map(|_| None).collect();
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            match inner.l1.get(key) {
-                Some(entry) => match entry.freshness(now) {
-                    Freshness::Fresh => {
-                        let source = if entry.value.is_some() {
-                            Source::Hit
-                        } else {
-                            Source::Negative
-                        };
-                        answers[i] = Some(Ok(lookup(entry, source, now)));
-                    }
-                    Freshness::Stale => {
-                        self.spawn_refresh(key, &entry);
-                        answers[i] = Some(Ok(lookup(entry, Source::Stale, now)));
-                    }
-                    Freshness::Fallback => {
-                        fallbacks[i] = Some(entry);
-                        missing.push(i);
-                    }
-                    Freshness::Expired => missing.push(i),
-                },
-                None => missing.push(i),
+            match self.look_in_l1(key) {
+                L1::Answer(lookup) => answers[i] = Some(Ok(lookup)),
+                L1::Fallback(entry) => {
+                    fallbacks[i] = Some(entry);
+                    missing.push(i);
+                }
+                L1::Miss => missing.push(i),
             }
         }
         if !missing.is_empty() {
@@ -331,19 +351,7 @@ where
                 answers[i] = Some(answer);
             }
         }
-        let now = inner.clock.now();
-        answers
-            .into_iter()
-            .map(|answer| {
-                answer.unwrap_or(Err(Error::InvalidConfig(
-                    "internal: batch answer missing".into(),
-                )))
-            })
-            .map(|answer| answer.map(|mut l| {
-                l.age = now.saturating_duration_since(l.entry.loaded_at);
-                l
-            }))
-            .collect()
+        answers.into_iter().map(answered).collect()
     }
 
     /// Drops `key` from L1 and L2. A load that began before this call will
@@ -388,6 +396,10 @@ where
     }
 
     /// Starts one background refresh of `key`, unless one is running.
+    /// Kept out of line so the hit path around it stays small enough to
+    /// inline.
+    #[cold]
+    #[inline(never)]
     fn spawn_refresh(&self, key: &K, entry: &Arc<Entry<V>>) {
         // Outside a tokio runtime there is nobody to run it; the next caller
         // past grace loads synchronously instead.
@@ -413,9 +425,19 @@ where
     }
 }
 
+/// Every slot of a batch is answered by construction (from L1, L2, the
+/// source or a fallback); an empty one would be a bug here, reported as an
+/// error for that key rather than a panic.
+fn answered<V>(answer: Option<Result<Lookup<V>, Error>>) -> Result<Lookup<V>, Error> {
+    answer.unwrap_or_else(|| Err(Error::source("internal: a batch key was left unanswered")))
+}
+
 fn lookup<V>(entry: Arc<Entry<V>>, source: Source, now: Instant) -> Lookup<V> {
-    let age = now.saturating_duration_since(entry.loaded_at);
-    Lookup { entry, source, age }
+    Lookup {
+        entry,
+        source,
+        answered_at: now,
+    }
 }
 
 /// Whether an error is one that stale-if-error covers: the source failed or
@@ -439,7 +461,10 @@ where
         let mut lease_guard: Option<LeaseGuard> = None;
 
         if let Some(tier) = &self.tier {
-            match self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await {
+            match self
+                .read_tier(tier.as_ref(), key, l1_generation, &mut fallback)
+                .await
+            {
                 TierLookup::Fresh(fetched) => return Ok(fetched),
                 TierLookup::Missing(generation) => tier_generation = generation,
             }
@@ -448,7 +473,10 @@ where
                     Ok(Acquired::Won(guard)) => {
                         // Double check: the previous holder may have filled
                         // L2 between our read and our win.
-                        match self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await {
+                        match self
+                            .read_tier(tier.as_ref(), key, l1_generation, &mut fallback)
+                            .await
+                        {
                             TierLookup::Fresh(fetched) => return Ok(fetched),
                             TierLookup::Missing(generation) => tier_generation = generation,
                         }
@@ -458,8 +486,9 @@ where
                         bump(&self.stats.lease_waits);
                         let wait_for = self.config.lease_wait;
                         let timed_out = tokio::time::timeout(wait_for, wait).await.is_err();
-                        if let TierLookup::Fresh(fetched) =
-                            self.read_tier(tier.as_ref(), key, l1_generation, &mut fallback).await
+                        if let TierLookup::Fresh(fetched) = self
+                            .read_tier(tier.as_ref(), key, l1_generation, &mut fallback)
+                            .await
                         {
                             return Ok(fetched);
                         }
@@ -492,7 +521,8 @@ where
         let stored = self.stored(loaded, loaded_at, load_time);
         if let (Some(tier), Some(generation)) = (&self.tier, tier_generation) {
             let fence = lease_guard.as_ref().map_or(0, LeaseGuard::fence);
-            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, fence).await;
+            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, fence)
+                .await;
         }
         // Released only after L2 holds the value, so the losers find it.
         drop(lease_guard);
@@ -515,7 +545,8 @@ where
             .iter()
             .map(|&i| self.l1_generations.current(&keys[i]))
             .collect();
-        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> = missing.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Result<Lookup<V>, Error>>> =
+            missing.iter().map(|_| None).collect();
         let mut tier_generations: Vec<Option<u64>> = missing.iter().map(|_| None).collect();
 
         if let Some(tier) = &self.tier {
@@ -529,7 +560,11 @@ where
                         let entry = self.entry_from_stored(stored);
                         match entry.freshness(now) {
                             Freshness::Fresh => {
-                                let source = if entry.value.is_some() { Source::L2 } else { Source::Negative };
+                                let source = if entry.value.is_some() {
+                                    Source::L2
+                                } else {
+                                    Source::Negative
+                                };
                                 let entry = self.fill_l1_entry(key, entry, l1_generations[j]);
                                 answers[j] = Some(Ok(lookup(entry, source, now)));
                             }
@@ -547,20 +582,49 @@ where
             }
         }
 
-        let to_load: Vec<usize> = (0..missing.len()).filter(|&j| answers[j].is_none()).collect();
+        let to_load: Vec<usize> = (0..missing.len())
+            .filter(|&j| answers[j].is_none())
+            .collect();
         if !to_load.is_empty() {
-            let wanted: Vec<K> = to_load.iter().map(|&j| keys[missing[j]].clone()).collect();
+            // A key asked for twice is loaded and filled once.
+            let mut seen = HashSet::with_capacity(to_load.len());
+            let wanted: Vec<K> = to_load
+                .iter()
+                .map(|&j| &keys[missing[j]])
+                .filter(|key| seen.insert(*key))
+                .cloned()
+                .collect();
             let loaded_at = self.clock.now();
             let started = self.clock.precise_now();
             match self.load_many(&wanted).await {
                 Ok(found) => {
                     let load_time = self.clock.precise_now().saturating_duration_since(started);
-                    for (&j, key) in to_load.iter().zip(&wanted) {
-                        let stored = self.stored(found.get(key).cloned(), loaded_at, load_time);
-                        if let (Some(tier), Some(generation)) = (&self.tier, tier_generations[j]) {
-                            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, 0).await;
-                        }
-                        let entry = self.fill_l1(key, stored, l1_generations[j]);
+                    let mut filled: HashMap<&K, Arc<Entry<V>>> =
+                        HashMap::with_capacity(wanted.len());
+                    for &j in &to_load {
+                        let key = &keys[missing[j]];
+                        let entry = match filled.get(key) {
+                            Some(entry) => Arc::clone(entry),
+                            None => {
+                                let stored =
+                                    self.stored(found.get(key).cloned(), loaded_at, load_time);
+                                if let (Some(tier), Some(generation)) =
+                                    (&self.tier, tier_generations[j])
+                                {
+                                    self.fill_tier(
+                                        tier.as_ref(),
+                                        key,
+                                        stored.clone(),
+                                        generation,
+                                        0,
+                                    )
+                                    .await;
+                                }
+                                let entry = self.fill_l1(key, stored, l1_generations[j]);
+                                filled.insert(key, Arc::clone(&entry));
+                                entry
+                            }
+                        };
                         answers[j] = Some(Ok(lookup(entry, Source::Miss, loaded_at)));
                     }
                 }
@@ -575,10 +639,7 @@ where
                 }
             }
         }
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Err(Error::InvalidConfig("internal: batch answer missing".into()))))
-            .collect()
+        answers.into_iter().map(answered).collect()
     }
 
     /// Reads L2; a fresh entry fills L1. A stale one becomes the fallback if
@@ -601,7 +662,11 @@ where
             let entry = self.entry_from_stored(stored);
             match entry.freshness(self.clock.now()) {
                 Freshness::Fresh => {
-                    let source = if entry.value.is_some() { Source::L2 } else { Source::Negative };
+                    let source = if entry.value.is_some() {
+                        Source::L2
+                    } else {
+                        Source::Negative
+                    };
                     let entry = self.fill_l1_entry(key, entry, l1_generation);
                     return TierLookup::Fresh(Fetched { entry, source });
                 }
@@ -616,7 +681,14 @@ where
         TierLookup::Missing(Some(read.generation))
     }
 
-    async fn fill_tier(&self, tier: &dyn Tier<K, V>, key: &K, stored: Stored<V>, generation: u64, fence: u64) {
+    async fn fill_tier(
+        &self,
+        tier: &dyn Tier<K, V>,
+        key: &K,
+        stored: Stored<V>,
+        generation: u64,
+        fence: u64,
+    ) {
         match tier.fill(key, stored, generation, fence).await {
             Ok(FillOutcome::Stored) => {}
             Ok(FillOutcome::Refused) => bump(&self.stats.fills_refused),
@@ -634,7 +706,7 @@ where
     fn fill_l1_entry(&self, key: &K, entry: Entry<V>, generation: u64) -> Arc<Entry<V>> {
         let entry = Arc::new(entry);
         let filled = self.l1_generations.fill_if_current(key, generation, || {
-            self.l1.insert(key.clone(), Arc::clone(&entry));
+            self.l1.insert(key.clone(), entry.l1_slot());
         });
         if filled.is_none() {
             bump(&self.stats.fills_refused);
@@ -642,7 +714,11 @@ where
         entry
     }
 
-    fn or_fallback(&self, err: Error, fallback: Option<Arc<Entry<V>>>) -> Result<Fetched<V>, Error> {
+    fn or_fallback(
+        &self,
+        err: Error,
+        fallback: Option<Arc<Entry<V>>>,
+    ) -> Result<Fetched<V>, Error> {
         match fallback {
             Some(entry) if can_serve_stale(&err) => Ok(Fetched {
                 entry,
@@ -710,14 +786,20 @@ where
     /// jittered so that keys loaded together do not expire together.
     fn stored(&self, value: Option<V>, loaded_at: Instant, load_time: Duration) -> Stored<V> {
         let config = &self.config;
-        let loaded_at_ms = self.wall.unix_ms()
+        let loaded_at_ms = self
+            .wall
+            .unix_ms()
             .saturating_sub(as_ms(self.clock.now().saturating_duration_since(loaded_at)));
         let (fresh, grace, error) = if value.is_some() {
             let spread = config.jitter * (2.0 * fastrand::f64() - 1.0);
             let ttl = config.ttl.mul_f64(1.0 + spread);
             (ttl, ttl + config.grace, ttl + config.stale_if_error)
         } else {
-            (config.negative_ttl, config.negative_ttl, config.negative_ttl)
+            (
+                config.negative_ttl,
+                config.negative_ttl,
+                config.negative_ttl,
+            )
         };
         Stored {
             value,
@@ -750,6 +832,46 @@ where
 
 fn as_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The future of [`TieredCache::get`]: ready at once on an L1 answer, the
+/// boxed miss path otherwise.
+#[must_use = "a future does nothing unless awaited"]
+pub struct Get<'a, V>(GetState<'a, V>);
+
+type MissFuture<'a, V> = Pin<Box<dyn Future<Output = Result<Lookup<V>, Error>> + Send + 'a>>;
+
+enum GetState<'a, V> {
+    /// `None` once taken.
+    Ready(Option<Lookup<V>>),
+    Miss(MissFuture<'a, V>),
+}
+
+impl<V> Future for Get<'_, V> {
+    type Output = Result<Lookup<V>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Both variants are Unpin (an Option and a Box), so no projection.
+        match &mut self.get_mut().0 {
+            GetState::Ready(lookup) => match lookup.take() {
+                Some(lookup) => Poll::Ready(Ok(lookup)),
+                None => Poll::Ready(Err(Error::source(
+                    "TieredCache::get polled after completion",
+                ))),
+            },
+            GetState::Miss(miss) => miss.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What L1 alone can say about a key.
+enum L1<V> {
+    /// An answer (fresh, negative or stale-within-grace).
+    Answer(Lookup<V>),
+    /// Only an expired value kept for stale-if-error: load.
+    Fallback(Arc<Entry<V>>),
+    /// Nothing usable: load.
+    Miss,
 }
 
 enum TierLookup<V> {
