@@ -56,13 +56,23 @@
 //! another. So:
 //!
 //! * rejecting while `Open`/`ForcedOpen` is an atomic load, a clock read
-//!   (quanta: a TSC read) and a relaxed counter increment — no lock;
-//! * acquiring while `Closed` or `Disabled` is an atomic load and a clock
-//!   read — no lock;
+//!   (`Open` only), a relaxed counter increment and the `Arc<str>` clone of
+//!   the name that [`Error::BreakerOpen`] carries — no lock;
+//! * acquiring while `Closed` or `Disabled` is an atomic load, a clock read
+//!   and an `Arc` clone for the permit — no lock;
 //! * recording a `Closed` outcome takes a short mutex around the window
 //!   (O(1) amortised);
 //! * only `HalfOpen`, which admits a handful of calls, takes the mutex to
 //!   acquire.
+//!
+//! Every time the breaker reads — call start and end, the open deadline,
+//! the window's current second — comes from its [`Clock`]'s `now()`.
+//! [`CircuitBreaker::new`] uses [`Clock::coarse`]: one atomic load of a time
+//! quanta's upkeep thread refreshes every millisecond. So call durations and
+//! `retry_after` are accurate to about a millisecond, far below any sensible
+//! `slow_call_duration` or `open_wait`. Pass [`Clock::new`] to
+//! [`with_clock`](CircuitBreaker::with_clock) for precise (TSC) reads; a
+//! mock clock is read exactly.
 //!
 //! Each permit holds an `Arc` to the breaker, so it can be moved into a
 //! spawned task.
@@ -121,6 +131,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+// parking_lot directly rather than `crate::sync`: the breaker's lock-free
+// paths use std atomics, which loom could not model alongside loom's mutex
+// anyway; the breaker is covered by the seeded stress test instead.
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, Instant};
@@ -390,6 +403,11 @@ struct Inner {
     open_until: AtomicU64,
     /// Rejections since construction.
     rejected: AtomicU64,
+    /// Everything that changes together: the window, the probes, the state
+    /// and generation of record. One short mutex (never held across user
+    /// code or an await) makes "record, judge, transition" atomic, so two
+    /// threads can never both trip the breaker or both count the last probe;
+    /// parking_lot because it is uncontended-cheap and never poisons.
     core: Mutex<Core>,
     /// Copy-on-write, so delivery can take a snapshot and call the listeners
     /// without holding this lock (a listener may add a listener).
@@ -420,13 +438,14 @@ struct Probes {
 }
 
 impl CircuitBreaker {
-    /// A breaker on the real (quanta) clock. A config that fails
+    /// A breaker on the real clock, in its cheap coarse mode
+    /// ([`Clock::coarse`], ~1 ms resolution). A config that fails
     /// [`BreakerConfig::validate`] is clamped into range, not rejected.
     pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Self {
-        Self::with_clock(name, config, Clock::new())
+        Self::with_clock(name, config, Clock::coarse())
     }
 
-    /// A breaker on the given clock (tests pass `Clock::mock()`'s).
+    /// A breaker on the given clock (tests pass [`Clock::mock`]'s).
     pub fn with_clock(name: impl Into<Arc<str>>, config: BreakerConfig, clock: Clock) -> Self {
         let config = config.normalized();
         let window = match config.window {
@@ -477,9 +496,14 @@ impl CircuitBreaker {
     /// Asks to make one call. On `Ok`, make the call and report its outcome
     /// on the [`Permit`]; on `Err` ([`Error::BreakerOpen`]), don't.
     ///
-    /// Rejects while `Open` (until `open_wait` has elapsed; the first call
-    /// after that moves the breaker to `HalfOpen`), while `ForcedOpen`, and
-    /// in `HalfOpen` when all probe slots are taken.
+    /// Rejects, with `retry_after` set to:
+    ///
+    /// * while `Open`: the time left until `open_wait` has elapsed (the first
+    ///   call after that moves the breaker to `HalfOpen`);
+    /// * while `ForcedOpen`: `open_wait`, as a hint (there is no deadline);
+    /// * in `HalfOpen` with every probe slot taken:
+    ///   `min(slow_call_duration, open_wait)`, a guess at when the probes in
+    ///   flight will have decided.
     pub fn try_acquire(&self) -> Result<Permit, Error> {
         let inner = &*self.inner;
         // Acquire: pairs with the Release store in `transition`, so when we

@@ -10,7 +10,7 @@
 //!
 //! * **Cancellation.** A leader whose future is dropped (a timeout, a client
 //!   gone) must not strand its followers. The leader's clean-up lives in
-//!   `Drop` of [`LeaderGuard`], never after an `.await`. It marks the call
+//!   `Drop` of its `LeaderGuard`, never after an `.await`. It marks the call
 //!   *vacant* and wakes every follower; the first to be polled claims the
 //!   lead under the call's lock and runs **its own** load, so exactly one
 //!   load runs at a time and nobody hangs.
