@@ -20,13 +20,18 @@ const LOAD_TIME: Duration = Duration::from_millis(5);
 
 struct SlowRows {
     loads: Arc<AtomicUsize>,
+    /// How long each load really took: tokio's timer rounds a 5 ms sleep up
+    /// to its 1 ms tick, so the nominal figure would flatter the waiters.
+    load_times: Arc<parking_lot::Mutex<Vec<Duration>>>,
 }
 
 #[async_trait]
 impl Loader<u64, Arc<str>> for SlowRows {
     async fn load(&self, key: &u64) -> Result<Option<Arc<str>>, BoxError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        let start = Instant::now();
         tokio::time::sleep(LOAD_TIME).await;
+        self.load_times.lock().push(start.elapsed());
         Ok(Some(Arc::from(format!("row {key}"))))
     }
 }
@@ -81,6 +86,8 @@ fn main() {
         }
     });
     latencies.sort();
+    let mut load_times = load_times.lock().clone();
+    load_times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "stampede: {CALLERS} concurrent gets of one cold key x {ROUNDS} rounds, loader {} ms",
@@ -95,11 +102,16 @@ fn main() {
     by_source.sort_by_key(|(s, _)| s.as_str());
     println!("  answers by x-cache: {by_source:?}");
     println!(
-        "  caller latency ms: p50 {:.2}  p99 {:.2}  max {:.2}  (p99 - loader = {:.2} ms)",
+        "  loader's own time ms: p50 {:.2}  p99 {:.2}",
+        ms(percentile(&load_times, 0.50)),
+        ms(percentile(&load_times, 0.99)),
+    );
+    println!(
+        "  caller latency ms: p50 {:.2}  p99 {:.2}  max {:.2}  (caller p99 - loader p99 = {:.2} ms)",
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
         ms(percentile(&latencies, 1.0)),
-        ms(percentile(&latencies, 0.99)) - ms(LOAD_TIME),
+        ms(percentile(&latencies, 0.99)) - ms(percentile(&load_times, 0.99)),
     );
     if bad_rounds > 0 {
         eprintln!("{bad_rounds} rounds loaded more than once");

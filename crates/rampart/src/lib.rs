@@ -12,6 +12,7 @@
 //! | [`breaker`] | circuit breaker | calls piling onto a dead dependency |
 //! | [`limit`] | bulkhead, retry budget | unbounded concurrency, retry storms |
 //! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
+//! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
 //!
 //! Supporting pieces: [`clock`] (one cheap, mockable time source for every
 //! guard) and [`Error`] (the crate's one error type).
@@ -25,6 +26,7 @@ mod error;
 pub mod flight;
 pub mod limit;
 mod sync;
+pub mod warm;
 
 pub use cache::{Lease, Loader, Tier};
 pub use error::{BoxError, Error};

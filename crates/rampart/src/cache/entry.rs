@@ -59,26 +59,33 @@ impl std::fmt::Display for Source {
 }
 
 /// One cached answer for one key, with its deadlines on the local clock.
+///
+/// Kept small (one cache line with a pointer-sized value): the hit path
+/// touches its reference count, and at 100k keys the entries' footprint
+/// shows in hit throughput. Hence the windows after `fresh_until` as
+/// millisecond offsets rather than more instants.
 #[derive(Debug)]
 pub struct Entry<V> {
     pub(crate) value: Option<V>,
     pub(crate) loaded_at: Instant,
     pub(crate) fresh_until: Instant,
-    pub(crate) grace_until: Instant,
-    pub(crate) error_until: Instant,
-    pub(crate) load_time: Duration,
+    /// Stale-while-revalidate window after `fresh_until`, in ms.
+    grace_ms: u32,
+    /// Stale-if-error window after `fresh_until`, in ms.
+    error_ms: u32,
+    /// How long the load took, in µs (for early refresh).
+    load_micros: u32,
     /// Set by the first stale hit that starts a refresh, so a hot stale key
     /// starts one refresh, not one per request.
     refreshing: AtomicBool,
 }
 
-/// What L1 stores per key: the entry plus a copy of what a fresh hit needs,
-/// inline in the map's own slot. A fresh hit then reads only memory the map
-/// lookup already touched, instead of also chasing the entry's allocation
+/// What L1 stores per key: the entry and a copy of its fresh deadline,
+/// inline in the map's own slot (16 bytes, like a bare `Arc<str>` value), so
+/// the freshness check reads memory the map lookup already touched
 /// (measured: BENCHMARKS.md, hit path).
 pub(crate) struct L1Slot<V> {
     pub(crate) fresh_until: Instant,
-    pub(crate) negative: bool,
     pub(crate) entry: Arc<Entry<V>>,
 }
 
@@ -86,7 +93,6 @@ impl<V> Clone for L1Slot<V> {
     fn clone(&self) -> Self {
         L1Slot {
             fresh_until: self.fresh_until,
-            negative: self.negative,
             entry: Arc::clone(&self.entry),
         }
     }
@@ -103,21 +109,25 @@ pub(crate) enum Freshness {
 }
 
 impl<V> Entry<V> {
+    /// An entry fresh until `fresh_until`, then stale for `grace`, then kept
+    /// as a fallback until `stale_if_error` after `fresh_until`. Windows
+    /// longer than ~49 days are cut to that.
     pub(crate) fn new(
         value: Option<V>,
         loaded_at: Instant,
         fresh_until: Instant,
-        grace_until: Instant,
-        error_until: Instant,
+        grace: Duration,
+        stale_if_error: Duration,
         load_time: Duration,
     ) -> Self {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Entry {
             value,
             loaded_at,
             fresh_until,
-            grace_until,
-            error_until,
-            load_time,
+            grace_ms: ms(grace),
+            error_ms: ms(stale_if_error),
+            load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
             refreshing: AtomicBool::new(false),
         }
     }
@@ -131,21 +141,23 @@ impl<V> Entry<V> {
     pub(crate) fn l1_slot(self: &Arc<Self>) -> L1Slot<V> {
         L1Slot {
             fresh_until: self.fresh_until,
-            negative: self.value.is_none(),
             entry: Arc::clone(self),
         }
     }
 
     pub(crate) fn freshness(&self, now: Instant) -> Freshness {
         if now < self.fresh_until {
-            Freshness::Fresh
-        } else if self.value.is_none() {
+            return Freshness::Fresh;
+        }
+        if self.value.is_none() {
             // A negative entry has no grace: absence is cheap to re-check,
             // and a key that was just created should appear soon.
-            Freshness::Expired
-        } else if now < self.grace_until {
+            return Freshness::Expired;
+        }
+        let past = now.saturating_duration_since(self.fresh_until);
+        if past < Duration::from_millis(u64::from(self.grace_ms)) {
             Freshness::Stale
-        } else if now < self.error_until {
+        } else if past < Duration::from_millis(u64::from(self.error_ms)) {
             Freshness::Fallback
         } else {
             Freshness::Expired
@@ -159,7 +171,8 @@ impl<V> Entry<V> {
     pub(crate) fn wants_early_refresh(&self, now: Instant, beta: f64) -> bool {
         let random: f64 = fastrand::f64();
         // ln(random) <= 0; a zero draw means "refresh now".
-        let gap = self.load_time.as_secs_f64() * beta * -random.max(f64::MIN_POSITIVE).ln();
+        let load_time = Duration::from_micros(u64::from(self.load_micros));
+        let gap = load_time.as_secs_f64() * beta * -random.max(f64::MIN_POSITIVE).ln();
         match Duration::try_from_secs_f64(gap) {
             Ok(gap) => now + gap >= self.fresh_until,
             Err(_) => true,

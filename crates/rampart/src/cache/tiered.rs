@@ -246,9 +246,10 @@ where
     /// polled: a hit is then a ready value, with no state machine around it
     /// (measured: an `async fn` here cost a fifth of the hit path's
     /// throughput, BENCHMARKS.md). Only a miss allocates its future.
+    #[inline]
     pub fn get<'a>(&'a self, key: &'a K) -> Get<'a, V> {
         let fallback = match self.look_in_l1(key) {
-            L1::Answer(lookup) => return Get(GetState::Ready(Some(lookup))),
+            L1::Answer(lookup) => return Get(GetState::Ready(lookup)),
             L1::Fallback(entry) => Some(entry),
             L1::Miss => None,
         };
@@ -258,6 +259,7 @@ where
     /// Answers from L1 alone, never loading: `None` where [`get`](Self::get)
     /// would go to L2 or the source. A stale answer still starts a
     /// background refresh, as it does in `get`.
+    #[inline]
     pub fn get_cached(&self, key: &K) -> Option<Lookup<V>> {
         match self.look_in_l1(key) {
             L1::Answer(lookup) => Some(lookup),
@@ -265,34 +267,49 @@ where
         }
     }
 
-    /// The L1 step of the read path, without any await.
+    /// The L1 step of the read path, without any await. Only the plain
+    /// fresh hit is inline; everything else is out of line so the hit path
+    /// stays a handful of instructions around the map lookup.
     #[inline]
     fn look_in_l1(&self, key: &K) -> L1<V> {
-        let inner = &self.inner;
+        let inner = &*self.inner;
         let Some(slot) = inner.l1.get(key) else {
             return L1::Miss;
         };
         let now = inner.clock.now();
-        if now < slot.fresh_until {
-            if let Some(beta) = inner.config.early_refresh_beta {
-                if slot.entry.wants_early_refresh(now, beta) {
-                    self.spawn_refresh(key, &slot.entry);
-                }
-            }
-            let source = if slot.negative {
+        if now < slot.fresh_until && inner.config.early_refresh_beta.is_none() {
+            // The clone above already brought the entry's line in.
+            let source = if slot.entry.value.is_none() {
                 Source::Negative
             } else {
                 Source::Hit
             };
             return L1::Answer(lookup(slot.entry, source, now));
         }
-        match slot.entry.freshness(now) {
-            // `Fresh` cannot come back here: same deadline, same `now`.
-            Freshness::Fresh | Freshness::Stale => {
-                self.spawn_refresh(key, &slot.entry);
-                L1::Answer(lookup(slot.entry, Source::Stale, now))
+        self.look_in_l1_slow(key, slot.entry, now)
+    }
+
+    #[inline(never)]
+    fn look_in_l1_slow(&self, key: &K, entry: Arc<Entry<V>>, now: Instant) -> L1<V> {
+        match entry.freshness(now) {
+            Freshness::Fresh => {
+                if let Some(beta) = self.inner.config.early_refresh_beta {
+                    if entry.wants_early_refresh(now, beta) {
+                        self.spawn_refresh(key, &entry);
+                    }
+                }
+                let source = if entry.value.is_none() {
+                    Source::Negative
+                } else {
+                    Source::Hit
+                };
+                L1::Answer(lookup(entry, source, now))
             }
-            Freshness::Fallback => L1::Fallback(slot.entry),
+            Freshness::Stale => {
+                self.spawn_refresh(key, &entry);
+                L1::Answer(lookup(entry, Source::Stale, now))
+            }
+            Freshness::Fallback => L1::Fallback(entry),
             Freshness::Expired => L1::Miss,
         }
     }
@@ -815,16 +832,36 @@ where
     fn entry_from_stored(&self, stored: Stored<V>) -> Entry<V> {
         let now = self.clock.now();
         let now_ms = self.wall.unix_ms();
-        let at = |deadline_ms: u64| now + Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        // A deadline in the past that the local clock cannot express (a mock
+        // clock starts at zero) is clamped to now; `shift` remembers by how
+        // much, so the windows after it keep their absolute ends.
+        let (fresh_until, shift) = if stored.fresh_until_ms >= now_ms {
+            (
+                now + Duration::from_millis(stored.fresh_until_ms - now_ms),
+                0,
+            )
+        } else {
+            let ago = now_ms - stored.fresh_until_ms;
+            match now.checked_sub(Duration::from_millis(ago)) {
+                Some(at) => (at, 0),
+                None => (now, ago),
+            }
+        };
+        let window = |until_ms: u64| {
+            Duration::from_millis(
+                until_ms
+                    .saturating_sub(stored.fresh_until_ms)
+                    .saturating_sub(shift),
+            )
+        };
         let age = Duration::from_millis(now_ms.saturating_sub(stored.loaded_at_ms));
-        // A mock clock starts at zero, where there is no "age ago".
         let loaded_at = now.checked_sub(age).unwrap_or(now);
         Entry::new(
             stored.value,
             loaded_at,
-            at(stored.fresh_until_ms),
-            at(stored.grace_until_ms),
-            at(stored.error_until_ms),
+            fresh_until,
+            window(stored.grace_until_ms),
+            window(stored.error_until_ms),
             Duration::from_micros(stored.load_micros),
         )
     }
@@ -842,26 +879,31 @@ pub struct Get<'a, V>(GetState<'a, V>);
 type MissFuture<'a, V> = Pin<Box<dyn Future<Output = Result<Lookup<V>, Error>> + Send + 'a>>;
 
 enum GetState<'a, V> {
-    /// `None` once taken.
-    Ready(Option<Lookup<V>>),
+    Ready(Lookup<V>),
     Miss(MissFuture<'a, V>),
+    Done,
 }
 
 impl<V> Future for Get<'_, V> {
     type Output = Result<Lookup<V>, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Both variants are Unpin (an Option and a Box), so no projection.
-        match &mut self.get_mut().0 {
-            GetState::Ready(lookup) => match lookup.take() {
-                Some(lookup) => Poll::Ready(Ok(lookup)),
-                None => Poll::Ready(Err(Error::source(
-                    "TieredCache::get polled after completion",
-                ))),
-            },
-            GetState::Miss(miss) => miss.as_mut().poll(cx),
+        // Every variant is Unpin (a Lookup, a Box), so no projection.
+        let state = &mut self.get_mut().0;
+        if let GetState::Miss(miss) = state {
+            return miss.as_mut().poll(cx);
+        }
+        match std::mem::replace(state, GetState::Done) {
+            GetState::Ready(lookup) => Poll::Ready(Ok(lookup)),
+            _ => Poll::Ready(Err(polled_twice())),
         }
     }
+}
+
+#[cold]
+fn polled_twice() -> Error {
+    Error::source("TieredCache::get polled after completion")
 }
 
 /// What L1 alone can say about a key.

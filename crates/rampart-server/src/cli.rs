@@ -1,0 +1,223 @@
+//! The command line: `rampart serve | demo-data | warm | drill`.
+//! Flags win over environment variables, which win over the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::state::AppState;
+use crate::{demo, drill, server, source, warmup};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rampart",
+    version,
+    about = "A guarded read-through cache over SQL, as an HTTP service."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the configured resources over HTTP (default: the demo data set
+    /// on embedded SQLite, on 127.0.0.1:7070).
+    Serve(ConfigArgs),
+    /// Create and fill the demo tables (idempotent).
+    DemoData(DemoArgs),
+    /// Run the warm-up alone and report, with a progress bar on a terminal.
+    Warm(ConfigArgs),
+    /// Drive HTTP load at a running service (loopback only) and report.
+    Drill(drill::DrillArgs),
+}
+
+/// Where the configuration comes from, and overrides of it.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// A TOML config file (default: the embedded demo configuration).
+    #[arg(long, env = "RAMPART_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "RAMPART_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "RAMPART_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… (default: embedded SQLite in --data-dir).
+    #[arg(long, env = "RAMPART_DATABASE_URL", value_parser = parse_database_url)]
+    pub database_url: Option<String>,
+    /// Demo users generated on first run of the embedded database.
+    #[arg(long, env = "RAMPART_DEMO_ROWS")]
+    pub demo_rows: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// sqlite://… or postgres://…
+    #[arg(long, env = "RAMPART_DATABASE_URL", value_parser = parse_database_url)]
+    pub database_url: String,
+    /// Users to generate (products: a hundredth).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+}
+
+fn parse_database_url(url: &str) -> Result<String, String> {
+    if ["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        Ok(url.to_owned())
+    } else {
+        Err("must start with sqlite:// or postgres://".into())
+    }
+}
+
+impl ConfigArgs {
+    /// The file (or embedded) config with the overrides applied, validated.
+    pub fn load(&self) -> Result<Config, Error> {
+        let (mut config, origin) = match &self.config {
+            Some(path) => (Config::from_file(path)?, path.display().to_string()),
+            None => (Config::embedded()?, "<embedded>".to_owned()),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database.url = url.clone();
+        }
+        if let Some(rows) = self.demo_rows {
+            config.demo_rows = rows;
+        }
+        config.validate().map_err(|message| Error::Config {
+            file: origin,
+            message,
+        })?;
+        Ok(config)
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Serve(args) => server::run_until_signal(args.load()?).await,
+        Command::DemoData(args) => {
+            let mut config = Config::embedded()?;
+            config.database.url = args.database_url.clone();
+            let pool = source::connect(&config).await?;
+            let report = demo::ensure(&pool, &args.database_url, args.rows, false).await?;
+            println!(
+                "demo data: {} users, {} products ({})",
+                report.users,
+                report.products,
+                if report.inserted {
+                    "filled"
+                } else {
+                    "already there"
+                }
+            );
+            Ok(())
+        }
+        Command::Warm(args) => warm_only(args.load()?).await,
+        Command::Drill(args) => {
+            let gate = args.gate();
+            let json = args.json;
+            let config = args
+                .into_config()
+                .map_err(|e| Error::BadRequest(e.to_string()))?;
+            let report = drill::run(&config)
+                .await
+                .map_err(|e| Error::BadRequest(e.to_string()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("{}", report.render_table());
+            }
+            if let Some((max_error_rate, max_p99)) = gate {
+                if let Err(reasons) = drill::gate(&report, max_error_rate, max_p99) {
+                    return Err(Error::BadRequest(format!(
+                        "drill gate failed: {}",
+                        reasons.join("; ")
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `rampart warm`: the warm-up alone, with a progress bar on a terminal.
+async fn warm_only(config: Config) -> Result<(), Error> {
+    let pool = source::connect(&config).await?;
+    if config.is_embedded_database() && config.demo_rows > 0 {
+        demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
+    }
+    let state = AppState::new(config, pool)?;
+    let cancel = CancellationToken::new();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>10} [{bar:40}] {pos}/{len} keys  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = {
+        let (state, bar) = (state.clone(), bar.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut done, mut expected) = (0, 0);
+                for r in state.resources.values() {
+                    done += r.warm.keys_done() + r.warm.keys_failed();
+                    expected += r.warm.expected().unwrap_or(0);
+                }
+                bar.set_length(expected.max(done));
+                bar.set_position(done);
+                bar.set_prefix("warming");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let interrupted = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let reports = warmup::run(&state, &cancel).await;
+    ticker.abort();
+    interrupted.abort();
+    bar.finish_and_clear();
+    let mut failed = None;
+    for (name, report) in reports {
+        match report {
+            Ok(r) => println!(
+                "{name}: {} keys warm, {} failed, {:.1} s{}",
+                r.keys_done,
+                r.keys_failed,
+                r.elapsed.as_secs_f64(),
+                if r.cancelled { " (cancelled)" } else { "" }
+            ),
+            Err(e) => {
+                println!("{name}: warm-up stopped: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(Error::Guard(e)),
+        None => Ok(()),
+    }
+}

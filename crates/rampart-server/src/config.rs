@@ -1,0 +1,554 @@
+//! The service's configuration: a TOML file, overridden by environment
+//! variables and flags, validated as a whole before anything starts.
+//!
+//! A bad file never starts the server: every error names the file, the
+//! field and what is wrong with it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rampart::breaker::{BreakerConfig, SlidingWindow};
+use rampart::cache::CacheConfig;
+use rampart::limit::BulkheadConfig;
+use rampart::warm::WarmConfig;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The embedded default: the demo resources over SQLite in `./rampart-data`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../rampart.example.toml");
+
+/// Everything the service needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite database lives.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub warmup: WarmupConfig,
+    /// Demo rows generated on first run when the database is the embedded
+    /// default (`0` turns it off).
+    #[serde(default = "defaults::demo_rows")]
+    pub demo_rows: u64,
+    #[serde(default, rename = "resource")]
+    pub resources: Vec<ResourceConfig>,
+}
+
+/// The source of truth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty = SQLite in `data_dir`.
+    #[serde(default)]
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: u32,
+    /// How long a query may wait for a connection.
+    #[serde(default = "defaults::acquire_timeout", with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            pool_size: defaults::pool_size(),
+            acquire_timeout: defaults::acquire_timeout(),
+        }
+    }
+}
+
+/// HTTP-level defences.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request still running after this is answered 503.
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are shed with 503 at once (never
+    /// queued without bound).
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Keys one batch request may ask for.
+    #[serde(default = "defaults::max_batch_keys")]
+    pub max_batch_keys: usize,
+    /// How long graceful shutdown waits for in-flight requests.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            request_timeout: defaults::request_timeout(),
+            max_concurrent_requests: defaults::max_concurrent_requests(),
+            max_batch_keys: defaults::max_batch_keys(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+/// Start-up warm-up and the readiness gate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Warm the resources that have a `warm` query.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// `/readyz` turns ready when this fraction of the keys is warm…
+    #[serde(default = "defaults::ready_fraction")]
+    pub ready_fraction: f64,
+    /// …or when this much time has passed, whichever comes first.
+    #[serde(default = "defaults::ready_deadline", with = "humantime_serde")]
+    pub ready_deadline: Duration,
+    #[serde(default = "defaults::warm_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "defaults::warm_concurrency")]
+    pub concurrency: usize,
+    /// Keys per second, all resources together; 0 = unlimited.
+    #[serde(default = "defaults::warm_rate")]
+    pub max_keys_per_sec: u32,
+    /// The warm-up halves its concurrency while waits for a source
+    /// connection exceed this…
+    #[serde(default = "defaults::pressure_pool_wait", with = "humantime_serde")]
+    pub pressure_pool_wait: Duration,
+    /// …or while foreground requests' p99 exceeds this.
+    #[serde(
+        default = "defaults::pressure_foreground_p99",
+        with = "humantime_serde"
+    )]
+    pub pressure_foreground_p99: Duration,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            enabled: true,
+            ready_fraction: defaults::ready_fraction(),
+            ready_deadline: defaults::ready_deadline(),
+            batch_size: defaults::warm_batch_size(),
+            concurrency: defaults::warm_concurrency(),
+            max_keys_per_sec: defaults::warm_rate(),
+            pressure_pool_wait: defaults::pressure_pool_wait(),
+            pressure_foreground_p99: defaults::pressure_foreground_p99(),
+        }
+    }
+}
+
+impl WarmupConfig {
+    /// The library's warm-up settings.
+    pub fn warm_config(&self) -> WarmConfig {
+        WarmConfig {
+            batch_size: self.batch_size,
+            max_concurrency: self.concurrency,
+            max_keys_per_sec: (self.max_keys_per_sec > 0).then_some(self.max_keys_per_sec),
+            ..WarmConfig::default()
+        }
+    }
+}
+
+/// The type of a resource's key, checked before anything is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// A signed 64-bit integer.
+    Integer,
+    /// Text of 1 to 256 bytes.
+    String,
+}
+
+/// One cached resource: where its rows come from and how they are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The name in `/v1/r/{name}/{key}`.
+    pub name: String,
+    pub key_type: KeyType,
+    /// The column holding the key in `load_many`'s rows.
+    #[serde(default = "defaults::key_column")]
+    pub key_column: String,
+    /// SQL for one key, bound as `$1`; returns zero or one row.
+    pub load: String,
+    /// SQL for many keys: `{keys}` is replaced by `$1, $2, …`.
+    pub load_many: Option<String>,
+    /// SQL returning the keys to warm, one per row, first column.
+    pub warm: Option<String>,
+    /// Optional SQL counting the keys `warm` returns (for progress).
+    pub warm_count: Option<String>,
+    #[serde(default = "defaults::ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default = "defaults::grace", with = "humantime_serde")]
+    pub grace: Duration,
+    #[serde(default = "defaults::stale_if_error", with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    #[serde(default = "defaults::jitter")]
+    pub jitter: f64,
+    #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    #[serde(default = "defaults::l1_capacity")]
+    pub l1_capacity: usize,
+    /// XFetch's beta; absent = no probabilistic early refresh.
+    pub early_refresh_beta: Option<f64>,
+    #[serde(default = "defaults::load_timeout", with = "humantime_serde")]
+    pub load_timeout: Duration,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub bulkhead: BulkheadSettings,
+}
+
+impl ResourceConfig {
+    /// The library's cache settings.
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            l1_capacity: self.l1_capacity,
+            ttl: self.ttl,
+            grace: self.grace,
+            stale_if_error: self.stale_if_error,
+            jitter: self.jitter,
+            negative_ttl: self.negative_ttl,
+            early_refresh_beta: self.early_refresh_beta,
+            load_timeout: self.load_timeout,
+            ..CacheConfig::default()
+        }
+    }
+}
+
+/// A resource's circuit breaker on its source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Window length in seconds (time-based window).
+    #[serde(default = "defaults::breaker_window_secs")]
+    pub window_secs: u32,
+    #[serde(default = "defaults::breaker_minimum_calls")]
+    pub minimum_calls: u32,
+    #[serde(default = "defaults::breaker_failure_rate")]
+    pub failure_rate: f64,
+    #[serde(default = "defaults::breaker_slow_call", with = "humantime_serde")]
+    pub slow_call: Duration,
+    #[serde(default = "defaults::breaker_slow_rate")]
+    pub slow_call_rate: f64,
+    #[serde(default = "defaults::breaker_open_wait", with = "humantime_serde")]
+    pub open_wait: Duration,
+    #[serde(default = "defaults::breaker_probes")]
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            window_secs: defaults::breaker_window_secs(),
+            minimum_calls: defaults::breaker_minimum_calls(),
+            failure_rate: defaults::breaker_failure_rate(),
+            slow_call: defaults::breaker_slow_call(),
+            slow_call_rate: defaults::breaker_slow_rate(),
+            open_wait: defaults::breaker_open_wait(),
+            half_open_probes: defaults::breaker_probes(),
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// The library's breaker settings.
+    pub fn breaker_config(&self) -> BreakerConfig {
+        BreakerConfig {
+            window: SlidingWindow::Time {
+                seconds: self.window_secs,
+            },
+            minimum_calls: self.minimum_calls,
+            failure_rate_threshold: self.failure_rate,
+            slow_call_duration: self.slow_call,
+            slow_call_rate_threshold: self.slow_call_rate,
+            open_wait: self.open_wait,
+            half_open_probes: self.half_open_probes,
+        }
+    }
+}
+
+/// A resource's bulkhead on source loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkheadSettings {
+    #[serde(default = "defaults::bulkhead_concurrent")]
+    pub max_concurrent: usize,
+    #[serde(default = "defaults::bulkhead_queued")]
+    pub max_queued: usize,
+    #[serde(default = "defaults::bulkhead_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadSettings {
+    fn default() -> Self {
+        BulkheadSettings {
+            max_concurrent: defaults::bulkhead_concurrent(),
+            max_queued: defaults::bulkhead_queued(),
+            max_wait: defaults::bulkhead_wait(),
+        }
+    }
+}
+
+impl BulkheadSettings {
+    /// The library's bulkhead settings.
+    pub fn bulkhead_config(&self) -> BulkheadConfig {
+        BulkheadConfig {
+            max_concurrent: self.max_concurrent,
+            max_queued: self.max_queued,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+/// Defaults fitted to a small machine (2 cores), all overridable.
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7070))
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("rampart-data")
+    }
+    pub fn demo_rows() -> u64 {
+        1_000_000
+    }
+    pub fn pool_size() -> u32 {
+        10
+    }
+    pub fn acquire_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn max_concurrent_requests() -> usize {
+        1_024
+    }
+    pub fn max_batch_keys() -> usize {
+        100
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn ready_fraction() -> f64 {
+        0.9
+    }
+    pub fn ready_deadline() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn warm_batch_size() -> usize {
+        500
+    }
+    pub fn warm_concurrency() -> usize {
+        2
+    }
+    pub fn warm_rate() -> u32 {
+        50_000
+    }
+    pub fn pressure_pool_wait() -> Duration {
+        Duration::from_millis(20)
+    }
+    pub fn pressure_foreground_p99() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn key_column() -> String {
+        "id".into()
+    }
+    pub fn ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn stale_if_error() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn jitter() -> f64 {
+        0.1
+    }
+    pub fn negative_ttl() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn l1_capacity() -> usize {
+        100_000
+    }
+    pub fn load_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn breaker_window_secs() -> u32 {
+        10
+    }
+    pub fn breaker_minimum_calls() -> u32 {
+        20
+    }
+    pub fn breaker_failure_rate() -> f64 {
+        0.5
+    }
+    pub fn breaker_slow_call() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn breaker_slow_rate() -> f64 {
+        1.0
+    }
+    pub fn breaker_open_wait() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn breaker_probes() -> u32 {
+        3
+    }
+    pub fn bulkhead_concurrent() -> usize {
+        8
+    }
+    pub fn bulkhead_queued() -> usize {
+        256
+    }
+    pub fn bulkhead_wait() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Self, Error> {
+        Self::parse(DEFAULT_CONFIG, Path::new("<embedded rampart.example.toml>"))
+    }
+
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            file: origin.display().to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| Error::Config {
+            file: origin.display().to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// The database URL to use: the configured one, or SQLite in `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("rampart.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// True when the database is the embedded default (demo data allowed).
+    pub fn is_embedded_database(&self) -> bool {
+        self.database.url.is_empty()
+    }
+
+    /// Checks what serde cannot: ranges, cross-field rules, SQL shape.
+    /// The message names the field, as `resource "users": ttl …`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.database.url.is_empty()
+            && !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|scheme| self.database.url.starts_with(scheme))
+        {
+            return Err(format!(
+                "database.url must start with sqlite:// or postgres://, got {:?}",
+                self.database.url
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err("database.pool_size must be at least 1".into());
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return Err("server.max_concurrent_requests must be at least 1".into());
+        }
+        if self.server.max_batch_keys == 0 {
+            return Err("server.max_batch_keys must be at least 1".into());
+        }
+        if self.server.request_timeout.is_zero() {
+            return Err("server.request_timeout must be greater than 0".into());
+        }
+        let warmup = &self.warmup;
+        if !(warmup.ready_fraction > 0.0 && warmup.ready_fraction <= 1.0) {
+            return Err(format!(
+                "warmup.ready_fraction must be in (0, 1], got {}",
+                warmup.ready_fraction
+            ));
+        }
+        warmup
+            .warm_config()
+            .validate()
+            .map_err(|e| format!("warmup: {e}"))?;
+        if self.resources.is_empty() {
+            return Err("no [[resource]] defined: nothing to serve".into());
+        }
+        let mut names = HashSet::new();
+        for resource in &self.resources {
+            let field = |message: String| format!("resource {:?}: {message}", resource.name);
+            if resource.name.is_empty()
+                || !resource
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "resource name {:?} must be non-empty letters, digits, '_' or '-'",
+                    resource.name
+                ));
+            }
+            if !names.insert(resource.name.as_str()) {
+                return Err(format!("resource {:?} is defined twice", resource.name));
+            }
+            if !resource.load.contains("$1") {
+                return Err(field("load must bind the key as $1".into()));
+            }
+            if let Some(load_many) = &resource.load_many {
+                if !load_many.contains("{keys}") {
+                    return Err(field("load_many must contain {keys}".into()));
+                }
+            }
+            if resource.warm.is_some() && resource.load_many.is_none() {
+                return Err(field(
+                    "warm needs load_many (warm-up loads in batches)".into(),
+                ));
+            }
+            resource.cache_config().validate().map_err(field)?;
+            resource
+                .breaker
+                .breaker_config()
+                .validate()
+                .map_err(|e| field(format!("breaker.{e}")))?;
+            resource
+                .bulkhead
+                .bulkhead_config()
+                .validate()
+                .map_err(|e| field(format!("bulkhead.{e}")))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+//! # rampart-server — the `rampart` service
+//!
+//! A guarded read-through cache over a SQL database, served over HTTP.
+//! One concern a module; `main.rs` only parses the command line.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cli`] | `rampart serve / demo-data / warm / drill` |
+//! | [`config`] | the TOML config, env and flag overrides, validation |
+//! | [`server`] | start, serve, graceful shutdown |
+//! | [`state`] | what handlers share: resources, caches, metrics, readiness |
+//! | [`api`] | the HTTP handlers |
+//! | [`layers`] | request id, tracing, metrics, shedding, timeout, panic isolation |
+//! | [`error`] | the one error type and its HTTP responses |
+//! | [`source`] | the SQL pool, rows as JSON, the cache's loader |
+//! | [`demo`] | the demo data set |
+//! | [`warmup`] | start-up warm-up and the readiness gate |
+//! | [`pressure`] | the warm-up's back-off signal |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`openapi`] | `/openapi.json` from one route table |
+//! | [`drill`] | the load generator and release gate |
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod drill;
+pub mod error;
+pub mod layers;
+pub mod metrics;
+pub mod openapi;
+pub mod pressure;
+pub mod server;
+pub mod source;
+pub mod state;
+pub mod warmup;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::Server;

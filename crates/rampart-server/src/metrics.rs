@@ -1,0 +1,196 @@
+//! Prometheus metrics, one registry per server (no process-wide globals, so
+//! several servers in one test process do not mix their numbers).
+//!
+//! Counters and histograms are updated where things happen; gauges that
+//! mirror live state (pool, breakers, warm-up) are refreshed at scrape time.
+//! Names are listed in README.md.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for latencies from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Answers per resource by where they came from (`x-cache`) or error code.
+    pub requests: IntCounterVec,
+    /// Source load latency per resource and outcome.
+    pub load_duration: HistogramVec,
+    /// Keys being loaded right now per resource.
+    pub loads_in_flight: IntGaugeVec,
+    /// Source pool: connections by state, and the configured size.
+    pub pool_connections: IntGaugeVec,
+    pub pool_size: IntGauge,
+    /// How long loads waited for a source connection.
+    pub pool_wait: HistogramVec,
+    /// Breaker state per resource: 0 closed, 1 open, 2 half-open,
+    /// 3 forced open, 4 disabled.
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    /// Requests refused by load shedding, panics contained, requests timed out.
+    pub shed: IntCounter,
+    pub panics: IntCounter,
+    pub timeouts: IntCounter,
+    /// Warm-up progress per resource.
+    pub warm_keys: IntGaugeVec,
+    pub warm_concurrency: IntGaugeVec,
+    /// 1 once `/readyz` is ready.
+    pub ready: IntGauge,
+    /// HTTP latency by route template and status.
+    pub http_duration: HistogramVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let metric = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // The definitions are static: a failure here is a programming error
+        // caught by every test that starts a server, never a runtime input.
+        let r = Registry::new();
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "rampart_requests_total",
+                "Answers per resource by x-cache value, or by error code.",
+                &["resource", "x_cache"],
+            ),
+            load_duration: histogram_vec(
+                &r,
+                "rampart_load_duration_seconds",
+                "Source loads per resource and outcome (ok, error).",
+                &["resource", "outcome"],
+            ),
+            loads_in_flight: gauge_vec(
+                &r,
+                "rampart_loads_in_flight",
+                "Keys being loaded from the source right now.",
+                &["resource"],
+            ),
+            pool_connections: gauge_vec(
+                &r,
+                "rampart_source_pool_connections",
+                "Source pool connections by state (idle, in_use).",
+                &["state"],
+            ),
+            pool_size: gauge(
+                &r,
+                "rampart_source_pool_size",
+                "Configured source pool size.",
+            ),
+            pool_wait: histogram_vec(
+                &r,
+                "rampart_source_pool_wait_seconds",
+                "Time loads waited for a source connection.",
+                &["resource"],
+            ),
+            breaker_state: gauge_vec(
+                &r,
+                "rampart_breaker_state",
+                "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled.",
+                &["dependency"],
+            ),
+            breaker_transitions: counter_vec(
+                &r,
+                "rampart_breaker_transitions_total",
+                "Breaker state changes.",
+                &["dependency", "from", "to"],
+            ),
+            shed: counter(
+                &r,
+                "rampart_shed_total",
+                "Requests refused by load shedding.",
+            ),
+            panics: counter(&r, "rampart_panics_total", "Handler panics contained."),
+            timeouts: counter(
+                &r,
+                "rampart_timeouts_total",
+                "Requests past the request timeout.",
+            ),
+            warm_keys: gauge_vec(
+                &r,
+                "rampart_warmup_keys",
+                "Warm-up keys per resource by state (done, failed, expected).",
+                &["resource", "state"],
+            ),
+            warm_concurrency: gauge_vec(
+                &r,
+                "rampart_warmup_concurrency",
+                "Warm-up batches allowed at once right now (adaptive).",
+                &["resource"],
+            ),
+            ready: gauge(&r, "rampart_ready", "1 when /readyz answers ready."),
+            http_duration: histogram_vec(
+                &r,
+                "rampart_http_request_duration_seconds",
+                "HTTP requests by route template and status.",
+                &["route", "status"],
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,143 @@
+//! Starting and stopping the service: connect, demo data, caches, bind,
+//! warm-up in the background, serve until told to stop, drain.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::state::AppState;
+use crate::{api, demo, layers, source, warmup};
+
+/// A running service.
+pub struct Server {
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: CancellationToken,
+    serving: JoinHandle<Result<(), std::io::Error>>,
+    warming: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts the service for `config` and returns once it is listening.
+    /// Demo data is generated first when the database is the embedded one.
+    pub async fn start(config: Config) -> Result<Server, Error> {
+        let pool = source::connect(&config).await?;
+        if config.is_embedded_database() && config.demo_rows > 0 {
+            demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let warmup_enabled = config.warmup.enabled;
+        let state = AppState::new(config, pool)?;
+        let app = layers::wrap(api::routes(state.clone()), &state);
+        let stop = CancellationToken::new();
+
+        let warming = {
+            let (state, stop) = (state.clone(), stop.clone());
+            tokio::spawn(async move {
+                if warmup_enabled {
+                    warmup::run(&state, &stop).await;
+                } else {
+                    state.readiness.set_ready();
+                }
+            })
+        };
+        let serving = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        };
+        Ok(Server {
+            addr,
+            state,
+            stop,
+            serving,
+            warming,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the
+    /// configured grace), cancels the warm-up.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.stop.cancel();
+        let grace = self.state.config.server.shutdown_grace;
+        let mut serving = self.serving;
+        let drained = tokio::time::timeout(grace, &mut serving).await;
+        let _ = self.warming.await;
+        match drained {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(source))) => Err(Error::Bind {
+                addr: self.addr.to_string(),
+                source,
+            }),
+            Ok(Err(join)) => Err(Error::Database(format!("server task failed: {join}"))),
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "in-flight requests did not finish within the grace period"
+                );
+                serving.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run_until_signal(config: Config) -> Result<(), Error> {
+    let database = source::redact(&config.database_url());
+    let server = Server::start(config).await?;
+    let base = format!("http://{}", server.addr);
+    println!("rampart serving on {base}  (source: {database})");
+    for name in api::resource_names(&server.state) {
+        let r = &server.state.resources[&name];
+        let example = match r.config.key_type {
+            crate::config::KeyType::Integer => "1".to_owned(),
+            crate::config::KeyType::String => demo::sku(1),
+        };
+        println!("  GET  {base}/v1/r/{name}/{{key}}        e.g. {base}/v1/r/{name}/{example}");
+    }
+    println!("  GET  {base}/readyz  {base}/metrics  {base}/openapi.json");
+    shutdown_signal().await;
+    println!("rampart: shutting down, draining in-flight requests …");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,321 @@
+//! The SQL source of truth: a connection pool (SQLite or PostgreSQL through
+//! sqlx's `Any` driver), rows turned into JSON, and a [`Loader`] per
+//! resource that the cache calls on misses.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use rampart::{BoxError, Loader};
+use serde_json::{Map, Number, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow, AnyTypeInfoKind};
+use sqlx::{AnyPool, Column, Row, ValueRef};
+
+use crate::config::{Config, KeyType, ResourceConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// Longest string key accepted, in bytes.
+pub const MAX_STRING_KEY: usize = 256;
+
+/// A resource key, already checked against the resource's key type.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Int(i64),
+    Str(Arc<str>),
+}
+
+impl Key {
+    /// Parses a key from a URL segment; the message says what is wrong.
+    pub fn parse(key_type: KeyType, raw: &str) -> Result<Key, String> {
+        match key_type {
+            KeyType::Integer => raw
+                .parse::<i64>()
+                .map(Key::Int)
+                .map_err(|_| format!("{raw:?} is not an integer key")),
+            KeyType::String => {
+                if raw.is_empty() {
+                    Err("the key is empty".into())
+                } else if raw.len() > MAX_STRING_KEY {
+                    Err(format!("the key is longer than {MAX_STRING_KEY} bytes"))
+                } else if raw.chars().any(char::is_control) {
+                    Err("the key contains control characters".into())
+                } else {
+                    Ok(Key::Str(Arc::from(raw)))
+                }
+            }
+        }
+    }
+
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Key::Int(i) => query.bind(*i),
+            Key::Str(s) => query.bind(s.to_string()),
+        }
+    }
+
+    /// Reads a key of `key_type` from a row's column.
+    fn from_row(key_type: KeyType, row: &AnyRow, column: &str) -> Result<Key, sqlx::Error> {
+        Ok(match key_type {
+            KeyType::Integer => Key::Int(row.try_get::<i64, _>(column)?),
+            KeyType::String => Key::Str(Arc::from(row.try_get::<String, _>(column)?)),
+        })
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Opens the pool for `config`, creating the data directory for the
+/// embedded SQLite database.
+pub async fn connect(config: &Config) -> Result<AnyPool, Error> {
+    sqlx::any::install_default_drivers();
+    let url = config.database_url();
+    if config.is_embedded_database() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Database(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(config.database.pool_size)
+        .acquire_timeout(config.database.acquire_timeout)
+        .connect(&url)
+        .await
+        .map_err(|e| Error::Database(format!("cannot connect to {}: {e}", redact(&url))))?;
+    if url.starts_with("sqlite:") {
+        // WAL lets readers run while the warm-up or demo data writes.
+        sqlx::query("PRAGMA journal_mode=WAL")
+            .execute(&pool)
+            .await
+            .map_err(|e| Error::Database(e.to_string()))?;
+    }
+    Ok(pool)
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Turns a row into a JSON object, column by column.
+pub fn row_to_json(row: &AnyRow) -> Result<Value, sqlx::Error> {
+    let mut object = Map::with_capacity(row.columns().len());
+    for column in row.columns() {
+        let i = column.ordinal();
+        let raw = row.try_get_raw(i)?;
+        let kind = raw.type_info().kind();
+        let value = if raw.is_null() {
+            Value::Null
+        } else {
+            match kind {
+                AnyTypeInfoKind::Null => Value::Null,
+                AnyTypeInfoKind::Bool => Value::Bool(row.try_get::<bool, _>(i)?),
+                AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
+                    Value::Number(row.try_get::<i64, _>(i)?.into())
+                }
+                AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
+                    Number::from_f64(row.try_get::<f64, _>(i)?).map_or(Value::Null, Value::Number)
+                }
+                AnyTypeInfoKind::Text => Value::String(row.try_get::<String, _>(i)?),
+                AnyTypeInfoKind::Blob => {
+                    let bytes = row.try_get::<Vec<u8>, _>(i)?;
+                    Value::Array(bytes.into_iter().map(|b| Value::from(b)).collect())
+                }
+            }
+        };
+        object.insert(column.name().to_owned(), value);
+    }
+    Ok(Value::Object(object))
+}
+
+fn to_bytes(value: &Value) -> Result<Bytes, BoxError> {
+    Ok(Bytes::from(serde_json::to_vec(value)?))
+}
+
+/// Loads one resource's rows from the pool, timing pool waits and loads.
+pub struct SqlLoader {
+    pub resource: Arc<str>,
+    pub key_type: KeyType,
+    pub key_column: String,
+    pub load: String,
+    pub load_many: Option<String>,
+    pub pool: AnyPool,
+    pub metrics: Arc<Metrics>,
+    /// Recent pool waits, read by the warm-up's pressure signal.
+    pub pool_wait: Arc<PoolWait>,
+}
+
+impl SqlLoader {
+    /// A loader for `resource` over `pool`.
+    pub fn new(
+        resource: &ResourceConfig,
+        pool: AnyPool,
+        metrics: Arc<Metrics>,
+        pool_wait: Arc<PoolWait>,
+    ) -> Self {
+        SqlLoader {
+            resource: Arc::from(resource.name.as_str()),
+            key_type: resource.key_type,
+            key_column: resource.key_column.clone(),
+            load: resource.load.clone(),
+            load_many: resource.load_many.clone(),
+            pool,
+            metrics,
+            pool_wait,
+        }
+    }
+
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, BoxError> {
+        let start = Instant::now();
+        let connection = self.pool.acquire().await?;
+        let waited = start.elapsed();
+        self.pool_wait.record(waited);
+        self.metrics
+            .pool_wait
+            .with_label_values(&[&self.resource])
+            .observe(waited.as_secs_f64());
+        Ok(connection)
+    }
+
+    fn observe(&self, start: Instant, ok: bool) {
+        self.metrics
+            .load_duration
+            .with_label_values(&[&*self.resource, if ok { "ok" } else { "error" }])
+            .observe(start.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl Loader<Key, Bytes> for SqlLoader {
+    async fn load(&self, key: &Key) -> Result<Option<Bytes>, BoxError> {
+        let start = Instant::now();
+        let result = async {
+            let mut connection = self.connection().await?;
+            let row = key
+                .bind(sqlx::query(&self.load))
+                .fetch_optional(&mut *connection)
+                .await?;
+            row.map(|row| to_bytes(&row_to_json(&row)?)).transpose()
+        }
+        .await;
+        self.observe(start, result.is_ok());
+        result
+    }
+
+    async fn load_many(&self, keys: &[Key]) -> Result<HashMap<Key, Bytes>, BoxError> {
+        let Some(template) = &self.load_many else {
+            // No batch query configured: one by one.
+            let mut found = HashMap::with_capacity(keys.len());
+            for key in keys {
+                if let Some(row) = self.load(key).await? {
+                    found.insert(key.clone(), row);
+                }
+            }
+            return Ok(found);
+        };
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let start = Instant::now();
+        let result = async {
+            let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+            let sql = template.replace("{keys}", &placeholders.join(", "));
+            let mut query = sqlx::query(&sql);
+            for key in keys {
+                query = key.bind(query);
+            }
+            let mut connection = self.connection().await?;
+            let rows = query.fetch_all(&mut *connection).await?;
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let key = Key::from_row(self.key_type, &row, &self.key_column)?;
+                found.insert(key, to_bytes(&row_to_json(&row)?)?);
+            }
+            Ok::<_, BoxError>(found)
+        }
+        .await;
+        self.observe(start, result.is_ok());
+        result
+    }
+}
+
+/// An exponentially weighted moving average of pool waits, in µs: the
+/// warm-up's "the source is getting busy" signal. An atomic, because every
+/// load writes it and the warm-up reads it before each batch.
+#[derive(Default)]
+pub struct PoolWait {
+    ewma_micros: std::sync::atomic::AtomicU64,
+}
+
+impl PoolWait {
+    fn record(&self, waited: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        // Relaxed with a CAS loop: a lost update between two loads only
+        // nudges an average; no other memory depends on it.
+        let _ = self
+            .ewma_micros
+            .fetch_update(Relaxed, Relaxed, |old| Some((old * 7 + sample) / 8));
+    }
+
+    /// The current average wait.
+    pub fn average(&self) -> Duration {
+        Duration::from_micros(self.ewma_micros.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Streams the keys a resource's `warm` query returns, first column.
+pub fn warm_keys<'a>(
+    pool: &'a AnyPool,
+    sql: &'a str,
+    key_type: KeyType,
+) -> impl Stream<Item = Result<Key, rampart::Error>> + Send + 'a {
+    sqlx::query(sql)
+        .fetch(pool)
+        .map_err(rampart::Error::source)
+        .map(move |row| {
+            let row = row?;
+            match key_type {
+                KeyType::Integer => row.try_get::<i64, _>(0).map(Key::Int),
+                KeyType::String => row.try_get::<String, _>(0).map(|s| Key::Str(Arc::from(s))),
+            }
+            .map_err(rampart::Error::source)
+        })
+}
+
+/// Runs a counting query (`warm_count`); `None` if it fails.
+pub async fn count(pool: &AnyPool, sql: &str) -> Option<u64> {
+    let row = sqlx::query(sql).fetch_one(pool).await.ok()?;
+    let count: i64 = row.try_get(0).ok()?;
+    u64::try_from(count).ok()
+}

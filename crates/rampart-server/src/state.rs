@@ -1,0 +1,211 @@
+//! What every handler shares: the resources and their caches, metrics, the
+//! pressure signals and readiness. Passed explicitly as axum state; no
+//! handler touches raw shared maps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rampart::breaker::{CircuitBreaker, State as BreakerState};
+use rampart::cache::TieredCache;
+use rampart::limit::Bulkhead;
+use rampart::warm::WarmProgress;
+use sqlx::AnyPool;
+
+use crate::config::{Config, ResourceConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pressure::{ForegroundLatency, SourcePressure};
+use crate::source::{Key, PoolWait, SqlLoader};
+
+/// One served resource.
+pub struct Resource {
+    pub config: ResourceConfig,
+    pub cache: TieredCache<Key, Bytes>,
+    pub warm: Arc<WarmProgress>,
+}
+
+/// The service's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub resources: Arc<HashMap<String, Arc<Resource>>>,
+    pub metrics: Arc<Metrics>,
+    pub pool: AnyPool,
+    pub pressure: Arc<SourcePressure>,
+    pub readiness: Arc<Readiness>,
+}
+
+impl AppState {
+    /// Builds a cache per resource over `pool`.
+    pub fn new(config: Config, pool: AnyPool) -> Result<Self, Error> {
+        let metrics = Arc::new(Metrics::default());
+        let pool_wait = Arc::new(PoolWait::default());
+        let foreground = Arc::new(ForegroundLatency::new(
+            config.warmup.pressure_foreground_p99,
+        ));
+        let pressure = Arc::new(SourcePressure {
+            pool_wait: Arc::clone(&pool_wait),
+            pool_wait_limit: config.warmup.pressure_pool_wait,
+            foreground,
+        });
+        let mut resources = HashMap::new();
+        for resource in &config.resources {
+            let breaker =
+                CircuitBreaker::new(resource.name.as_str(), resource.breaker.breaker_config());
+            let transitions = metrics.breaker_transitions.clone();
+            breaker.on_transition(move |t| {
+                transitions
+                    .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
+                    .inc();
+            });
+            let bulkhead =
+                Bulkhead::new(resource.name.as_str(), resource.bulkhead.bulkhead_config());
+            let loader = SqlLoader::new(
+                resource,
+                pool.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&pool_wait),
+            );
+            let cache = TieredCache::builder(resource.name.as_str(), loader)
+                .config(resource.cache_config())
+                .breaker(Some(breaker))
+                .bulkhead(Some(bulkhead))
+                .build()?;
+            resources.insert(
+                resource.name.clone(),
+                Arc::new(Resource {
+                    config: resource.clone(),
+                    cache,
+                    warm: Arc::new(WarmProgress::default()),
+                }),
+            );
+        }
+        let readiness = Arc::new(Readiness::new(
+            config.warmup.ready_fraction,
+            config.warmup.ready_deadline,
+        ));
+        Ok(AppState {
+            config: Arc::new(config),
+            resources: Arc::new(resources),
+            metrics,
+            pool,
+            pressure,
+            readiness,
+        })
+    }
+
+    /// The resource named `name`, or a 404-mapped error.
+    pub fn resource(&self, name: &str) -> Result<&Arc<Resource>, Error> {
+        self.resources
+            .get(name)
+            .ok_or_else(|| Error::UnknownResource(name.to_owned()))
+    }
+
+    /// Whether `/readyz` answers ready now.
+    pub fn is_ready(&self) -> bool {
+        // Resources without a warm query have nothing to wait for.
+        self.readiness.is_ready(
+            self.resources
+                .values()
+                .filter(|r| r.config.warm.is_some())
+                .map(|r| &*r.warm),
+        )
+    }
+
+    /// Refreshes the gauges that mirror live state, before a scrape.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        let size = i64::from(self.pool.size());
+        let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
+        m.pool_size.set(i64::from(self.config.database.pool_size));
+        m.pool_connections.with_label_values(&["idle"]).set(idle);
+        m.pool_connections
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        for (name, resource) in self.resources.iter() {
+            let stats = resource.cache.stats();
+            m.loads_in_flight
+                .with_label_values(&[name])
+                .set(i64::try_from(stats.in_flight).unwrap_or(i64::MAX));
+            if let Some(breaker) = resource.cache.breaker() {
+                m.breaker_state
+                    .with_label_values(&[name])
+                    .set(breaker_state_value(breaker));
+            }
+            let warm = &resource.warm;
+            let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            m.warm_keys
+                .with_label_values(&[name, "done"])
+                .set(as_i64(warm.keys_done()));
+            m.warm_keys
+                .with_label_values(&[name, "failed"])
+                .set(as_i64(warm.keys_failed()));
+            m.warm_keys
+                .with_label_values(&[name, "expected"])
+                .set(as_i64(warm.expected().unwrap_or(0)));
+            m.warm_concurrency
+                .with_label_values(&[name])
+                .set(i64::try_from(warm.concurrency()).unwrap_or(i64::MAX));
+        }
+        m.ready.set(i64::from(self.is_ready()));
+    }
+}
+
+fn breaker_state_value(breaker: &CircuitBreaker) -> i64 {
+    match breaker.state() {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+        BreakerState::ForcedOpen => 3,
+        BreakerState::Disabled => 4,
+    }
+}
+
+/// The readiness gate: ready once the warm-up has done its fraction of the
+/// expected keys, or finished, or the deadline passed — whichever first.
+/// Once ready, always ready (a flapping gate would bounce traffic).
+pub struct Readiness {
+    fraction: f64,
+    deadline: Duration,
+    started: Instant,
+    ready: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(fraction: f64, deadline: Duration) -> Self {
+        Readiness {
+            fraction,
+            deadline,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the service ready (warm-up off or finished).
+    pub fn set_ready(&self) {
+        // Release/Acquire: a reader that sees `true` also sees what the
+        // warm-up did before declaring it.
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn is_ready<'a>(&self, progress: impl Iterator<Item = &'a WarmProgress>) -> bool {
+        if self.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        let (mut done, mut expected, mut all_finished) = (0u64, 0u64, true);
+        for p in progress {
+            done += p.keys_done();
+            expected += p.expected().unwrap_or(0);
+            all_finished &= p.is_finished();
+        }
+        let reached = expected > 0 && done as f64 >= self.fraction * expected as f64;
+        if all_finished || reached || self.started.elapsed() >= self.deadline {
+            self.set_ready();
+            return true;
+        }
+        false
+    }
+}

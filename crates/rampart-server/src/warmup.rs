@@ -1,0 +1,77 @@
+//! Start-up warm-up of every resource that has a `warm` query, through the
+//! library's bounded, batched, adaptive [`rampart::warm`]: keys stream from
+//! the source, batches load through `load_many` (breaker and bulkhead
+//! included) into the cache, one resource after another so the configured
+//! bounds hold for the whole service. It gates `/readyz`.
+
+use std::sync::Arc;
+
+use rampart::warm::{warm, WarmReport};
+use tokio_util::sync::CancellationToken;
+
+use crate::source::{count, warm_keys, Key};
+use crate::state::AppState;
+
+/// Warms every resource in turn; returns each one's report. Marks the
+/// service ready when done (the readiness gate may open earlier).
+pub async fn run(
+    state: &AppState,
+    cancel: &CancellationToken,
+) -> Vec<(String, Result<WarmReport, rampart::Error>)> {
+    let config = state.config.warmup.warm_config();
+    let mut reports = Vec::new();
+    let mut names: Vec<&String> = state.resources.keys().collect();
+    names.sort();
+    for name in names {
+        let resource = Arc::clone(&state.resources[name]);
+        let Some(sql) = resource.config.warm.clone() else {
+            continue;
+        };
+        if cancel.is_cancelled() {
+            break;
+        }
+        if let Some(sql) = &resource.config.warm_count {
+            if let Some(total) = count(&state.pool, sql).await {
+                resource.warm.set_expected(total);
+            }
+        }
+        tracing::info!(resource = %name, expected = ?resource.warm.expected(), "warm-up starting");
+        let cache = resource.cache.clone();
+        let load_batch = move |keys: Vec<Key>| {
+            let cache = cache.clone();
+            async move {
+                let answers = cache.get_many(&keys).await;
+                let loaded = answers.iter().filter(|a| a.is_ok()).count() as u64;
+                match answers.into_iter().find_map(Result::err) {
+                    // Nothing in the batch loaded: report the failure.
+                    Some(err) if loaded == 0 => Err(err),
+                    _ => Ok(loaded),
+                }
+            }
+        };
+        let keys = warm_keys(&state.pool, &sql, resource.config.key_type);
+        let report = warm(
+            keys,
+            load_batch,
+            &config,
+            state.pressure.as_ref(),
+            &resource.warm,
+            cancel,
+        )
+        .await;
+        match &report {
+            Ok(r) => tracing::info!(
+                resource = %name,
+                keys = r.keys_done,
+                failed = r.keys_failed,
+                secs = r.elapsed.as_secs_f64(),
+                cancelled = r.cancelled,
+                "warm-up finished"
+            ),
+            Err(e) => tracing::warn!(resource = %name, error = %e, "warm-up stopped"),
+        }
+        reports.push((name.clone(), report));
+    }
+    state.readiness.set_ready();
+    reports
+}

@@ -1,0 +1,113 @@
+//! A bad config never starts the server; the message names the file, the
+//! field and what is wrong. Tested through the real binary, as a user runs it.
+
+use std::process::Command;
+
+use rampart_server::Config;
+
+fn rampart(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .env("RAMPART_LOG", "error")
+        .output()
+        .expect("run rampart");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn with_file(text: &str, check: impl FnOnce(&str)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    check(path.to_str().expect("utf-8 path"));
+}
+
+fn example_with(replace: &str, with: &str) -> String {
+    let text = rampart_server::config::DEFAULT_CONFIG;
+    assert!(text.contains(replace), "the example has {replace:?}");
+    text.replacen(replace, with, 1)
+}
+
+#[test]
+fn the_embedded_example_is_valid() {
+    let config = Config::embedded().expect("valid");
+    let names: Vec<&str> = config.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["users", "products"]);
+}
+
+#[test]
+fn bad_files_are_refused_naming_file_and_field() {
+    let cases = [
+        (example_with("ttl = \"60s\"", "ttl = \"sixty\""), "ttl"),
+        (
+            example_with("ttl = \"60s\"", "ttl = \"0s\""),
+            "ttl must be greater than 0",
+        ),
+        (example_with("jitter = 0.1", "jitter = 3.0"), "jitter"),
+        (
+            example_with("pool_size = 10", "pool_size = 0"),
+            "database.pool_size",
+        ),
+        (
+            example_with("key_type = \"integer\"", "key_type = \"uuid\""),
+            "key_type",
+        ),
+        (
+            example_with("max_queued = 256", "max_queued = 256\ncolour = \"red\""),
+            "colour",
+        ),
+        (
+            example_with("name = \"products\"", "name = \"users\""),
+            "defined twice",
+        ),
+        (example_with("WHERE id = $1", "WHERE id = 5"), "$1"),
+        (
+            example_with("failure_rate = 0.5", "failure_rate = 1.5"),
+            "breaker.failure_rate_threshold",
+        ),
+        (
+            example_with("ready_fraction = 0.9", "ready_fraction = 0"),
+            "warmup.ready_fraction",
+        ),
+        ("listen = [".to_owned(), "TOML"),
+    ];
+    for (text, expected) in cases {
+        with_file(&text, |path| {
+            let (ok, stderr) = rampart(&["serve", "--config", path]);
+            assert!(!ok, "{expected}: the server started");
+            assert!(
+                stderr.contains(path),
+                "{expected}: the file is named: {stderr}"
+            );
+            assert!(
+                stderr.to_lowercase().contains(&expected.to_lowercase()),
+                "{expected}: not in {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        });
+    }
+}
+
+#[test]
+fn a_missing_file_and_bad_flags_are_clear_errors() {
+    let (ok, stderr) = rampart(&["serve", "--config", "/nonexistent/rampart.toml"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/rampart.toml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+    let (ok, stderr) = rampart(&["serve", "--listen", "not-an-address"]);
+    assert!(!ok);
+    assert!(stderr.contains("--listen"), "{stderr}");
+    let (ok, stderr) = rampart(&["serve", "--database-url", "mysql://x"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--database-url") && stderr.contains("sqlite://"),
+        "{stderr}"
+    );
+    let (ok, stderr) = rampart(&["serve", "--demo-rows=-5"]);
+    assert!(!ok);
+    assert!(stderr.contains("--demo-rows"), "{stderr}");
+}

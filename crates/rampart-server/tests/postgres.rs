@@ -1,0 +1,184 @@
+//! PostgreSQL works the same as SQLite: the machine's server on
+//! 127.0.0.1:5432, database `test`, a unique schema per test (dropped at the
+//! end). `RAMPART_TEST_PG_URL` points elsewhere.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{x_cache, ROWS};
+use rampart_server::demo;
+use serde_json::Value;
+use sqlx::{AnyPool, Row};
+
+fn base_url() -> String {
+    std::env::var("RAMPART_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A private schema, and a URL whose connections use it.
+struct Schema {
+    name: String,
+    admin: AnyPool,
+}
+
+impl Schema {
+    async fn create(tag: &str) -> Schema {
+        sqlx::any::install_default_drivers();
+        let admin = AnyPool::connect(&base_url())
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (see scripts/test.sh)");
+        let name = format!("rampart_{tag}_{}", std::process::id());
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .execute(&admin)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        Schema { name, admin }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}?application_name={}&options=-c%20search_path%3D{}",
+            base_url(),
+            self.name,
+            self.name
+        )
+    }
+
+    async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await;
+    }
+}
+
+fn demo_data(url: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "demo-data",
+            "--database-url",
+            url,
+            "--rows",
+            &ROWS.to_string(),
+        ])
+        .env("RAMPART_LOG", "error")
+        .output()
+        .expect("run rampart demo-data");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_service_serves_postgres_rows_like_sqlite_rows() {
+    let schema = Schema::create("serve").await;
+    assert!(demo_data(&schema.url()).contains("filled"));
+    assert!(
+        demo_data(&schema.url()).contains("already there"),
+        "demo-data is idempotent"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = schema.url();
+    let config = common::config(dir.path(), |c| c.database.url = url);
+    let t = common::start_with(config, dir).await;
+
+    let first = t.get("/v1/r/users/5").await;
+    assert_eq!(
+        (first.status().as_u16(), x_cache(&first)),
+        (200, "miss".into())
+    );
+    assert_eq!(
+        first.json::<Value>().await.expect("json"),
+        demo::user_json(5)
+    );
+    assert_eq!(x_cache(&t.get("/v1/r/users/5").await), "hit");
+    let missing = t.get(&format!("/v1/r/users/{}", ROWS + 1)).await;
+    assert_eq!(missing.status(), 404);
+    let batch: Value = t
+        .get(&format!(
+            "/v1/r/products?keys={},{}",
+            demo::sku(1),
+            demo::sku(2)
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(batch["items"][1]["value"]["sku"], demo::sku(2));
+    t.server.shutdown().await.expect("shutdown");
+    schema.drop().await;
+}
+
+/// The warm-up's concurrency bound, measured where it matters: queries
+/// active at the source, sampled from pg_stat_activity while it runs.
+#[tokio::test]
+async fn warm_up_never_exceeds_its_concurrency_at_the_source() {
+    let schema = Schema::create("warm").await;
+    demo_data(&schema.url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = schema.url();
+    let config = common::config(dir.path(), |c| {
+        c.database.url = url;
+        c.database.pool_size = 10;
+        c.warmup.enabled = true;
+        c.warmup.concurrency = 2;
+        c.warmup.batch_size = 20;
+        c.warmup.max_keys_per_sec = 0;
+        c.resources.retain(|r| r.name == "users");
+        // Make each batch take a while so concurrent ones overlap.
+        c.resources[0].load_many = Some(
+            "SELECT id, name, email, country, balance_cents, created_at FROM users, \
+             (SELECT pg_sleep(0.02)) AS pause WHERE id IN ({keys})"
+                .into(),
+        );
+    });
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (admin, app, sampling) = (schema.admin.clone(), schema.name.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut max = 0i64;
+            while sampling.load(Ordering::SeqCst) {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
+                )
+                .bind(app.clone())
+                .fetch_one(&admin)
+                .await
+                .expect("sample");
+                max = max.max(row.try_get::<i64, _>(0).expect("count"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            max
+        })
+    };
+    let t = common::start_with(config, dir).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !t.server.state.resources["users"].warm.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warm-up did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sampling.store(false, Ordering::SeqCst);
+    let max_active = sampler.await.expect("sampler");
+    assert!(max_active >= 1, "the sampler saw the warm-up's queries");
+    assert!(
+        max_active <= 2,
+        "{max_active} warm-up queries at once at the source; bound is 2"
+    );
+    assert_eq!(t.server.state.resources["users"].warm.keys_done(), ROWS);
+    t.server.shutdown().await.expect("shutdown");
+    schema.drop().await;
+}
