@@ -99,8 +99,9 @@ struct BatchItem<'a> {
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     x_cache: Option<&'static str>,
+    /// `Some(None)` is a key that does not exist: `"value": null`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<&'a RawValue>,
+    value: Option<Option<&'a RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<BatchError>,
 }
@@ -157,7 +158,7 @@ async fn get_batch(
                 BatchItem {
                     key,
                     x_cache: Some(lookup.source().as_str()),
-                    value: raw.as_deref(),
+                    value: Some(raw.as_deref()),
                     error: None,
                 }
             }

@@ -980,8 +980,8 @@ pub fn gate(
     }
     let mut reasons = Vec::new();
     let rate = report.error_rate();
-    // `!(a <= b)` so that a NaN limit fails rather than passes.
-    if !(rate <= max_error_rate) {
+    // A NaN limit fails rather than passes.
+    if max_error_rate.is_nan() || rate > max_error_rate {
         reasons.push(format!(
             "error rate {:.3} % ({} of {} requests) exceeds the limit of {:.3} %",
             rate * 100.0,

@@ -20,7 +20,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -56,7 +57,10 @@ pub fn wrap(routes: Router, state: &AppState) -> Router {
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(shed_and_timeout)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(TraceLayer::new_for_http())
+        // 5xx answers are counted in metrics and explained in their bodies;
+        // logging each one at error level would flood logs during an
+        // outage (or while /readyz says "warming").
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
 }

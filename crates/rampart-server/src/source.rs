@@ -149,7 +149,7 @@ pub fn row_to_json(row: &AnyRow) -> Result<Value, sqlx::Error> {
                 AnyTypeInfoKind::Text => Value::String(row.try_get::<String, _>(i)?),
                 AnyTypeInfoKind::Blob => {
                     let bytes = row.try_get::<Vec<u8>, _>(i)?;
-                    Value::Array(bytes.into_iter().map(|b| Value::from(b)).collect())
+                    Value::Array(bytes.into_iter().map(Value::from).collect())
                 }
             }
         };

@@ -517,9 +517,7 @@ where
                             break;
                         }
                     }
-                    if building.len() >= batch_size {
-                        break;
-                    }
+
                     // Pending here registers a no-op waker; harmless, as
                     // the next `select!` polls the stream again with ours.
                     match keys.next().now_or_never() {
