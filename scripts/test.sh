@@ -7,7 +7,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== tests (unit, integration, stress)"
+# PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) is part of the
+# suite: the server's tests run on it as well as on SQLite.
+pg_url=${RAMPART_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "== starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  fi
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break; sleep 0.2; done
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "PostgreSQL is not running on 127.0.0.1:5432. Start it with:" >&2
+    echo "  sudo apt-get install -y postgresql && sudo pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+    echo "or point RAMPART_TEST_PG_URL at one (now: $pg_url)." >&2
+    exit 1
+  fi
+fi
+
+echo "== tests (unit, integration, stress, end to end)"
 cargo test --workspace --locked
 
 # loom swaps the guards' locks for model-checked ones; the cfg changes every

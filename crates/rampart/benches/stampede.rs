@@ -48,15 +48,15 @@ fn main() {
         .build()
         .expect("runtime");
     let loads = Arc::new(AtomicUsize::new(0));
-    let cache = TieredCache::builder(
-        "stampede",
-        SlowRows {
-            loads: loads.clone(),
-        },
-    )
-    .config(CacheConfig::default())
-    .build()
-    .expect("cache");
+    let load_times = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let rows = SlowRows {
+        loads: loads.clone(),
+        load_times: load_times.clone(),
+    };
+    let cache = TieredCache::builder("stampede", rows)
+        .config(CacheConfig::default())
+        .build()
+        .expect("cache");
     let mut latencies = Vec::with_capacity(CALLERS * ROUNDS as usize);
     let mut sources: HashMap<Source, usize> = HashMap::new();
     let mut bad_rounds = 0;
