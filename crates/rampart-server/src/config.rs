@@ -198,6 +198,10 @@ pub struct ResourceConfig {
     pub negative_ttl: Duration,
     #[serde(default = "defaults::l1_capacity")]
     pub l1_capacity: usize,
+    /// Entries in the in-process shared tier (L2) under L1; 0 = none.
+    /// L1 stays small and hot, L2 keeps the long tail without a reload.
+    #[serde(default = "defaults::l2_capacity")]
+    pub l2_capacity: usize,
     /// XFetch's beta; absent = no probabilistic early refresh.
     pub early_refresh_beta: Option<f64>,
     #[serde(default = "defaults::load_timeout", with = "humantime_serde")]
@@ -387,6 +391,9 @@ mod defaults {
     }
     pub fn l1_capacity() -> usize {
         100_000
+    }
+    pub fn l2_capacity() -> usize {
+        500_000
     }
     pub fn load_timeout() -> Duration {
         Duration::from_secs(2)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rampart::breaker::{CircuitBreaker, State as BreakerState};
-use rampart::cache::TieredCache;
+use rampart::cache::{LocalLease, MemoryTier, TieredCache};
 use rampart::limit::Bulkhead;
 use rampart::warm::WarmProgress;
 use sqlx::AnyPool;
@@ -82,11 +82,18 @@ impl AppState {
                 Arc::clone(&metrics),
                 Arc::clone(&pool_wait),
             );
-            let cache = TieredCache::builder(resource.name.as_str(), loader)
+            let mut builder = TieredCache::builder(resource.name.as_str(), loader)
                 .config(resource.cache_config())
                 .breaker(Some(breaker))
-                .bulkhead(Some(bulkhead))
-                .build()?;
+                .bulkhead(Some(bulkhead));
+            if resource.l2_capacity > 0 {
+                // In-process L2 and lease: the embedded deployment's stand-ins
+                // for Redis, with the same contracts.
+                builder = builder
+                    .tier(Arc::new(MemoryTier::new(resource.l2_capacity)))
+                    .lease(Arc::new(LocalLease::<Key>::new(resource.load_timeout * 2)));
+            }
+            let cache = builder.build()?;
             resources.insert(
                 resource.name.clone(),
                 Arc::new(Resource {

@@ -35,6 +35,26 @@ async fn a_row_is_a_miss_then_a_hit_with_the_source_row_as_json() {
 }
 
 #[tokio::test]
+async fn a_row_evicted_from_l1_comes_back_from_l2_without_a_load() {
+    // An L1 of one entry: key 2 pushes key 1 out; L2 keeps both.
+    let t = start(|c| c.resources[0].l1_capacity = 1).await;
+    assert_eq!(x_cache(&t.get("/v1/r/users/1").await), "miss");
+    assert_eq!(x_cache(&t.get("/v1/r/users/2").await), "miss");
+    let back = t.get("/v1/r/users/1").await;
+    assert_eq!((back.status().as_u16(), x_cache(&back)), (200, "l2".into()));
+    assert_eq!(
+        back.json::<Value>().await.expect("json"),
+        demo::user_json(1)
+    );
+    assert_eq!(
+        t.metric("rampart_load_duration_seconds_count{outcome=\"ok\",resource=\"users\"}")
+            .await,
+        2.0,
+        "key 1 was loaded once"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_key_is_404_and_cached_negatively() {
     let t = start(|_| {}).await;
     let missing = format!("/v1/r/users/{}", ROWS + 10);

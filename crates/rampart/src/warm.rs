@@ -434,7 +434,7 @@ where
         // Dispatch the filled batch if a slot and the rate allow.
         let mut rate_wait = None;
         let batch_ready = building.len() >= batch_size || (stream_done && !building.is_empty());
-        if stop.is_none() && batch_ready && run.batches.len() < limit {
+        if stop.is_none() && batch_ready {
             let now = Instant::now();
             match &rate {
                 Some(rate) if now < rate.next_at => rate_wait = Some(rate.next_at),
@@ -443,7 +443,7 @@ where
                         limit = (limit / 2).max(1);
                         run.publish_limit(limit);
                     }
-                    if run.batches.len() < limit {
+                    if true {
                         let batch = mem::replace(
                             &mut building,
                             Vec::with_capacity(batch_size.min(MAX_PREALLOCATED_KEYS)),
@@ -517,7 +517,9 @@ where
                             break;
                         }
                     }
-
+                    if building.len() >= batch_size {
+                        break;
+                    }
                     // Pending here registers a no-op waker; harmless, as
                     // the next `select!` polls the stream again with ours.
                     match keys.next().now_or_never() {

@@ -84,13 +84,21 @@ impl Source {
     }
 }
 
-/// `0..n` as a key stream that counts the keys pulled from it.
+/// Keys past this are never needed: a stream asked for one was read far
+/// ahead of its batches, and it errors out so that such a regression fails
+/// a test instead of hanging it on an endless stream.
+const READ_AHEAD_TRIPWIRE: u64 = 1_000_000;
+
+/// `range` as a key stream that counts the keys pulled from it.
 fn counted_keys(
     range: impl Iterator<Item = u64>,
     pulled: &Arc<AtomicU64>,
 ) -> impl Stream<Item = Result<u64, Error>> {
     let pulled = Arc::clone(pulled);
     stream::iter(range).map(move |key| {
+        if key >= READ_AHEAD_TRIPWIRE {
+            return Err(source_error("stream read far ahead of its batches"));
+        }
         pulled.fetch_add(1, SeqCst);
         Ok(key)
     })
@@ -257,22 +265,18 @@ async fn keys_are_pulled_lazily_in_full_batches() {
 }
 
 /// An endless stream works: a warm-up that read its keys ahead of its
-/// batches would never get to the cancellation. (The stream errors out
-/// past 100 000 keys, so such a regression fails instead of hanging.)
+/// batches would never get to the cancellation (here: would trip
+/// `READ_AHEAD_TRIPWIRE`).
 #[tokio::test(start_paused = true)]
 async fn an_endless_stream_is_never_collected() {
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let cancel = CancellationToken::new();
     let batches = AtomicU64::new(0);
-    let endless = counted_keys(0.., &pulled).map(|key| match key {
-        Ok(key) if key >= 100_000 => Err(source_error("read far ahead of the batches")),
-        other => other,
-    });
     let report = tokio::time::timeout(
         Duration::from_secs(60),
         warm(
-            endless,
+            counted_keys(0.., &pulled),
             |batch: Vec<u64>| {
                 if batches.fetch_add(1, SeqCst) == 4 {
                     cancel.cancel();
