@@ -71,7 +71,7 @@
 //!
 //! On [`CancellationToken::cancel`] no new batch starts, the batches in
 //! flight are **allowed to finish**, and [`warm`] returns `Ok` with
-//! `cancelled: true`, so within one batch's latency. Why finish rather
+//! `cancelled: true`: it returns within one batch's latency. Why finish rather
 //! than drop them: a batch is one bounded round trip the source is already
 //! executing. Dropping our side does not stop the query on the server; with
 //! most clients it discards the connection, so the pool reconnects (more
@@ -196,8 +196,8 @@ impl WarmConfig {
 }
 
 /// Whether the source (or the service around it) is under pressure; read
-/// by [`warm`] before each batch it dispatches and after each batch that
-/// succeeds. The server implements it from source-pool wait time and
+/// by [`warm`] before each batch it dispatches, and after each batch that
+/// succeeds while the limit is below `max_concurrency`. The server implements it from source-pool wait time and
 /// foreground p99.
 ///
 /// It is called on the warm-up's task, so it must be cheap and must not
@@ -382,9 +382,10 @@ pub struct WarmReport {
 ///
 /// In every case `progress.is_finished()` is true when it returns.
 ///
-/// Needs a Tokio runtime with the time driver when `max_keys_per_sec` is
-/// set (the rate limiter sleeps). The returned future is `Send` when the
-/// stream, the loader and its future are.
+/// With `max_keys_per_sec` set it needs a Tokio runtime with timers
+/// enabled (the rate limiter sleeps); without, it runs on any executor.
+/// The returned future is `Send` when the stream, the loader and its
+/// future are.
 pub async fn warm<K, S, F, Fut>(
     keys: S,
     load_batch: F,
@@ -421,12 +422,15 @@ where
     let mut consecutive_failures: u32 = 0;
     let mut stop: Option<Stop> = None;
     let mut cancelled = pin!(cancel.cancelled());
-    // Polled only while `rate_wait` is set; reset to the new deadline then.
-    let mut rate_timer = pin!(tokio::time::sleep_until(started));
+    // Created at the first rate wait, not before: building a `Sleep` needs
+    // a runtime with timers, which a run without a rate limit should not.
+    let mut rate_timer = pin!(None::<tokio::time::Sleep>);
 
     loop {
-        // Checked here, not only in the `select!` below, because this step
-        // may dispatch several batches without reaching the `select!`.
+        // Checked here too, not only in the `select!` below: a cancel that
+        // lands while the batch is being filled (inside the drain below, or
+        // from another thread after `select!` polled the cancel branch) must
+        // still keep that batch from starting.
         if stop.is_none() && cancel.is_cancelled() {
             stop = Some(Stop::Cancelled);
         }
@@ -434,7 +438,7 @@ where
         // Dispatch the filled batch if a slot and the rate allow.
         let mut rate_wait = None;
         let batch_ready = building.len() >= batch_size || (stream_done && !building.is_empty());
-        if stop.is_none() && batch_ready {
+        if stop.is_none() && batch_ready && run.batches.len() < limit {
             let now = Instant::now();
             match &rate {
                 Some(rate) if now < rate.next_at => rate_wait = Some(rate.next_at),
@@ -443,7 +447,7 @@ where
                         limit = (limit / 2).max(1);
                         run.publish_limit(limit);
                     }
-                    if true {
+                    if run.batches.len() < limit {
                         let batch = mem::replace(
                             &mut building,
                             Vec::with_capacity(batch_size.min(MAX_PREALLOCATED_KEYS)),
@@ -465,7 +469,10 @@ where
             break;
         }
         if let Some(deadline) = rate_wait {
-            rate_timer.as_mut().reset(deadline);
+            match rate_timer.as_mut().as_pin_mut() {
+                Some(timer) => timer.reset(deadline),
+                None => rate_timer.set(Some(tokio::time::sleep_until(deadline))),
+            }
         }
         let want_keys = stop.is_none() && !stream_done && building.len() < batch_size;
 
@@ -497,7 +504,11 @@ where
                     }
                 }
             }
-            () = &mut rate_timer, if rate_wait.is_some() => {}
+            () = async {
+                if let Some(timer) = rate_timer.as_mut().as_pin_mut() {
+                    timer.await;
+                }
+            }, if rate_wait.is_some() => {}
             item = keys.next(), if want_keys => {
                 // Take whatever else the stream has ready, up to a full
                 // batch, without a trip through `select!` per key.
@@ -585,7 +596,8 @@ where
     }
 }
 
-/// A generic cell rate limiter without burst: a batch may start once the
+/// The generic cell rate algorithm (GCRA) with no burst allowance: a batch
+/// may start once the
 /// clock reaches `next_at`, and starting a batch of `n` keys moves `next_at`
 /// to `max(next_at, now) + n / per_sec`. By induction the keys of all
 /// earlier batches fit in `per_sec × (next_at - start)`, so the keys

@@ -217,6 +217,29 @@ async fn invalid_config_is_rejected_and_finishes() {
     assert_accounted(&progress, 0, None);
 }
 
+/// Without a rate limit no timer is needed: the warm-up runs on a runtime
+/// with timers disabled (a rate-limited one needs them to sleep).
+#[test]
+fn runs_without_timers_when_unlimited() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let progress = WarmProgress::default();
+    let report = runtime
+        .block_on(warm(
+            stream::iter((0..1000u64).map(Ok)),
+            |batch: Vec<u64>| async move { Ok(batch.len() as u64) },
+            &config(64, 2),
+            &NoPressure,
+            &progress,
+            &CancellationToken::new(),
+        ))
+        .unwrap();
+    assert_eq!(report.keys_done, 1000);
+    assert_eq!(report.batches, 16);
+    assert_accounted(&progress, 1000, Some(&report));
+}
+
 /// Keys are pulled lazily (at most one batch ahead of what was dispatched)
 /// and grouped, in order, into full batches and one short last batch.
 #[tokio::test(start_paused = true)]
@@ -483,6 +506,15 @@ async fn failed_batches_are_counted_and_the_warm_up_goes_on() {
     let source = Arc::new(Source::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
+    // The limit as the warm-up stood each time it read the pressure.
+    let seen_by_pressure = Mutex::new(Vec::new());
+    let pressure = || {
+        seen_by_pressure
+            .lock()
+            .unwrap()
+            .push(progress.concurrency());
+        false
+    };
     let report = warm(
         counted_keys(0..300, &pulled),
         |batch: Vec<u64>| {
@@ -506,7 +538,7 @@ async fn failed_batches_are_counted_and_the_warm_up_goes_on() {
             max_consecutive_failures: 2,
             ..config(10, 2)
         },
-        &NoPressure,
+        &pressure,
         &progress,
         &CancellationToken::new(),
     )
@@ -514,6 +546,11 @@ async fn failed_batches_are_counted_and_the_warm_up_goes_on() {
     .unwrap();
     assert_eq!(report.batches, 30);
     assert_eq!(report.batches_failed, 3);
+    // The pressure is never high, so only the failures (TCP's "loss")
+    // can have lowered the limit from 2; successes grow it back.
+    let seen = seen_by_pressure.into_inner().unwrap();
+    assert_eq!(seen.iter().min(), Some(&1), "{seen:?}");
+    assert_eq!(progress.concurrency(), 2);
     assert_eq!(report.keys_failed, 3 * 10 + 6);
     assert_eq!(report.keys_done, 300 - 36);
     assert!(!report.cancelled);
@@ -952,7 +989,11 @@ async fn stress_seeded() {
                             expected_failed.fetch_add(n, SeqCst);
                             Err(source_error(format!("stress: batch {index} failed")))
                         }
-                        9..=12 => {
+                        9 => {
+                            expected_failed.fetch_add(n, SeqCst);
+                            panic!("stress: panic in future {index}");
+                        }
+                        10..=12 => {
                             expected_failed.fetch_add(n - partial, SeqCst);
                             Ok(partial)
                         }
