@@ -4,9 +4,11 @@
 //! included) into the cache, one resource after another so the configured
 //! bounds hold for the whole service. It gates `/readyz`.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rampart::warm::{warm, WarmReport};
+use rampart::warm::{warm, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::source::{count, warm_keys, Key};
@@ -50,15 +52,15 @@ pub async fn run(
             }
         };
         let keys = warm_keys(&state.pool, &sql, resource.config.key_type);
-        let report = warm(
+        let warming = warm(
             keys,
             load_batch,
             &config,
             state.pressure.as_ref(),
             &resource.warm,
             cancel,
-        )
-        .await;
+        );
+        let report = log_progress_while(name, &resource.warm, warming).await;
         match &report {
             Ok(r) => tracing::info!(
                 resource = %name,
@@ -74,4 +76,31 @@ pub async fn run(
     }
     state.readiness.set_ready();
     reports
+}
+
+/// How often a running warm-up logs its progress.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `warming`, logging its progress every few seconds meanwhile.
+async fn log_progress_while<T>(
+    name: &str,
+    progress: &WarmProgress,
+    warming: impl Future<Output = T>,
+) -> T {
+    let mut warming = std::pin::pin!(warming);
+    let mut ticks = tokio::time::interval(PROGRESS_LOG_EVERY);
+    ticks.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            result = &mut warming => return result,
+            _ = ticks.tick() => tracing::info!(
+                resource = %name,
+                done = progress.keys_done(),
+                failed = progress.keys_failed(),
+                expected = ?progress.expected(),
+                concurrency = progress.concurrency(),
+                "warm-up progress"
+            ),
+        }
+    }
 }
