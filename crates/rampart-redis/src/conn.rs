@@ -1,0 +1,124 @@
+//! One connection type for a single Redis node or a Redis Cluster, so the
+//! tier and the lease are written once. Both variants are multiplexed and
+//! reconnect on their own: cheap to clone, no pool needed (nothing here
+//! uses blocking commands).
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use rampart::Error;
+
+/// A connection to a node or a cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One node, behind a reconnecting manager.
+    Single(ConnectionManager),
+    /// A cluster; commands are routed by key slot.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// Connects to `urls`: one URL is a single node, several are cluster
+    /// seed nodes.
+    pub async fn connect(urls: &[String]) -> Result<RedisConn, Error> {
+        match urls {
+            [] => Err(Error::InvalidConfig("redis: no URL given".into())),
+            [url] => {
+                let client = redis::Client::open(url.as_str()).map_err(Error::tier)?;
+                let manager = client.get_connection_manager().await.map_err(Error::tier)?;
+                Ok(RedisConn::Single(manager))
+            }
+            nodes => {
+                let client = redis::cluster::ClusterClient::new(nodes.iter().map(String::as_str))
+                    .map_err(Error::tier)?;
+                let connection = client.get_async_connection().await.map_err(Error::tier)?;
+                Ok(RedisConn::Cluster(connection))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A connection with the two defences every Redis call here gets: a
+/// timeout, and a circuit breaker so that a dead or stalled Redis costs
+/// callers nothing but a fast `Error::Tier` until it is back.
+#[derive(Clone)]
+pub struct Redis {
+    conn: RedisConn,
+    breaker: rampart::breaker::CircuitBreaker,
+    timeout: std::time::Duration,
+}
+
+impl Redis {
+    /// Guards `conn` with `breaker` and a per-call `timeout`.
+    pub fn new(
+        conn: RedisConn,
+        breaker: rampart::breaker::CircuitBreaker,
+        timeout: std::time::Duration,
+    ) -> Redis {
+        Redis {
+            conn,
+            breaker,
+            timeout,
+        }
+    }
+
+    /// The breaker (for metrics and operators).
+    pub fn breaker(&self) -> &rampart::breaker::CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Runs one Redis call through the breaker, bounded by the timeout.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: FnOnce(RedisConn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let permit = self.breaker.try_acquire()?;
+        match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
+            Ok(Ok(value)) => {
+                permit.success();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                permit.failure();
+                Err(Error::tier(err))
+            }
+            Err(_) => {
+                permit.failure();
+                Err(Error::tier(format!(
+                    "redis did not answer within {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+}

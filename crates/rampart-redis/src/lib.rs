@@ -1,0 +1,31 @@
+//! # rampart-redis — the guards' distributed half on Redis / Redis Cluster
+//!
+//! Plugs into the library's traits so that several `rampart` processes
+//! share one cache tier and load each cold key once between them:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`conn`] | one connection type for a single node or a Cluster |
+//! | [`keys`] | key layout: a key's value, generation, lease and fences share a hash tag (one slot) |
+//! | [`codec`] | the compact binary encoding of a stored entry |
+//! | [`scripts`] | the Lua scripts: fenced fill, invalidation, lease acquire / renew / release |
+//! | [`tier`] | [`RedisTier`]: the L2 [`Tier`](rampart::Tier) |
+//! | [`lease`] | [`RedisLease`]: the fenced cross-process [`Lease`](rampart::Lease) with a watchdog |
+//! | [`notices`] | one pub/sub subscriber per process: lease releases wake local waiters |
+//!
+//! Every Redis call is bounded by a timeout and goes through a circuit
+//! breaker: while Redis is down or slow the caller is told at once (an
+//! `Error::Tier`) and the cache goes on without L2.
+
+pub mod codec;
+pub mod conn;
+pub mod keys;
+pub mod lease;
+pub mod notices;
+pub mod scripts;
+pub mod tier;
+
+pub use conn::RedisConn;
+pub use lease::RedisLease;
+pub use notices::Notices;
+pub use tier::RedisTier;
