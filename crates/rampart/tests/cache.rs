@@ -708,3 +708,32 @@ fn bad_settings_are_refused_with_the_field_named() {
         }
     }
 }
+
+#[tokio::test]
+async fn clear_local_drops_l1_and_refuses_fills_already_running() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let cache = cache(&source, &clock);
+    cache.get(&1).await.expect("get");
+    cache.get(&2).await.expect("get");
+    let gate = source.close_gate();
+    let running = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get(&3).await })
+    };
+    until(|| source.loads() == 3).await;
+    cache.clear_local();
+    gate.send(true).expect("gate");
+    assert_eq!(
+        running.await.expect("task").expect("get").source(),
+        Source::Miss
+    );
+    assert!(
+        cache.get_cached(&1).is_none() && cache.get_cached(&2).is_none(),
+        "L1 emptied"
+    );
+    assert!(
+        cache.get_cached(&3).is_none(),
+        "the fill begun before the clear was refused"
+    );
+}

@@ -55,6 +55,17 @@ impl Generations {
         (*generation == expected).then(fill)
     }
 
+    /// Moves every generation on, then runs `delete_all`, with every stripe
+    /// held (taken in index order, so two of these cannot deadlock; fills
+    /// and invalidations hold one stripe at a time).
+    pub(crate) fn invalidate_all<R>(&self, delete_all: impl FnOnce() -> R) -> R {
+        let mut held: Vec<_> = self.stripes.iter().map(|s| s.lock()).collect();
+        for generation in &mut held {
+            **generation = generation.wrapping_add(1);
+        }
+        delete_all()
+    }
+
     /// Moves the key's generation on, then runs `delete`, with the stripe
     /// held.
     pub(crate) fn invalidate<K: Hash, R>(&self, key: &K, delete: impl FnOnce() -> R) -> R {

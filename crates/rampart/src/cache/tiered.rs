@@ -395,6 +395,15 @@ where
         inner.flight.forget(key);
     }
 
+    /// Drops every key from this process's L1, and refuses the fills of
+    /// loads already running. For when this process may have missed
+    /// invalidations (its notice subscription dropped): from here on, keys
+    /// are revalidated against L2.
+    pub fn clear_local(&self) {
+        let inner = &self.inner;
+        inner.l1_generations.invalidate_all(|| inner.l1.clear());
+    }
+
     /// The slow-path counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.stats;
