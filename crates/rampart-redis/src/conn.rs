@@ -20,13 +20,17 @@ pub enum RedisConn {
 
 impl RedisConn {
     /// Connects to `urls`: one URL is a single node, several are cluster
-    /// seed nodes.
+    /// seed nodes. A single node is connected lazily, so a process starts
+    /// (and serves from its source) while Redis is down, and picks Redis up
+    /// when it comes.
     pub async fn connect(urls: &[String]) -> Result<RedisConn, Error> {
         match urls {
             [] => Err(Error::InvalidConfig("redis: no URL given".into())),
             [url] => {
                 let client = redis::Client::open(url.as_str()).map_err(Error::tier)?;
-                let manager = client.get_connection_manager().await.map_err(Error::tier)?;
+                let manager = client
+                    .get_connection_manager_lazy(redis::aio::ConnectionManagerConfig::new())
+                    .map_err(Error::tier)?;
                 Ok(RedisConn::Single(manager))
             }
             nodes => {

@@ -55,6 +55,10 @@ pub struct ConfigArgs {
     /// Demo users generated on first run of the embedded database.
     #[arg(long, env = "RAMPART_DEMO_ROWS")]
     pub demo_rows: Option<u64>,
+    /// Redis for the shared tier: one redis:// URL, or several
+    /// (comma-separated) Cluster seed nodes. Absent: in-process tier.
+    #[arg(long, env = "RAMPART_REDIS_URL", value_delimiter = ',')]
+    pub redis_url: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +100,9 @@ impl ConfigArgs {
         }
         if let Some(rows) = self.demo_rows {
             config.demo_rows = rows;
+        }
+        if !self.redis_url.is_empty() {
+            config.redis.urls = self.redis_url.clone();
         }
         config.validate().map_err(|message| Error::Config {
             file: origin,
@@ -163,7 +170,8 @@ async fn warm_only(config: Config) -> Result<(), Error> {
     if config.is_embedded_database() && config.demo_rows > 0 {
         demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
     }
-    let state = AppState::new(config, pool)?;
+    let redis = crate::state::SharedRedis::connect(&config).await?;
+    let state = AppState::new(config, pool, redis)?;
     let cancel = CancellationToken::new();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

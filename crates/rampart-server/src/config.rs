@@ -40,8 +40,44 @@ pub struct Config {
     /// default (`0` turns it off).
     #[serde(default = "defaults::demo_rows")]
     pub demo_rows: u64,
+    #[serde(default)]
+    pub redis: RedisConfig,
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceConfig>,
+}
+
+/// The shared tier: absent URLs keep the in-process tier (the embedded
+/// default); one URL is a single node, several are Cluster seed nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Separates deployments (or test runs) sharing one Redis: keys are
+    /// `{rampart:<namespace>:<resource>:<key>}:…`.
+    #[serde(default = "defaults::redis_namespace")]
+    pub namespace: String,
+    /// Per-call bound; a slow Redis counts as a failing one.
+    #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Lease length (renewed by a watchdog while a load runs).
+    #[serde(default = "defaults::lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// The breaker that skips Redis while it is down.
+    #[serde(default = "defaults::redis_breaker")]
+    pub breaker: BreakerSettings,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            urls: Vec::new(),
+            namespace: defaults::redis_namespace(),
+            timeout: defaults::redis_timeout(),
+            lease_ttl: defaults::lease_ttl(),
+            breaker: defaults::redis_breaker(),
+        }
+    }
 }
 
 /// The source of truth.
@@ -428,6 +464,28 @@ mod defaults {
     pub fn bulkhead_wait() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn redis_namespace() -> String {
+        "default".into()
+    }
+    pub fn redis_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// Redis is judged faster than a database: a short window, few calls,
+    /// a short open wait, so recovery is noticed within a second or two.
+    pub fn redis_breaker() -> super::BreakerSettings {
+        super::BreakerSettings {
+            window_secs: 5,
+            minimum_calls: 10,
+            failure_rate: 0.5,
+            slow_call: Duration::from_millis(200),
+            slow_call_rate: 1.0,
+            open_wait: Duration::from_secs(1),
+            half_open_probes: 2,
+        }
+    }
 }
 
 impl Config {
@@ -511,6 +569,22 @@ impl Config {
             .warm_config()
             .validate()
             .map_err(|e| format!("warmup: {e}"))?;
+        for url in &self.redis.urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!("redis.urls: {url:?} must start with redis://"));
+            }
+        }
+        if self.redis.namespace.is_empty() || self.redis.namespace.contains(['{', '}', '\n']) {
+            return Err("redis.namespace must be non-empty, without braces or newlines".into());
+        }
+        if self.redis.timeout.is_zero() || self.redis.lease_ttl < Duration::from_millis(30) {
+            return Err("redis.timeout must be > 0 and redis.lease_ttl at least 30ms".into());
+        }
+        self.redis
+            .breaker
+            .breaker_config()
+            .validate()
+            .map_err(|e| format!("redis.breaker.{e}"))?;
         if self.resources.is_empty() {
             return Err("no [[resource]] defined: nothing to serve".into());
         }

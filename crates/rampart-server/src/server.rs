@@ -41,7 +41,8 @@ impl Server {
             source,
         })?;
         let warmup_enabled = config.warmup.enabled;
-        let state = AppState::new(config, pool)?;
+        let redis = crate::state::SharedRedis::connect(&config).await?;
+        let state = AppState::new(config, pool, redis)?;
         let app = layers::wrap(api::routes(state.clone()), &state);
         let stop = CancellationToken::new();
 

@@ -19,6 +19,62 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pressure::{ForegroundLatency, SourcePressure};
 use crate::source::{Key, PoolWait, SqlLoader};
+use rampart_redis::conn::Redis;
+use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
+
+/// The Redis side shared by every resource of a process.
+#[derive(Clone)]
+pub struct SharedRedis {
+    pub redis: Redis,
+    pub notices: Notices,
+    pub namespace: String,
+}
+
+impl SharedRedis {
+    /// Connects per `config.redis` (None when no URL is configured).
+    pub async fn connect(config: &Config) -> Result<Option<SharedRedis>, Error> {
+        let Some(first) = config.redis.urls.first() else {
+            return Ok(None);
+        };
+        let conn = RedisConn::connect(&config.redis.urls).await?;
+        let breaker = CircuitBreaker::new("redis", config.redis.breaker.breaker_config());
+        Ok(Some(SharedRedis {
+            redis: Redis::new(conn, breaker, config.redis.timeout),
+            notices: Notices::start(first)?,
+            namespace: config.redis.namespace.clone(),
+        }))
+    }
+
+    /// A resource's name in Redis: `<namespace>:<resource>`.
+    pub fn scoped(&self, resource: &str) -> String {
+        format!("{}:{resource}", self.namespace)
+    }
+
+    /// Invalidations heard on the bus drop the key from this process's L1;
+    /// after a gap in the subscription every L1 is suspect and cleared
+    /// (keys are then revalidated against Redis).
+    fn wire_notices(&self, resources: &HashMap<String, Arc<Resource>>) {
+        let by_name: HashMap<String, (crate::config::KeyType, TieredCache<Key, Bytes>)> = resources
+            .iter()
+            .map(|(name, r)| (self.scoped(name), (r.config.key_type, r.cache.clone())))
+            .collect();
+        let by_name = Arc::new(by_name);
+        let caches = Arc::clone(&by_name);
+        self.notices.on_invalidate(move |resource, raw| {
+            if let Some((key_type, cache)) = caches.get(resource) {
+                if let Ok(key) = Key::parse(*key_type, raw) {
+                    cache.invalidate_local(&key);
+                }
+            }
+        });
+        self.notices.on_gap(move || {
+            tracing::warn!("redis notices were interrupted; clearing L1 so keys revalidate");
+            for (_, cache) in by_name.values() {
+                cache.clear_local();
+            }
+        });
+    }
+}
 
 /// One served resource.
 pub struct Resource {
@@ -52,8 +108,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds a cache per resource over `pool`.
-    pub fn new(config: Config, pool: AnyPool) -> Result<Self, Error> {
+    /// Builds a cache per resource over `pool`, sharing `redis` (the L2
+    /// tier, leases and notices) when given.
+    pub fn new(config: Config, pool: AnyPool, redis: Option<SharedRedis>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::default());
         let pool_wait = Arc::new(PoolWait::default());
         let foreground = Arc::new(ForegroundLatency::new(
@@ -86,7 +143,19 @@ impl AppState {
                 .config(resource.cache_config())
                 .breaker(Some(breaker))
                 .bulkhead(Some(bulkhead));
-            if resource.l2_capacity > 0 {
+            if let Some(shared) = &redis {
+                builder = builder
+                    .tier(Arc::new(RedisTier::<Key>::new(
+                        shared.redis.clone(),
+                        shared.scoped(&resource.name),
+                    )))
+                    .lease(Arc::new(RedisLease::<Key>::new(
+                        shared.redis.clone(),
+                        shared.scoped(&resource.name),
+                        config.redis.lease_ttl,
+                        shared.notices.clone(),
+                    )));
+            } else if resource.l2_capacity > 0 {
                 // In-process L2 and lease: the embedded deployment's stand-ins
                 // for Redis, with the same contracts.
                 builder = builder
@@ -102,6 +171,9 @@ impl AppState {
                     warm: Arc::new(WarmProgress::default()),
                 }),
             );
+        }
+        if let Some(shared) = &redis {
+            shared.wire_notices(&resources);
         }
         let readiness = Arc::new(Readiness::new(
             config.warmup.ready_fraction,
