@@ -63,6 +63,11 @@ pub struct RedisConfig {
     /// Lease length (renewed by a watchdog while a load runs).
     #[serde(default = "defaults::lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Cross-instance single-flight on misses. Off, each instance still
+    /// loads a cold key once (its own flight), so N instances load it N
+    /// times — the contrast the leases are measured against.
+    #[serde(default = "defaults::yes")]
+    pub leases: bool,
     /// The breaker that skips Redis while it is down.
     #[serde(default = "defaults::redis_breaker")]
     pub breaker: BreakerSettings,
@@ -75,6 +80,7 @@ impl Default for RedisConfig {
             namespace: defaults::redis_namespace(),
             timeout: defaults::redis_timeout(),
             lease_ttl: defaults::lease_ttl(),
+            leases: true,
             breaker: defaults::redis_breaker(),
         }
     }

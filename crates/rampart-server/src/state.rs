@@ -144,17 +144,18 @@ impl AppState {
                 .breaker(Some(breaker))
                 .bulkhead(Some(bulkhead));
             if let Some(shared) = &redis {
-                builder = builder
-                    .tier(Arc::new(RedisTier::<Key>::new(
-                        shared.redis.clone(),
-                        shared.scoped(&resource.name),
-                    )))
-                    .lease(Arc::new(RedisLease::<Key>::new(
+                builder = builder.tier(Arc::new(RedisTier::<Key>::new(
+                    shared.redis.clone(),
+                    shared.scoped(&resource.name),
+                )));
+                if config.redis.leases {
+                    builder = builder.lease(Arc::new(RedisLease::<Key>::new(
                         shared.redis.clone(),
                         shared.scoped(&resource.name),
                         config.redis.lease_ttl,
                         shared.notices.clone(),
                     )));
+                }
             } else if resource.l2_capacity > 0 {
                 // In-process L2 and lease: the embedded deployment's stand-ins
                 // for Redis, with the same contracts.

@@ -4,80 +4,14 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{x_cache, ROWS};
+use common::{demo_data, x_cache, Schema, ROWS};
 use rampart_server::demo;
 use serde_json::Value;
-use sqlx::{AnyPool, Row};
-
-fn base_url() -> String {
-    std::env::var("RAMPART_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A private schema, and a URL whose connections use it.
-struct Schema {
-    name: String,
-    admin: AnyPool,
-}
-
-impl Schema {
-    async fn create(tag: &str) -> Schema {
-        sqlx::any::install_default_drivers();
-        let admin = AnyPool::connect(&base_url())
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (see scripts/test.sh)");
-        let name = format!("rampart_{tag}_{}", std::process::id());
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-            .execute(&admin)
-            .await
-            .expect("drop");
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        Schema { name, admin }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "{}?application_name={}&options=-c%20search_path%3D{}",
-            base_url(),
-            self.name,
-            self.name
-        )
-    }
-
-    async fn drop(self) {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-            .execute(&self.admin)
-            .await;
-    }
-}
-
-fn demo_data(url: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args([
-            "demo-data",
-            "--database-url",
-            url,
-            "--rows",
-            &ROWS.to_string(),
-        ])
-        .env("RAMPART_LOG", "error")
-        .output()
-        .expect("run rampart demo-data");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use sqlx::Row;
 
 #[tokio::test]
 async fn the_service_serves_postgres_rows_like_sqlite_rows() {

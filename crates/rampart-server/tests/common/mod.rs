@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use rampart_server::{Config, Server};
+use sqlx::AnyPool;
 
 /// Demo users in each test's database (products: a hundredth).
 pub const ROWS: u64 = 2_000;
@@ -102,4 +104,71 @@ pub fn x_cache(response: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+/// PostgreSQL on 127.0.0.1:5432, database `test` (`RAMPART_TEST_PG_URL`).
+pub fn pg_base_url() -> String {
+    std::env::var("RAMPART_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A private schema, and a URL whose connections use it.
+pub struct Schema {
+    pub name: String,
+    pub admin: AnyPool,
+}
+
+impl Schema {
+    pub async fn create(tag: &str) -> Schema {
+        sqlx::any::install_default_drivers();
+        let admin = AnyPool::connect(&pg_base_url())
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (see scripts/test.sh)");
+        let name = format!("rampart_{tag}_{}", std::process::id());
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .execute(&admin)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        Schema { name, admin }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "{}?application_name={}&options=-c%20search_path%3D{}",
+            pg_base_url(),
+            self.name,
+            self.name
+        )
+    }
+
+    pub async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+            .execute(&self.admin)
+            .await;
+    }
+}
+
+/// Runs `rampart demo-data` on `url` (the real binary) and returns its stdout.
+pub fn demo_data(url: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "demo-data",
+            "--database-url",
+            url,
+            "--rows",
+            &ROWS.to_string(),
+        ])
+        .env("RAMPART_LOG", "error")
+        .output()
+        .expect("run rampart demo-data");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
