@@ -1,0 +1,149 @@
+//! The tier, lease and notices on a private 3-master Redis Cluster: every
+//! key's value, generation, fences and lease share a hash tag, so the Lua
+//! scripts run on its slot's node; keys spread over the nodes.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rampart::breaker::{BreakerConfig, CircuitBreaker};
+use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
+use rampart::{BoxError, Lease, Loader, Tier};
+use rampart_redis::conn::Redis;
+use rampart_redis::keys::KeySet;
+use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
+use support::PrivateCluster;
+
+fn stored(value: &str) -> Stored<Bytes> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    Stored {
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        loaded_at_ms: now,
+        fresh_until_ms: now + 60_000,
+        grace_until_ms: now + 60_000,
+        error_until_ms: now + 60_000,
+        load_micros: 1,
+    }
+}
+
+#[derive(Clone, Default)]
+struct Rows {
+    loads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Loader<u64, Bytes> for Rows {
+    async fn load(&self, key: &u64) -> Result<Option<Bytes>, BoxError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Some(Bytes::from(format!("row {key}"))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_and_lease_work_across_cluster_slots() {
+    let cluster = PrivateCluster::start();
+    let conn = RedisConn::connect(&cluster.urls()).await.expect("cluster");
+    assert!(matches!(conn, RedisConn::Cluster(_)));
+    let redis = Redis::new(
+        conn,
+        CircuitBreaker::new("redis", BreakerConfig::default()),
+        Duration::from_secs(2),
+    );
+    let tier = RedisTier::<u64>::new(redis.clone(), "c");
+
+    // Keys on different slots: fill, read, fence and generation checks.
+    let mut slots = std::collections::HashSet::new();
+    for key in 0..30u64 {
+        let mut node = redis::Client::open(cluster.node_url(0))
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(KeySet::new("c", &key.to_string()).value)
+            .query_async(&mut node)
+            .await
+            .expect("keyslot");
+        slots.insert(slot / 5462); // which third of the slot space
+        let generation = tier.get(&key).await.expect("get").generation;
+        assert_eq!(
+            tier.fill(&key, stored("v"), generation, 2)
+                .await
+                .expect("fill"),
+            FillOutcome::Stored
+        );
+        assert_eq!(
+            tier.fill(&key, stored("old"), generation, 1)
+                .await
+                .expect("fill"),
+            FillOutcome::Refused
+        );
+        tier.invalidate(&key).await.expect("invalidate");
+        assert_eq!(
+            tier.fill(&key, stored("stale"), generation, 3)
+                .await
+                .expect("fill"),
+            FillOutcome::Refused
+        );
+    }
+    assert_eq!(slots.len(), 3, "keys spread over all three masters");
+
+    // Leases and release notices across "processes" on the cluster.
+    let notices = Notices::start(&cluster.node_url(1)).expect("notices");
+    while !notices.is_subscribed() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lease = RedisLease::<u64>::new(redis.clone(), "c", Duration::from_secs(5), notices.clone());
+    let Acquired::Won(held) = lease.acquire(&7).await.expect("acquire") else {
+        panic!("free");
+    };
+    let Acquired::Lost(wait) = lease.acquire(&7).await.expect("acquire") else {
+        panic!("two holders");
+    };
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(2), wait)
+        .await
+        .expect("the release notice crossed the cluster");
+
+    // Three caches, one cold key: one load.
+    let rows = Rows::default();
+    let caches: Vec<_> = (0..3)
+        .map(|_| {
+            TieredCache::builder("c", rows.clone())
+                .config(CacheConfig {
+                    jitter: 0.0,
+                    ..CacheConfig::default()
+                })
+                .tier(Arc::new(RedisTier::new(redis.clone(), "c")))
+                .lease(Arc::new(RedisLease::new(
+                    redis.clone(),
+                    "c",
+                    Duration::from_secs(5),
+                    notices.clone(),
+                )))
+                .build()
+                .expect("cache")
+        })
+        .collect();
+    let tasks: Vec<_> = caches
+        .iter()
+        .flat_map(|c| (0..20).map(move |_| c.clone()))
+        .map(|c| tokio::spawn(async move { c.get(&1_000).await }))
+        .collect();
+    let mut misses = 0;
+    for task in tasks {
+        let answer = task.await.expect("task").expect("get");
+        misses += usize::from(answer.source() == Source::Miss);
+    }
+    assert_eq!(rows.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(misses, 1);
+}
