@@ -97,6 +97,8 @@ pub struct Shared {
     pub pool: AnyPool,
     pub pressure: Arc<SourcePressure>,
     pub readiness: Arc<Readiness>,
+    /// The shared tier's connection, when Redis is configured.
+    pub redis: Option<SharedRedis>,
 }
 
 impl std::ops::Deref for AppState {
@@ -175,6 +177,12 @@ impl AppState {
         }
         if let Some(shared) = &redis {
             shared.wire_notices(&resources);
+            let transitions = metrics.breaker_transitions.clone();
+            shared.redis.breaker().on_transition(move |t| {
+                transitions
+                    .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
+                    .inc();
+            });
         }
         let readiness = Arc::new(Readiness::new(
             config.warmup.ready_fraction,
@@ -187,6 +195,7 @@ impl AppState {
             pool,
             pressure,
             readiness,
+            redis,
         })))
     }
 
@@ -242,6 +251,11 @@ impl AppState {
             m.warm_concurrency
                 .with_label_values(&[name])
                 .set(i64::try_from(warm.concurrency()).unwrap_or(i64::MAX));
+        }
+        if let Some(shared) = &self.redis {
+            m.breaker_state
+                .with_label_values(&["redis"])
+                .set(breaker_state_value(shared.redis.breaker()));
         }
         m.ready.set(i64::from(self.is_ready()));
     }
