@@ -246,7 +246,7 @@ where
     /// polled: a hit is then a ready value, with no state machine around it
     /// (measured: an `async fn` here cost a fifth of the hit path's
     /// throughput, BENCHMARKS.md). Only a miss allocates its future.
-    #[inline]
+    #[inline(always)]
     pub fn get<'a>(&'a self, key: &'a K) -> Get<'a, V> {
         let fallback = match self.look_in_l1(key) {
             L1::Answer(lookup) => return Get(GetState::Ready(lookup)),
@@ -270,7 +270,7 @@ where
     /// The L1 step of the read path, without any await. Only the plain
     /// fresh hit is inline; everything else is out of line so the hit path
     /// stays a handful of instructions around the map lookup.
-    #[inline]
+    #[inline(always)]
     fn look_in_l1(&self, key: &K) -> L1<V> {
         let inner = &*self.inner;
         let Some(slot) = inner.l1.get(key) else {
@@ -896,7 +896,7 @@ enum GetState<'a, V> {
 impl<V> Future for Get<'_, V> {
     type Output = Result<Lookup<V>, Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every variant is Unpin (a Lookup, a Box), so no projection.
         let state = &mut self.get_mut().0;
