@@ -26,7 +26,19 @@ pub struct KeySet {
 impl KeySet {
     /// The keys for `key` of `resource`.
     pub fn new(resource: &str, key: &str) -> KeySet {
-        let tag = format!("{{rampart:{resource}:{key}}}");
+        Self::replica(resource, key, 0)
+    }
+
+    /// The keys of copy `replica` of a hot key. Copy 0 is the key itself;
+    /// copy `r > 0` has its own hash tag (`…~r`), so it lands in another
+    /// slot — another Cluster node, usually — and spreads the hot key's
+    /// reads.
+    pub fn replica(resource: &str, key: &str, replica: u32) -> KeySet {
+        let tag = if replica == 0 {
+            format!("{{rampart:{resource}:{key}}}")
+        } else {
+            format!("{{rampart:{resource}:{key}~{replica}}}")
+        };
         KeySet {
             value: format!("{tag}:v"),
             generation: format!("{tag}:g"),

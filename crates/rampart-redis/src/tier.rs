@@ -21,20 +21,41 @@ use crate::scripts::{FILL, INVALIDATE};
 pub const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// One resource's entries in Redis.
+///
+/// With `replicas = N > 1` every entry is kept in N copies under different
+/// hash tags (hot-key splitting): a read picks one copy at random, a fill
+/// writes all of them, an invalidation clears all of them. Each copy has its
+/// own generation, and invalidation bumps and deletes copy by copy, each
+/// step atomic on its slot: a fill that read a generation before the
+/// invalidation is refused by every copy already bumped, and whatever it
+/// wrote to a copy not yet reached is deleted when the invalidation gets
+/// there. No stale copy survives.
 pub struct RedisTier<K> {
     redis: Redis,
     resource: Arc<str>,
+    replicas: u32,
     _keys: PhantomData<fn(&K)>,
 }
 
 impl<K> RedisTier<K> {
-    /// The tier of `resource` over `redis`.
+    /// The tier of `resource` over `redis`, one copy per entry.
     pub fn new(redis: Redis, resource: impl Into<Arc<str>>) -> Self {
+        Self::with_replicas(redis, resource, 1)
+    }
+
+    /// Same, with `replicas` copies of every entry (at least 1).
+    pub fn with_replicas(redis: Redis, resource: impl Into<Arc<str>>, replicas: u32) -> Self {
         RedisTier {
             redis,
             resource: resource.into(),
+            replicas: replicas.max(1),
             _keys: PhantomData,
         }
+    }
+
+    fn copies(&self, key: &str) -> impl Iterator<Item = KeySet> + '_ {
+        let key = key.to_owned();
+        (0..self.replicas).map(move |r| KeySet::replica(&self.resource, &key, r))
     }
 }
 
@@ -50,7 +71,12 @@ where
     K: Display + Send + Sync + 'static,
 {
     async fn get(&self, key: &K) -> Result<TierRead<Bytes>, Error> {
-        let keys = KeySet::new(&self.resource, &key.to_string());
+        let replica = if self.replicas > 1 {
+            fastrand::u32(..self.replicas)
+        } else {
+            0
+        };
+        let keys = KeySet::replica(&self.resource, &key.to_string(), replica);
         let (value, generation): (Option<Vec<u8>>, Option<u64>) = self
             .redis
             .call(|mut conn| async move {
@@ -86,11 +112,13 @@ where
         if ttl_ms == 0 {
             return Ok(FillOutcome::Refused);
         }
-        let keys = KeySet::new(&self.resource, &key.to_string());
         let payload = codec::encode(&entry);
-        let stored: i64 = self
-            .redis
-            .call(|mut conn| async move {
+        let key = key.to_string();
+        // Every copy, concurrently (each its own slot); stored if the first
+        // copy took it.
+        let outcomes = futures_util::future::join_all(self.copies(&key).map(|keys| {
+            let payload = payload.clone();
+            self.redis.call(|mut conn| async move {
                 FILL.key(&keys.value)
                     .key(&keys.generation)
                     .key(&keys.stored_fence)
@@ -98,32 +126,39 @@ where
                     .arg(fence)
                     .arg(payload.as_ref())
                     .arg(ttl_ms)
-                    .invoke_async(&mut conn)
+                    .invoke_async::<i64>(&mut conn)
                     .await
             })
-            .await?;
-        Ok(if stored == 1 {
-            FillOutcome::Stored
-        } else {
-            FillOutcome::Refused
-        })
+        }))
+        .await;
+        match outcomes.into_iter().next() {
+            Some(Ok(1)) => Ok(FillOutcome::Stored),
+            Some(Ok(_)) | None => Ok(FillOutcome::Refused),
+            Some(Err(err)) => Err(err),
+        }
     }
 
     async fn invalidate(&self, key: &K) -> Result<(), Error> {
         let key = key.to_string();
-        let keys = KeySet::new(&self.resource, &key);
-        let notice = format!("{}\n{key}", self.resource);
         let generation_ttl = u64::try_from(GENERATION_TTL.as_millis()).unwrap_or(u64::MAX);
+        // Copy by copy, in order: see the type's doc for why that is safe.
+        for keys in self.copies(&key) {
+            self.redis
+                .call(|mut conn| async move {
+                    INVALIDATE
+                        .key(&keys.value)
+                        .key(&keys.generation)
+                        .key(&keys.stored_fence)
+                        .arg(generation_ttl)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                })
+                .await?;
+        }
+        // Every process drops its L1 copy (the invalidation bus).
+        let notice = format!("{}\n{key}", self.resource);
         self.redis
             .call(|mut conn| async move {
-                let _: i64 = INVALIDATE
-                    .key(&keys.value)
-                    .key(&keys.generation)
-                    .key(&keys.stored_fence)
-                    .arg(generation_ttl)
-                    .invoke_async(&mut conn)
-                    .await?;
-                // Every process drops its L1 copy (the invalidation bus).
                 redis::cmd("PUBLISH")
                     .arg(INVALIDATE_CHANNEL)
                     .arg(notice)

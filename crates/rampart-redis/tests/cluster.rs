@@ -147,3 +147,105 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
     assert_eq!(rows.loads.load(Ordering::SeqCst), 1);
     assert_eq!(misses, 1);
 }
+
+async fn keyspace_hits(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("keyspace_hits:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_is_split_over_replicas_and_invalidated_in_all() {
+    let cluster = PrivateCluster::start();
+    let conn = RedisConn::connect(&cluster.urls()).await.expect("cluster");
+    let redis = Redis::new(
+        conn,
+        CircuitBreaker::new("redis", BreakerConfig::default()),
+        Duration::from_secs(2),
+    );
+    let tier = RedisTier::<u64>::with_replicas(redis.clone(), "hot", 6);
+    let generation = tier.get(&1).await.expect("get").generation;
+    assert_eq!(
+        tier.fill(&1, stored("hot row"), generation, 1)
+            .await
+            .expect("fill"),
+        FillOutcome::Stored
+    );
+
+    // Six copies under six hash tags, on more than one node.
+    let mut node = redis::Client::open(cluster.node_url(0))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let mut thirds = std::collections::HashSet::new();
+    for r in 0..6 {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(KeySet::replica("hot", "1", r).value)
+            .query_async(&mut node)
+            .await
+            .expect("keyslot");
+        thirds.insert(slot / 5462);
+    }
+    assert!(
+        thirds.len() >= 2,
+        "copies in different slots on different nodes"
+    );
+
+    // Reads spread: several nodes answer hits.
+    let before: Vec<u64> =
+        futures_util::future::join_all((0..3).map(|i| keyspace_hits_owned(cluster.node_url(i))))
+            .await;
+    for _ in 0..60 {
+        let read = tier.get(&1).await.expect("get");
+        assert_eq!(
+            read.entry.and_then(|e| e.value),
+            Some(Bytes::from_static(b"hot row"))
+        );
+    }
+    let after: Vec<u64> =
+        futures_util::future::join_all((0..3).map(|i| keyspace_hits_owned(cluster.node_url(i))))
+            .await;
+    let nodes_hit = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+    assert!(
+        nodes_hit >= 2,
+        "hits per node before {before:?} after {after:?}"
+    );
+
+    // Invalidation clears every copy, and a fill from before it is refused everywhere.
+    tier.invalidate(&1).await.expect("invalidate");
+    for _ in 0..30 {
+        assert!(
+            tier.get(&1).await.expect("get").entry.is_none(),
+            "a copy survived"
+        );
+    }
+    assert_eq!(
+        tier.fill(&1, stored("stale"), generation, 2)
+            .await
+            .expect("fill"),
+        FillOutcome::Refused
+    );
+    for _ in 0..30 {
+        assert!(
+            tier.get(&1).await.expect("get").entry.is_none(),
+            "a stale copy was written"
+        );
+    }
+}
+
+async fn keyspace_hits_owned(url: String) -> u64 {
+    keyspace_hits(&url).await
+}

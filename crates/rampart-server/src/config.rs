@@ -244,6 +244,10 @@ pub struct ResourceConfig {
     /// L1 stays small and hot, L2 keeps the long tail without a reload.
     #[serde(default = "defaults::l2_capacity")]
     pub l2_capacity: usize,
+    /// Copies of each entry in Redis, in different slots (hot-key
+    /// splitting): reads pick one, invalidation clears all. 1 = no split.
+    #[serde(default = "defaults::replicas")]
+    pub replicas: u32,
     /// XFetch's beta; absent = no probabilistic early refresh.
     pub early_refresh_beta: Option<f64>,
     #[serde(default = "defaults::load_timeout", with = "humantime_serde")]
@@ -434,6 +438,9 @@ mod defaults {
     pub fn l1_capacity() -> usize {
         100_000
     }
+    pub fn replicas() -> u32 {
+        1
+    }
     pub fn l2_capacity() -> usize {
         500_000
     }
@@ -623,6 +630,12 @@ impl Config {
                 return Err(field(
                     "warm needs load_many (warm-up loads in batches)".into(),
                 ));
+            }
+            if !(1..=64).contains(&resource.replicas) {
+                return Err(field(format!(
+                    "replicas must be 1 to 64, got {}",
+                    resource.replicas
+                )));
             }
             resource.cache_config().validate().map_err(field)?;
             resource

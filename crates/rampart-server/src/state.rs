@@ -146,9 +146,10 @@ impl AppState {
                 .breaker(Some(breaker))
                 .bulkhead(Some(bulkhead));
             if let Some(shared) = &redis {
-                builder = builder.tier(Arc::new(RedisTier::<Key>::new(
+                builder = builder.tier(Arc::new(RedisTier::<Key>::with_replicas(
                     shared.redis.clone(),
                     shared.scoped(&resource.name),
+                    resource.replicas,
                 )));
                 if config.redis.leases {
                     builder = builder.lease(Arc::new(RedisLease::<Key>::new(

@@ -71,6 +71,14 @@ fn bad_files_are_refused_naming_file_and_field() {
             example_with("ready_fraction = 0.9", "ready_fraction = 0"),
             "warmup.ready_fraction",
         ),
+        (
+            example_with("replicas = 1", "replicas = 0"),
+            "replicas must be 1 to 64",
+        ),
+        (
+            example_with("urls = []", "urls = [\"http://x\"]"),
+            "redis.urls",
+        ),
         ("listen = [".to_owned(), "TOML"),
     ];
     for (text, expected) in cases {
