@@ -138,6 +138,20 @@ where
         }
     }
 
+    async fn fill_many(
+        &self,
+        fills: Vec<(K, Stored<Bytes>, u64, u64)>,
+    ) -> Result<Vec<FillOutcome>, Error> {
+        // Concurrent: the multiplexed connection pipelines them, and each
+        // goes to its own slot's node.
+        futures_util::future::try_join_all(fills.into_iter().map(
+            |(key, entry, generation, fence)| async move {
+                self.fill(&key, entry, generation, fence).await
+            },
+        ))
+        .await
+    }
+
     async fn invalidate(&self, key: &K) -> Result<(), Error> {
         let key = key.to_string();
         let generation_ttl = u64::try_from(GENERATION_TTL.as_millis()).unwrap_or(u64::MAX);

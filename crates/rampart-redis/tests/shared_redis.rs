@@ -347,3 +347,32 @@ async fn an_invalidation_reaches_every_process_l1() {
     let fresh = b.get(&3).await.expect("get");
     assert_eq!(fresh.value().map(|v| v.as_ref()), Some(&b"3:v2"[..]));
 }
+
+#[tokio::test]
+async fn a_batch_is_read_and_filled_through_redis_in_one_go() {
+    let name = resource("batch");
+    let (_open, gate) = watch::channel(true);
+    let rows = Rows {
+        loads: Arc::new(AtomicUsize::new(0)),
+        gate,
+        version: Arc::new(parking_lot::Mutex::new("v".into())),
+    };
+    let a = process(&rows, &name, Duration::from_secs(5)).await;
+    let b = process(&rows, &name, Duration::from_secs(5)).await;
+    let keys: Vec<u64> = (1..=50).collect();
+    for answer in a.get_many(&keys).await {
+        assert_eq!(answer.expect("answer").source(), Source::Miss);
+    }
+    for (key, answer) in keys.iter().zip(b.get_many(&keys).await) {
+        let answer = answer.expect("answer");
+        assert_eq!(
+            answer.source(),
+            Source::L2,
+            "key {key} from the shared tier"
+        );
+        assert_eq!(
+            answer.value().map(|v| v.to_vec()),
+            Some(format!("{key}:v").into_bytes())
+        );
+    }
+}

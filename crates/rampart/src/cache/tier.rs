@@ -73,6 +73,20 @@ where
         fence: u64,
     ) -> Result<FillOutcome, Error>;
 
+    /// Many fills of `(key, entry, generation, fence)`, each as
+    /// [`fill`](Self::fill); the outcomes are in the same order. The
+    /// default fills one by one; real tiers pipeline.
+    async fn fill_many(
+        &self,
+        fills: Vec<(K, Stored<V>, u64, u64)>,
+    ) -> Result<Vec<FillOutcome>, Error> {
+        let mut outcomes = Vec::with_capacity(fills.len());
+        for (key, entry, generation, fence) in fills {
+            outcomes.push(self.fill(&key, entry, generation, fence).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Bumps the key's generation, then deletes its entry.
     async fn invalidate(&self, key: &K) -> Result<(), Error>;
 }

@@ -625,6 +625,33 @@ where
             match self.load_many(&wanted).await {
                 Ok(found) => {
                     let load_time = self.clock.precise_now().saturating_duration_since(started);
+                    // Build each key's entry once, fill L2 in one batch
+                    // (one round trip on a pipelining tier), then L1.
+                    let mut first_of: HashMap<&K, usize> = HashMap::with_capacity(wanted.len());
+                    for &j in &to_load {
+                        first_of.entry(&keys[missing[j]]).or_insert(j);
+                    }
+                    let stored: HashMap<&K, Stored<V>> = first_of
+                        .keys()
+                        .map(|key| {
+                            (
+                                *key,
+                                self.stored(found.get(*key).cloned(), loaded_at, load_time),
+                            )
+                        })
+                        .collect();
+                    if let Some(tier) = &self.tier {
+                        let fills: Vec<(K, Stored<V>, u64, u64)> = first_of
+                            .iter()
+                            .filter_map(|(key, &j)| {
+                                let generation = tier_generations[j]?;
+                                Some(((*key).clone(), stored[key].clone(), generation, 0))
+                            })
+                            .collect();
+                        if !fills.is_empty() {
+                            self.fill_tier_many(tier.as_ref(), fills).await;
+                        }
+                    }
                     let mut filled: HashMap<&K, Arc<Entry<V>>> =
                         HashMap::with_capacity(wanted.len());
                     for &j in &to_load {
@@ -632,21 +659,8 @@ where
                         let entry = match filled.get(key) {
                             Some(entry) => Arc::clone(entry),
                             None => {
-                                let stored =
-                                    self.stored(found.get(key).cloned(), loaded_at, load_time);
-                                if let (Some(tier), Some(generation)) =
-                                    (&self.tier, tier_generations[j])
-                                {
-                                    self.fill_tier(
-                                        tier.as_ref(),
-                                        key,
-                                        stored.clone(),
-                                        generation,
-                                        0,
-                                    )
-                                    .await;
-                                }
-                                let entry = self.fill_l1(key, stored, l1_generations[j]);
+                                let entry =
+                                    self.fill_l1(key, stored[key].clone(), l1_generations[j]);
                                 filled.insert(key, Arc::clone(&entry));
                                 entry
                             }
@@ -718,6 +732,19 @@ where
         match tier.fill(key, stored, generation, fence).await {
             Ok(FillOutcome::Stored) => {}
             Ok(FillOutcome::Refused) => bump(&self.stats.fills_refused),
+            Err(_) => bump(&self.stats.tier_errors),
+        }
+    }
+
+    async fn fill_tier_many(&self, tier: &dyn Tier<K, V>, fills: Vec<(K, Stored<V>, u64, u64)>) {
+        match tier.fill_many(fills).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if outcome == FillOutcome::Refused {
+                        bump(&self.stats.fills_refused);
+                    }
+                }
+            }
             Err(_) => bump(&self.stats.tier_errors),
         }
     }
