@@ -24,6 +24,19 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
 fi
 
+# Redis on 127.0.0.1:6379, and its binaries for the private instances and
+# the private Cluster that the fault tests start and kill.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "redis-server and redis-cli are needed. Install them with:" >&2
+  echo "  sudo apt-get install -y redis-server" >&2
+  exit 1
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "== starting Redis on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
 echo "== tests (unit, integration, stress, end to end)"
 cargo test --workspace --locked
 
