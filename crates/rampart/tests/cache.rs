@@ -118,6 +118,24 @@ fn cache(source: &Source_, clock: &Clock) -> TieredCache<u64, String> {
         .expect("valid config")
 }
 
+fn memory_tier(clock: &Clock) -> Arc<dyn Tier<u64, String>> {
+    Arc::new(MemoryTier::with_clock(1_000, clock.clone()))
+}
+
+/// A cache over `tier`: what another process sharing that tier looks like.
+fn over_tier(
+    source: &Source_,
+    clock: &Clock,
+    tier: &Arc<dyn Tier<u64, String>>,
+) -> TieredCache<u64, String> {
+    TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .tier(tier.clone())
+        .build()
+        .expect("cache")
+}
+
 async fn until(mut cond: impl FnMut() -> bool) {
     for _ in 0..5_000 {
         if cond() {
@@ -298,16 +316,11 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
 async fn a_second_process_reads_the_shared_tier() {
     let (clock, _mock) = Clock::mock();
     let source = Source_::with_rows(10);
-    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
-    let build = || {
-        TieredCache::builder("users", source.clone())
-            .config(config())
-            .clock(clock.clone())
-            .tier(tier.clone())
-            .build()
-            .expect("cache")
-    };
-    let (a, b) = (build(), build());
+    let tier = memory_tier(&clock);
+    let (a, b) = (
+        over_tier(&source, &clock, &tier),
+        over_tier(&source, &clock, &tier),
+    );
     assert_eq!(a.get(&4).await.expect("get").source(), Source::Miss);
     let from_b = b.get(&4).await.expect("get");
     assert_eq!((from_b.source(), value(&from_b)), (Source::L2, Some("v4")));
@@ -326,7 +339,7 @@ async fn across_processes_the_lease_lets_one_load_and_the_others_read_l2() {
     let clock = Clock::new();
     let source = Source_::with_rows(10);
     let gate = source.close_gate();
-    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let tier = memory_tier(&clock);
     let lease = Arc::new(LocalLease::with_clock(
         Duration::from_secs(10),
         clock.clone(),
@@ -374,7 +387,7 @@ async fn across_processes_the_lease_lets_one_load_and_the_others_read_l2() {
 async fn a_lease_wait_that_runs_out_follows_the_policy() {
     let clock = Clock::new();
     let source = Source_::with_rows(10);
-    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let tier = memory_tier(&clock);
     let lease = Arc::new(LocalLease::with_clock(
         Duration::from_secs(60),
         clock.clone(),
@@ -425,7 +438,7 @@ async fn a_lease_wait_that_runs_out_follows_the_policy() {
 async fn an_invalidation_during_a_load_refuses_its_fill() {
     let clock = Clock::new();
     let source = Source_::with_rows(10);
-    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
+    let tier = memory_tier(&clock);
     let cache = TieredCache::builder("users", source.clone())
         .config(config())
         .clock(clock.clone())
@@ -576,16 +589,11 @@ async fn a_slow_source_times_out_and_counts_as_a_failure() {
 async fn get_many_loads_only_the_misses_in_one_batch() {
     let (clock, _mock) = Clock::mock();
     let source = Source_::with_rows(10);
-    let tier: Arc<dyn Tier<u64, String>> = Arc::new(MemoryTier::with_clock(1_000, clock.clone()));
-    let build = || {
-        TieredCache::builder("users", source.clone())
-            .config(config())
-            .clock(clock.clone())
-            .tier(tier.clone())
-            .build()
-            .expect("cache")
-    };
-    let (a, b) = (build(), build());
+    let tier = memory_tier(&clock);
+    let (a, b) = (
+        over_tier(&source, &clock, &tier),
+        over_tier(&source, &clock, &tier),
+    );
     b.get(&2).await.expect("into L2");
     a.get(&1).await.expect("into a's L1");
     let loads_before = source.loads();

@@ -22,6 +22,35 @@ async fn until(mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Spawns a leader for `key` whose load waits at `gate`, then answers
+/// `answer()` (which may panic).
+fn gated_leader<V: Clone + Send + Sync + 'static>(
+    flight: &Arc<Flight<u32, V>>,
+    key: u32,
+    gate: &Arc<Notify>,
+    answer: impl FnOnce() -> Result<V, Error> + Send + 'static,
+) -> tokio::task::JoinHandle<(Result<V, Error>, Role)> {
+    let (flight, gate) = (flight.clone(), gate.clone());
+    tokio::spawn(async move {
+        flight
+            .run(key, || async move {
+                gate.notified().await;
+                answer()
+            })
+            .await
+    })
+}
+
+/// Spawns a caller for `key` whose own load (if it ever leads) answers `value`.
+fn caller<V: Clone + Send + Sync + 'static>(
+    flight: &Arc<Flight<u32, V>>,
+    key: u32,
+    value: V,
+) -> tokio::task::JoinHandle<(Result<V, Error>, Role)> {
+    let flight = flight.clone();
+    tokio::spawn(async move { flight.run(key, || async move { Ok(value) }).await })
+}
+
 #[tokio::test]
 async fn followers_share_the_leaders_result_and_know_it() {
     let flight = Arc::new(Flight::<&str, u64>::new());
@@ -143,17 +172,7 @@ async fn a_leader_cancelled_with_no_followers_frees_the_key() {
 async fn a_follower_cancelled_while_waiting_leaves_cleanly() {
     let flight = Arc::new(Flight::<u32, u32>::new());
     let gate = Arc::new(Notify::new());
-    let leader = {
-        let (flight, gate) = (flight.clone(), gate.clone());
-        tokio::spawn(async move {
-            flight
-                .run(1, || async move {
-                    gate.notified().await;
-                    Ok(5)
-                })
-                .await
-        })
-    };
+    let leader = gated_leader(&flight, 1, &gate, || Ok(5));
     until(|| flight.in_flight() == 1).await;
     let follower =
         tokio::time::timeout(Duration::from_millis(10), flight.run(1, || async { Ok(0) })).await;
@@ -172,17 +191,7 @@ async fn a_follower_cancelled_while_waiting_leaves_cleanly() {
 async fn a_panicking_leader_fails_every_follower_and_frees_the_key() {
     let flight = Arc::new(Flight::<u32, u32>::new());
     let gate = Arc::new(Notify::new());
-    let leader = {
-        let (flight, gate) = (flight.clone(), gate.clone());
-        tokio::spawn(async move {
-            flight
-                .run(1, || async move {
-                    gate.notified().await;
-                    panic!("loader exploded");
-                })
-                .await
-        })
-    };
+    let leader = gated_leader(&flight, 1, &gate, || panic!("loader exploded"));
     until(|| flight.in_flight() == 1).await;
     let mut followers = Vec::new();
     for _ in 0..5 {
@@ -216,22 +225,9 @@ async fn a_panicking_leader_fails_every_follower_and_frees_the_key() {
 async fn an_error_reaches_that_flights_followers_only_and_is_not_kept() {
     let flight = Arc::new(Flight::<u32, u32>::new());
     let gate = Arc::new(Notify::new());
-    let leader = {
-        let (flight, gate) = (flight.clone(), gate.clone());
-        tokio::spawn(async move {
-            flight
-                .run(1, || async move {
-                    gate.notified().await;
-                    Err(Error::source("db down"))
-                })
-                .await
-        })
-    };
+    let leader = gated_leader(&flight, 1, &gate, || Err(Error::source("db down")));
     until(|| flight.in_flight() == 1).await;
-    let follower = {
-        let flight = flight.clone();
-        tokio::spawn(async move { flight.run(1, || async { Ok(0) }).await })
-    };
+    let follower = caller(&flight, 1, 0);
     until(|| flight.followers(&1) == 1).await;
     gate.notify_one();
     assert!(matches!(
@@ -250,22 +246,9 @@ async fn an_error_reaches_that_flights_followers_only_and_is_not_kept() {
 async fn forget_lets_the_next_caller_start_a_fresh_load() {
     let flight = Arc::new(Flight::<u32, &'static str>::new());
     let gate = Arc::new(Notify::new());
-    let old = {
-        let (flight, gate) = (flight.clone(), gate.clone());
-        tokio::spawn(async move {
-            flight
-                .run(1, || async move {
-                    gate.notified().await;
-                    Ok("old")
-                })
-                .await
-        })
-    };
+    let old = gated_leader(&flight, 1, &gate, || Ok("old"));
     until(|| flight.in_flight() == 1).await;
-    let old_follower = {
-        let flight = flight.clone();
-        tokio::spawn(async move { flight.run(1, || async { Ok("unused") }).await })
-    };
+    let old_follower = caller(&flight, 1, "unused");
     until(|| flight.followers(&1) == 1).await;
     flight.forget(&1);
     let (fresh, role) = flight.run(1, || async { Ok("new") }).await;
