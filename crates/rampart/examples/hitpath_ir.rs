@@ -1,0 +1,65 @@
+//! Instruction counts of the hit path, for `valgrind --tool=callgrind`
+//! (deterministic where wall time on this VM is not):
+//! `cargo build --release -p rampart --example hitpath_ir` then
+//! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hitpath_ir MODE N`
+//! for MODE in none, bare, get, cached; (Ir(mode) - Ir(none)) / N = instructions per get.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use rampart::cache::{CacheConfig, TieredCache};
+use rampart::clock::Clock;
+use rampart::{BoxError, Loader};
+
+struct Rows;
+
+#[async_trait]
+impl Loader<u64, Arc<str>> for Rows {
+    async fn load(&self, key: &u64) -> Result<Option<Arc<str>>, BoxError> {
+        Ok(Some(Arc::from(format!("{key}"))))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "none".into());
+    let n: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let cache = TieredCache::builder("b", Rows)
+        .config(CacheConfig {
+            ttl: Duration::from_secs(3_600),
+            ..CacheConfig::default()
+        })
+        .clock(Clock::coarse())
+        .build()
+        .expect("cache");
+    let bare = quick_cache::sync::Cache::<u64, Arc<str>>::new(2_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        for k in 0..1_000u64 {
+            cache.get(&k).await.expect("fill");
+            bare.insert(k, Arc::from(format!("{k}")));
+        }
+    });
+    async {
+        for i in 0..n {
+            let k = i % 1_000;
+            match mode.as_str() {
+                "bare" => drop(black_box(bare.get(&k))),
+                "get" => drop(black_box(cache.get(&k).await)),
+                "cached" => drop(black_box(cache.get_cached(&k))),
+                _ => drop(black_box(k)),
+            }
+        }
+    }
+    .now_or_never()
+    .expect("ready");
+}
