@@ -17,7 +17,7 @@ use super::entry::{Entry, Freshness, L1Slot, Lookup, Source};
 use super::generation::Generations;
 use super::lease::{Acquired, Lease, LeaseGuard};
 use super::loader::Loader;
-use super::tier::{FillOutcome, Stored, Tier};
+use super::tier::{FillOutcome, Stored, Tier, TierRead};
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, Instant, WallClock};
 use crate::flight::{Flight, Role};
@@ -331,12 +331,9 @@ where
                 Ok(lookup(fetched.entry, source, now))
             }
             // A follower's own fallback, when the leader had none.
-            Err(err) => match fallback {
-                Some(entry) if can_serve_stale(&err) => {
-                    Ok(lookup(entry, Source::StaleIfError, now))
-                }
-                _ => Err(err),
-            },
+            Err(err) => inner
+                .or_fallback(err, fallback)
+                .map(|kept| lookup(kept.entry, kept.source, now)),
         }
     }
 
@@ -580,27 +577,13 @@ where
             match tier.get_many(&wanted).await {
                 Ok(reads) => {
                     for (j, read) in reads.into_iter().enumerate().take(missing.len()) {
-                        tier_generations[j] = Some(read.generation);
-                        let Some(stored) = read.entry else { continue };
                         let key = &keys[missing[j]];
-                        let entry = self.entry_from_stored(stored);
-                        match entry.freshness(now) {
-                            Freshness::Fresh => {
-                                let source = if entry.value.is_some() {
-                                    Source::L2
-                                } else {
-                                    Source::Negative
-                                };
-                                let entry = self.fill_l1_entry(key, entry, l1_generations[j]);
-                                answers[j] = Some(Ok(lookup(entry, source, now)));
+                        let fallback = &mut fallbacks[missing[j]];
+                        match self.use_tier_read(key, read, l1_generations[j], fallback) {
+                            TierLookup::Fresh(f) => {
+                                answers[j] = Some(Ok(lookup(f.entry, f.source, now)))
                             }
-                            Freshness::Stale | Freshness::Fallback => {
-                                let slot = &mut fallbacks[missing[j]];
-                                if slot.is_none() {
-                                    *slot = Some(Arc::new(entry));
-                                }
-                            }
-                            Freshness::Expired => {}
+                            TierLookup::Missing(generation) => tier_generations[j] = generation,
                         }
                     }
                 }
@@ -698,6 +681,19 @@ where
                 return TierLookup::Missing(None);
             }
         };
+        self.use_tier_read(key, read, l1_generation, fallback)
+    }
+
+    /// What one L2 read means: a fresh entry fills L1 and is the answer; a
+    /// stale one becomes the fallback if there is none yet; otherwise the
+    /// key is missing, with the generation a fill must present.
+    fn use_tier_read(
+        &self,
+        key: &K,
+        read: TierRead<V>,
+        l1_generation: u64,
+        fallback: &mut Option<Arc<Entry<V>>>,
+    ) -> TierLookup<V> {
         if let Some(stored) = read.entry {
             let entry = self.entry_from_stored(stored);
             match entry.freshness(self.clock.now()) {
