@@ -166,12 +166,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 
 /// `rampart warm`: the warm-up alone, with a progress bar on a terminal.
 async fn warm_only(config: Config) -> Result<(), Error> {
-    let pool = source::connect(&config).await?;
-    if config.is_embedded_database() && config.demo_rows > 0 {
-        demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
-    }
-    let redis = crate::state::SharedRedis::connect(&config).await?;
-    let state = AppState::new(config, pool, redis)?;
+    let state = AppState::open(config).await?;
     let cancel = CancellationToken::new();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

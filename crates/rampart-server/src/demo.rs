@@ -4,9 +4,10 @@
 
 use std::time::Instant;
 
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 use crate::error::Error;
+use crate::source::count;
 
 /// Rows per INSERT statement.
 const ROWS_PER_INSERT: u64 = 1_000;
@@ -175,13 +176,4 @@ async fn fill(
         }
     }
     Ok(())
-}
-
-async fn count(pool: &AnyPool, sql: &str) -> Result<u64, Error> {
-    let row = sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .map_err(|e| Error::Database(e.to_string()))?;
-    let n: i64 = row.try_get(0).map_err(|e| Error::Database(e.to_string()))?;
-    Ok(u64::try_from(n).unwrap_or(0))
 }

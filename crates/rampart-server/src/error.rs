@@ -121,19 +121,13 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.classify();
-        let (error, detail) = match &self {
-            Error::Guard(inner) => (code.replace('_', " "), inner.to_string()),
-            other => (code.replace('_', " "), other.to_string()),
+        // `Guard` displays transparently, so every detail is `to_string`.
+        let body = Body {
+            error: code.replace('_', " "),
+            code,
+            detail: self.to_string(),
         };
-        let mut response = (
-            status,
-            Json(Body {
-                error,
-                code,
-                detail,
-            }),
-        )
-            .into_response();
+        let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

@@ -26,23 +26,19 @@ impl Server {
     /// Starts the service for `config` and returns once it is listening.
     /// Demo data is generated first when the database is the embedded one.
     pub async fn start(config: Config) -> Result<Server, Error> {
-        let pool = source::connect(&config).await?;
-        if config.is_embedded_database() && config.demo_rows > 0 {
-            demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
-        }
-        let listener = TcpListener::bind(config.listen)
+        let warmup_enabled = config.warmup.enabled;
+        let listen = config.listen;
+        let state = AppState::open(config).await?;
+        let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| Error::Bind {
-                addr: config.listen.to_string(),
+                addr: listen.to_string(),
                 source,
             })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: config.listen.to_string(),
+            addr: listen.to_string(),
             source,
         })?;
-        let warmup_enabled = config.warmup.enabled;
-        let redis = crate::state::SharedRedis::connect(&config).await?;
-        let state = AppState::new(config, pool, redis)?;
         let app = layers::wrap(api::routes(state.clone()), &state);
         let stop = CancellationToken::new();
 

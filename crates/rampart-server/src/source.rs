@@ -61,8 +61,11 @@ impl Key {
         }
     }
 
-    /// Reads a key of `key_type` from a row's column.
-    fn from_row(key_type: KeyType, row: &AnyRow, column: &str) -> Result<Key, sqlx::Error> {
+    /// Reads a key of `key_type` from a row's column (by name or index).
+    fn from_row<I>(key_type: KeyType, row: &AnyRow, column: I) -> Result<Key, sqlx::Error>
+    where
+        I: sqlx::ColumnIndex<AnyRow>,
+    {
         Ok(match key_type {
             KeyType::Integer => Key::Int(row.try_get::<i64, _>(column)?),
             KeyType::String => Key::Str(Arc::from(row.try_get::<String, _>(column)?)),
@@ -258,7 +261,7 @@ impl Loader<Key, Bytes> for SqlLoader {
             let rows = query.fetch_all(&mut *connection).await?;
             let mut found = HashMap::with_capacity(rows.len());
             for row in rows {
-                let key = Key::from_row(self.key_type, &row, &self.key_column)?;
+                let key = Key::from_row(self.key_type, &row, self.key_column.as_str())?;
                 found.insert(key, to_bytes(&row_to_json(&row)?)?);
             }
             Ok::<_, BoxError>(found)
@@ -303,19 +306,13 @@ pub fn warm_keys<'a>(
     sqlx::query(sql)
         .fetch(pool)
         .map_err(rampart::Error::source)
-        .map(move |row| {
-            let row = row?;
-            match key_type {
-                KeyType::Integer => row.try_get::<i64, _>(0).map(Key::Int),
-                KeyType::String => row.try_get::<String, _>(0).map(|s| Key::Str(Arc::from(s))),
-            }
-            .map_err(rampart::Error::source)
-        })
+        .map(move |row| Key::from_row(key_type, &row?, 0).map_err(rampart::Error::source))
 }
 
-/// Runs a counting query (`warm_count`); `None` if it fails.
-pub async fn count(pool: &AnyPool, sql: &str) -> Option<u64> {
-    let row = sqlx::query(sql).fetch_one(pool).await.ok()?;
-    let count: i64 = row.try_get(0).ok()?;
-    u64::try_from(count).ok()
+/// Runs a counting query (`warm_count`, the demo tables' sizes).
+pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, Error> {
+    let db = |e: sqlx::Error| Error::Database(e.to_string());
+    let row = sqlx::query(sql).fetch_one(pool).await.map_err(db)?;
+    let count: i64 = row.try_get(0).map_err(db)?;
+    u64::try_from(count).map_err(|_| Error::Database(format!("{sql}: negative count {count}")))
 }

@@ -110,6 +110,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Everything `serve` and `warm` start from: the source pool (with the
+    /// demo data when the database is the embedded one), Redis if
+    /// configured, and a cache per resource.
+    pub async fn open(config: Config) -> Result<Self, Error> {
+        let pool = crate::source::connect(&config).await?;
+        if config.is_embedded_database() && config.demo_rows > 0 {
+            crate::demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
+        }
+        let redis = SharedRedis::connect(&config).await?;
+        Self::new(config, pool, redis)
+    }
+
     /// Builds a cache per resource over `pool`, sharing `redis` (the L2
     /// tier, leases and notices) when given.
     pub fn new(config: Config, pool: AnyPool, redis: Option<SharedRedis>) -> Result<Self, Error> {
@@ -127,12 +139,7 @@ impl AppState {
         for resource in &config.resources {
             let breaker =
                 CircuitBreaker::new(resource.name.as_str(), resource.breaker.breaker_config());
-            let transitions = metrics.breaker_transitions.clone();
-            breaker.on_transition(move |t| {
-                transitions
-                    .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
-                    .inc();
-            });
+            count_transitions(&breaker, &metrics);
             let bulkhead =
                 Bulkhead::new(resource.name.as_str(), resource.bulkhead.bulkhead_config());
             let loader = SqlLoader::new(
@@ -178,12 +185,7 @@ impl AppState {
         }
         if let Some(shared) = &redis {
             shared.wire_notices(&resources);
-            let transitions = metrics.breaker_transitions.clone();
-            shared.redis.breaker().on_transition(move |t| {
-                transitions
-                    .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
-                    .inc();
-            });
+            count_transitions(shared.redis.breaker(), &metrics);
         }
         let readiness = Arc::new(Readiness::new(
             config.warmup.ready_fraction,
@@ -260,6 +262,16 @@ impl AppState {
         }
         m.ready.set(i64::from(self.is_ready()));
     }
+}
+
+/// Counts `breaker`'s state changes in `rampart_breaker_transitions_total`.
+fn count_transitions(breaker: &CircuitBreaker, metrics: &Metrics) {
+    let transitions = metrics.breaker_transitions.clone();
+    breaker.on_transition(move |t| {
+        transitions
+            .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
+            .inc();
+    });
 }
 
 fn breaker_state_value(breaker: &CircuitBreaker) -> i64 {

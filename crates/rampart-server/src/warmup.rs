@@ -33,7 +33,8 @@ pub async fn run(
             break;
         }
         if let Some(sql) = &resource.config.warm_count {
-            if let Some(total) = count(&state.pool, sql).await {
+            // No total is no progress fraction, not a failed warm-up.
+            if let Ok(total) = count(&state.pool, sql).await {
                 resource.warm.set_expected(total);
             }
         }
