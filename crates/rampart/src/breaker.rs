@@ -68,10 +68,10 @@
 //! Every time the breaker reads — call start and end, the open deadline,
 //! the window's current second — comes from its [`Clock`]'s `now()`.
 //! [`CircuitBreaker::new`] uses [`Clock::coarse`]: one atomic load of a time
-//! quanta's upkeep thread refreshes every millisecond. So call durations and
+//! an upkeep thread refreshes every millisecond. So call durations and
 //! `retry_after` are accurate to about a millisecond, far below any sensible
 //! `slow_call_duration` or `open_wait`. Pass [`Clock::new`] to
-//! [`with_clock`](CircuitBreaker::with_clock) for precise (TSC) reads; a
+//! [`with_clock`](CircuitBreaker::with_clock) for precise reads; a
 //! mock clock is read exactly.
 //!
 //! Each permit holds an `Arc` to the breaker, so it can be moved into a

@@ -1,61 +1,210 @@
 //! One time source for every guard.
 //!
-//! Why not `std::time::Instant`: the cache's hit path reads the clock on
-//! every call, and `clock_gettime` costs a noticeable fraction of an L1 hit.
-//! quanta reads the TSC (a few ns), and in *coarse* mode a single atomic load
-//! of a value its upkeep thread refreshes every millisecond. Why not
-//! `tokio::time::Instant`: the guards also run outside a runtime. The mock
-//! clock lets tests move time by hand, so TTLs, breaker windows and budgets
-//! are tested without sleeping.
+//! Why not `std::time::Instant` everywhere: the cache's hit path reads the
+//! clock on every call, and `clock_gettime` costs a noticeable fraction of
+//! an L1 hit. A *coarse* clock is one atomic load of a time that an upkeep
+//! thread refreshes every millisecond.
+//!
+//! Why our own and not `quanta` (which this module wrapped at first): its
+//! `Clock::recent` is not inlinable across crates, so every coarse read was
+//! a call and a match on the clock's kind (~10 instructions where this is
+//! three), and its precise clock measured slower than `std`'s on the VMs
+//! here, which have no usable TSC (BENCHMARKS.md, "Clock reads"). Why not
+//! `tokio::time::Instant`: the guards also run outside a runtime.
+//!
+//! The mock clock lets tests move time by hand, so TTLs, breaker windows and
+//! budgets are tested without sleeping.
 
-pub use quanta::{Instant, Mock};
-
+use std::ops::{Add, AddAssign, Sub};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// A cheap monotonic clock: precise (TSC), coarse (1 ms, one atomic load) or
-/// mocked. Cloning is cheap; clones share a mock.
-#[derive(Clone, Debug)]
-pub struct Clock {
-    inner: quanta::Clock,
-    coarse: bool,
-}
+/// How often the coarse clock's upkeep thread refreshes the time.
+const COARSE_RESOLUTION: Duration = Duration::from_millis(1);
 
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
+/// A moment on a [`Clock`]: nanoseconds since the process's time origin
+/// (precise and coarse clocks), or since a mock clock was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The clock's origin: no reading is earlier.
+    pub const ORIGIN: Instant = Instant(0);
+
+    /// Time since `earlier`, or zero if `earlier` is later (a coarse read
+    /// may lag a precise one by up to a millisecond).
+    #[inline]
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// Time since `earlier`, or `None` if `earlier` is later.
+    pub fn checked_duration_since(self, earlier: Instant) -> Option<Duration> {
+        self.0.checked_sub(earlier.0).map(Duration::from_nanos)
+    }
+
+    /// `self + d`, or `None` past the end of time (~584 years).
+    pub fn checked_add(self, d: Duration) -> Option<Instant> {
+        u64::try_from(d.as_nanos())
+            .ok()
+            .and_then(|d| self.0.checked_add(d))
+            .map(Instant)
+    }
+
+    /// `self - d`, or `None` before the clock's origin.
+    pub fn checked_sub(self, d: Duration) -> Option<Instant> {
+        u64::try_from(d.as_nanos())
+            .ok()
+            .and_then(|d| self.0.checked_sub(d))
+            .map(Instant)
+    }
+
+    /// Nanoseconds since the clock's origin.
+    pub fn as_nanos(self) -> u64 {
+        self.0
     }
 }
 
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturates at the end of time rather than panicking: a deadline that
+    /// far away means "never".
+    #[inline]
+    fn add(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl AddAssign<Duration> for Instant {
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturates at the clock's origin.
+    fn sub(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+
+    /// Saturates at zero, like [`Instant::saturating_duration_since`].
+    fn sub(self, earlier: Instant) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+/// The precise time: nanoseconds since the process's time origin (its
+/// first reading).
+fn precise() -> Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    Instant(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The hand-moved time of a [`Clock::mock`].
+#[derive(Debug, Default)]
+pub struct Mock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl Mock {
+    /// Moves the mock's time forward.
+    pub fn increment(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed: tests move time from one thread and read it anywhere;
+        // nothing else is published through this value.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(by))
+            });
+    }
+
+    /// Moves the mock's time back (to test clocks that step backwards).
+    pub fn decrement(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(by))
+            });
+    }
+
+    /// The mock's time, in nanoseconds since it was made.
+    pub fn value(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed)
+    }
+}
+
+/// A cheap monotonic clock: precise, coarse (≤ 1 ms behind, one atomic
+/// load) or mocked. Cloning is cheap; clones share a mock.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    /// Where `now()` reads the time: the coarse clock's shared cell or a
+    /// mock's; `None` reads the precise clock. One pointer, so the hit
+    /// path's read is a null test and a load.
+    cell: Option<Arc<AtomicU64>>,
+    /// The cell is the coarse clock's (not a mock's): precise reads go to
+    /// the precise clock.
+    coarse: bool,
+}
+
 impl Clock {
-    /// A precise clock.
+    /// A precise clock (`std::time::Instant` underneath).
     pub fn new() -> Self {
         Clock {
-            inner: quanta::Clock::new(),
+            cell: None,
             coarse: false,
         }
     }
 
     /// A clock whose [`now`](Self::now) is at most ~1 ms behind, read with
-    /// one atomic load. Starts quanta's process-wide upkeep thread on first
-    /// use; if that thread cannot be started, falls back to a precise clock.
+    /// one atomic load. Starts the process-wide upkeep thread
+    /// (`rampart-clock`) on first use; if that thread cannot be started,
+    /// falls back to a precise clock.
     pub fn coarse() -> Self {
-        static UPKEEP: OnceLock<Option<quanta::Handle>> = OnceLock::new();
-        let running = UPKEEP
-            .get_or_init(|| quanta::Upkeep::new(Duration::from_millis(1)).start().ok())
-            .is_some();
+        static COARSE: OnceLock<Option<Arc<AtomicU64>>> = OnceLock::new();
+        let cell = COARSE.get_or_init(|| {
+            let cell = Arc::new(AtomicU64::new(precise().0));
+            let upkeep = Arc::clone(&cell);
+            std::thread::Builder::new()
+                .name("rampart-clock".into())
+                .spawn(move || loop {
+                    // Relaxed: readers want a recent time, not ordering
+                    // with other memory.
+                    upkeep.store(precise().0, Ordering::Relaxed);
+                    std::thread::sleep(COARSE_RESOLUTION);
+                })
+                .ok()
+                .map(|_| cell)
+        });
         Clock {
-            inner: quanta::Clock::new(),
-            coarse: running,
+            cell: cell.clone(),
+            coarse: cell.is_some(),
         }
     }
 
-    /// A clock that only moves when the returned [`Mock`] is moved.
+    /// A clock that only moves when the returned [`Mock`] is moved. It
+    /// starts at zero.
     pub fn mock() -> (Self, Arc<Mock>) {
-        let (inner, mock) = quanta::Clock::mock();
+        let mock = Arc::new(Mock::default());
         (
             Clock {
-                inner,
+                cell: Some(Arc::clone(&mock.nanos)),
                 coarse: false,
             },
             mock,
@@ -65,17 +214,20 @@ impl Clock {
     /// The current time (coarse or precise, as this clock was built).
     #[inline]
     pub fn now(&self) -> Instant {
-        if self.coarse {
-            self.inner.recent()
-        } else {
-            self.inner.now()
+        match &self.cell {
+            Some(cell) => Instant(cell.load(Ordering::Relaxed)),
+            None => precise(),
         }
     }
 
-    /// The current time, always precise: for measuring how long a call took.
+    /// The current time, precise unless mocked: for measuring how long a
+    /// call took.
     #[inline]
     pub fn precise_now(&self) -> Instant {
-        self.inner.now()
+        match &self.cell {
+            Some(mock) if !self.coarse => Instant(mock.load(Ordering::Relaxed)),
+            _ => precise(),
+        }
     }
 }
 
@@ -110,8 +262,61 @@ impl WallClock {
             .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The monotonic clock underneath.
+    /// The clock underneath.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mock_moves_only_by_hand() {
+        let (clock, mock) = Clock::mock();
+        let start = clock.now();
+        assert_eq!(clock.precise_now(), start);
+        mock.increment(Duration::from_millis(1_500));
+        assert_eq!(
+            clock.now().saturating_duration_since(start),
+            Duration::from_millis(1_500)
+        );
+        mock.decrement(Duration::from_millis(500));
+        assert_eq!(mock.value(), 1_000_000_000);
+        let clone = clock.clone();
+        mock.increment(Duration::from_secs(1));
+        assert_eq!(clone.now(), clock.now());
+    }
+
+    #[test]
+    fn coarse_follows_precise_within_its_resolution() {
+        let coarse = Clock::coarse();
+        let precise = Clock::new();
+        let before = precise.now();
+        std::thread::sleep(Duration::from_millis(20));
+        let read = coarse.now();
+        let after = precise.now();
+        // The upkeep ran at least once during the sleep (generous bound: a
+        // loaded 2-core CI box may delay it), and never runs ahead.
+        assert!(read > before, "coarse clock did not move");
+        assert!(read <= after, "coarse clock ahead of the precise one");
+        // A coarse clock still measures precisely.
+        assert!(coarse.precise_now() >= after);
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_panicking() {
+        let t = Instant(5);
+        assert_eq!(t - Duration::from_nanos(10), Instant(0));
+        assert_eq!(t.checked_sub(Duration::from_nanos(10)), None);
+        assert_eq!(t + Duration::MAX, Instant(u64::MAX));
+        assert_eq!(t.checked_add(Duration::MAX), None);
+        assert_eq!(Instant(3) - t, Duration::ZERO);
+        assert_eq!(t.checked_duration_since(Instant(7)), None);
+        assert_eq!(
+            t.saturating_duration_since(Instant(2)),
+            Duration::from_nanos(3)
+        );
     }
 }

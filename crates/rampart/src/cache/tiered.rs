@@ -277,14 +277,8 @@ where
             return L1::Miss;
         };
         let now = inner.clock.now();
-        if now < slot.fresh_until && inner.config.early_refresh_beta.is_none() {
-            // The clone above already brought the entry's line in.
-            let source = if slot.entry.value.is_none() {
-                Source::Negative
-            } else {
-                Source::Hit
-            };
-            return L1::Answer(lookup(slot.entry, source, now));
+        if now < slot.hit_until {
+            return L1::Answer(lookup(slot.entry, Source::Hit, now));
         }
         self.look_in_l1_slow(key, slot.entry, now)
     }
@@ -755,7 +749,10 @@ where
     fn fill_l1_entry(&self, key: &K, entry: Entry<V>, generation: u64) -> Arc<Entry<V>> {
         let entry = Arc::new(entry);
         let filled = self.l1_generations.fill_if_current(key, generation, || {
-            self.l1.insert(key.clone(), entry.l1_slot());
+            self.l1.insert(
+                key.clone(),
+                entry.l1_slot(self.config.early_refresh_beta.is_some()),
+            );
         });
         if filled.is_none() {
             bump(&self.stats.fills_refused);
