@@ -25,7 +25,7 @@ impl RedisConn {
     /// when it comes.
     pub async fn connect(urls: &[String]) -> Result<RedisConn, Error> {
         match urls {
-            [] => Err(Error::InvalidConfig("redis: no URL given".into())),
+            [] => Err(Error::invalid_config("redis: no URL given")),
             [url] => {
                 let client = redis::Client::open(url.as_str()).map_err(Error::tier)?;
                 let manager = client
@@ -73,7 +73,7 @@ impl ConnectionLike for RedisConn {
 
 /// A connection with the two defences every Redis call here gets: a
 /// timeout, and a circuit breaker so that a dead or stalled Redis costs
-/// callers nothing but a fast `Error::Tier` until it is back.
+/// callers nothing but a fast `ErrorKind::Tier` until it is back.
 #[derive(Clone)]
 pub struct Redis {
     conn: RedisConn,

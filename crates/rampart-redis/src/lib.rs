@@ -15,7 +15,7 @@
 //!
 //! Every Redis call is bounded by a timeout and goes through a circuit
 //! breaker: while Redis is down or slow the caller is told at once (an
-//! `Error::Tier`) and the cache goes on without L2.
+//! `ErrorKind::Tier`) and the cache goes on without L2.
 
 pub mod codec;
 pub mod conn;

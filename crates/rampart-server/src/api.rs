@@ -85,7 +85,10 @@ async fn get_one(
     };
     let headers = response.headers_mut();
     headers.insert("x-cache", x_cache(&lookup));
-    headers.insert(header::AGE, HeaderValue::from(lookup.age().as_secs()));
+    headers.insert(
+        header::AGE,
+        HeaderValue::from(resource.cache.age(&lookup).as_secs()),
+    );
     Ok(response)
 }
 

@@ -68,7 +68,7 @@ impl Error {
     /// The status, the stable machine-readable code and, for rejections,
     /// how many seconds to wait before retrying.
     fn classify(&self) -> (StatusCode, &'static str, Option<u64>) {
-        use rampart::Error as G;
+        use rampart::ErrorKind as G;
         match self {
             Error::Config { .. } | Error::Bind { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
@@ -85,7 +85,7 @@ impl Error {
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1)),
             Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", Some(1)),
             Error::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "panic", None),
-            Error::Guard(err) => match err {
+            Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "breaker_open",

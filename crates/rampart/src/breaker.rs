@@ -26,7 +26,7 @@
 //!   Once the window holds `minimum_calls` outcomes, the breaker opens as
 //!   soon as the failure rate or the slow-call rate reaches its threshold.
 //!   Rates are judged when an outcome is recorded, not when time passes.
-//! * **Open**: every call is rejected with [`Error::BreakerOpen`], whose
+//! * **Open**: every call is rejected with [`ErrorKind::BreakerOpen`], whose
 //!   `retry_after` is the time left until `open_wait` has elapsed.
 //! * **HalfOpen**: at most `half_open_probes` trial calls are in flight at
 //!   once, and at most that many are judged: once `half_open_probes` probes
@@ -57,7 +57,7 @@
 //!
 //! * rejecting while `Open`/`ForcedOpen` is an atomic load, a clock read
 //!   (`Open` only), a relaxed counter increment and the `Arc<str>` clone of
-//!   the name that [`Error::BreakerOpen`] carries — no lock;
+//!   the name that [`ErrorKind::BreakerOpen`] carries — no lock;
 //! * acquiring while `Closed` or `Disabled` is an atomic load, a clock read
 //!   and an `Arc` clone for the permit — no lock;
 //! * recording a `Closed` outcome takes a short mutex around the window
@@ -137,7 +137,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, Instant};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 use self::window::{Totals, Window, FAILED, SLOW};
 
@@ -494,7 +494,7 @@ impl CircuitBreaker {
     }
 
     /// Asks to make one call. On `Ok`, make the call and report its outcome
-    /// on the [`Permit`]; on `Err` ([`Error::BreakerOpen`]), don't.
+    /// on the [`Permit`]; on `Err` ([`ErrorKind::BreakerOpen`]), don't.
     ///
     /// Rejects, with `retry_after` set to:
     ///
@@ -703,10 +703,11 @@ impl Inner {
     fn reject(&self, retry_after: Duration) -> Error {
         // Relaxed: a statistic; no other memory depends on it.
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        Error::BreakerOpen {
+        ErrorKind::BreakerOpen {
             name: Arc::clone(&self.name),
             retry_after,
         }
+        .into()
     }
 
     fn exceeds_thresholds(&self, t: &Totals) -> bool {

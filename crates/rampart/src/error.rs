@@ -1,7 +1,11 @@
 //! The crate's one error type.
 //!
-//! Every variant is cheap to clone (`Arc` inside) because single-flight hands
-//! one load's error to every caller that waited on it.
+//! [`Error`] is one pointer (an `Arc` of its [`ErrorKind`]): cheap to clone,
+//! because single-flight hands one load's error to every caller that waited
+//! on it, and small, because the cache's hit path returns
+//! `Result<Lookup, Error>` and a wide `Err` side made every hit move a wide
+//! value (a 40-byte error cost a tenth of the hit path's throughput:
+//! BENCHMARKS.md). Errors are the slow path; the allocation is paid there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +13,14 @@ use std::time::Duration;
 /// A boxed error from user code (a loader, a tier), as tower spells it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// What can go wrong inside a guard.
+/// What can go wrong inside a guard; see [`ErrorKind`] for the cases.
+#[derive(Clone)]
+pub struct Error(Arc<ErrorKind>);
+
+/// The cases of [`Error`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ErrorKind {
     /// The source of truth (a [`Loader`](crate::Loader)) failed.
     #[error("source failed: {0}")]
     Source(Arc<dyn std::error::Error + Send + Sync + 'static>),
@@ -75,14 +83,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// Which case this is.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// The case, owned (cloned if other callers share this error).
+    pub fn into_kind(self) -> ErrorKind {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+
     /// Wraps a loader's error.
     pub fn source(err: impl Into<BoxError>) -> Self {
-        Error::Source(Arc::from(err.into()))
+        ErrorKind::Source(Arc::from(err.into())).into()
     }
 
     /// Wraps a tier's error.
     pub fn tier(err: impl Into<BoxError>) -> Self {
-        Error::Tier(Arc::from(err.into()))
+        ErrorKind::Tier(Arc::from(err.into())).into()
+    }
+
+    /// A setting is invalid; `message` names the field.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        ErrorKind::InvalidConfig(message.into()).into()
     }
 
     /// Builds the error for a caught panic payload.
@@ -94,27 +117,66 @@ impl Error {
         } else {
             "non-string panic payload".to_owned()
         };
-        Error::LoadPanicked(Arc::from(message))
+        ErrorKind::LoadPanicked(Arc::from(message)).into()
     }
 
     /// True when the error means "a guard refused the call" rather than "the
     /// call was made and failed": callers map these to 503 with `Retry-After`.
     pub fn is_rejection(&self) -> bool {
         matches!(
-            self,
-            Error::BreakerOpen { .. }
-                | Error::BulkheadFull { .. }
-                | Error::BulkheadTimeout { .. }
-                | Error::RetryBudgetExhausted
-                | Error::LeaseWaitTimeout(_)
+            self.kind(),
+            ErrorKind::BreakerOpen { .. }
+                | ErrorKind::BulkheadFull { .. }
+                | ErrorKind::BulkheadTimeout { .. }
+                | ErrorKind::RetryBudgetExhausted
+                | ErrorKind::LeaseWaitTimeout(_)
         )
     }
 
     /// How long a rejected caller should wait before trying again, if known.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::BreakerOpen { retry_after, .. } => Some(*retry_after),
+        match self.kind() {
+            ErrorKind::BreakerOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error(Arc::new(kind))
+    }
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.kind(), f)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.kind(), f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_pointer_and_a_hit_result_two_words() {
+        // The hit path's throughput depends on these sizes (BENCHMARKS.md).
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Result<crate::cache::Lookup<Arc<str>>, Error>>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }

@@ -29,4 +29,4 @@ mod sync;
 pub mod warm;
 
 pub use cache::{Lease, Loader, Tier};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorKind};

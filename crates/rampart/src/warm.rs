@@ -64,7 +64,7 @@
 //! # Failures, panics and cancellation
 //!
 //! A failed batch (an `Err`, or a panic in `load_batch`, which is caught
-//! and reported as [`Error::LoadPanicked`]) counts its keys as failed and
+//! and reported as [`ErrorKind::LoadPanicked`]) counts its keys as failed and
 //! the warm-up goes on, until `max_consecutive_failures` in a row or a
 //! stream error stop it: no new batch starts, the batches in flight finish,
 //! and [`warm`] returns the error that stopped it.
@@ -177,7 +177,7 @@ impl Default for WarmConfig {
 
 impl WarmConfig {
     /// Checks the config, naming the first bad field. [`warm`] calls it and
-    /// returns [`Error::InvalidConfig`] with this message.
+    /// returns [`ErrorKind::InvalidConfig`] with this message.
     pub fn validate(&self) -> Result<(), String> {
         if self.batch_size == 0 {
             return Err("batch_size must be >= 1".to_owned());
@@ -378,7 +378,7 @@ pub struct WarmReport {
 /// * `Err` with the error of the batch that made `max_consecutive_failures`
 ///   failures in a row, or the stream's error, after the batches in flight
 ///   finished;
-/// * `Err(Error::InvalidConfig)` at once when `config` is invalid.
+/// * `Err(ErrorKind::InvalidConfig)` at once when `config` is invalid.
 ///
 /// In every case `progress.is_finished()` is true when it returns.
 ///
@@ -406,7 +406,7 @@ where
     // From here on `run` ends the run when dropped: on every return below,
     // and when this future is dropped mid-run.
     let mut run = Run::new(progress);
-    config.validate().map_err(Error::InvalidConfig)?;
+    config.validate().map_err(Error::invalid_config)?;
 
     let batch_size = config.batch_size;
     let max_concurrency = config.max_concurrency;
@@ -569,7 +569,7 @@ enum Stop {
 
 /// Calls `load_batch` and wraps its future so that it yields the batch's
 /// length with its result, and a panic (in the call or in the future)
-/// becomes [`Error::LoadPanicked`].
+/// becomes [`ErrorKind::LoadPanicked`].
 ///
 /// `AssertUnwindSafe` is sound here: after a panic the panicking future is
 /// gone and only the error survives; any state `load_batch` shares across

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use rampart::breaker::{BreakerConfig, CircuitBreaker, Permit, SlidingWindow, State, Transition};
 use rampart::clock::{Clock, Mock};
-use rampart::Error;
+use rampart::{Error, ErrorKind};
 
 // ---------------------------------------------------------------- helpers
 
@@ -55,8 +55,8 @@ fn fail(b: &CircuitBreaker, n: usize) {
 
 /// Asserts that `try_acquire` is rejected and returns its `retry_after`.
 fn rejection(b: &CircuitBreaker) -> Duration {
-    match b.try_acquire() {
-        Err(Error::BreakerOpen { name, retry_after }) => {
+    match b.try_acquire().map_err(Error::into_kind) {
+        Err(ErrorKind::BreakerOpen { name, retry_after }) => {
             assert_eq!(&*name, b.name());
             retry_after
         }
@@ -711,7 +711,10 @@ async fn call_runs_records_and_rejects() {
             is_failure,
         )
         .await;
-    assert!(matches!(r, Err(Error::BreakerOpen { .. })));
+    assert!(matches!(
+        r.map_err(Error::into_kind),
+        Err(ErrorKind::BreakerOpen { .. })
+    ));
     assert!(!polled.load(Ordering::Relaxed), "rejected calls never run");
 }
 
@@ -814,7 +817,7 @@ fn stress(window: SlidingWindow, seed: u64) {
                                     }
                                     held.push(p);
                                 }
-                                Err(Error::BreakerOpen { .. }) => {
+                                Err(e) if matches!(e.kind(), ErrorKind::BreakerOpen { .. }) => {
                                     rejected.fetch_add(1, Ordering::Relaxed);
                                 }
                                 Err(e) => panic!("unexpected error {e}"),

@@ -3,6 +3,7 @@
 #![cfg(not(rampart_loom))]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rampart::cache::{
     CacheConfig, LeaseTimeoutPolicy, LocalLease, MemoryTier, Source, Tier, TieredCache,
 };
 use rampart::clock::{Clock, Mock};
-use rampart::{BoxError, Error, Loader};
+use rampart::{BoxError, Error, ErrorKind, Loader};
 use tokio::sync::watch;
 
 /// A mock clock and how far each load moves it.
@@ -150,6 +151,27 @@ fn value(lookup: &rampart::cache::Lookup<String>) -> Option<&str> {
     lookup.value().map(String::as_str)
 }
 
+/// `get`'s future on a hit is ready at once; polled again after that, it
+/// answers an error rather than panicking or answering twice.
+#[tokio::test]
+async fn a_hit_future_is_ready_at_once_and_refuses_a_second_poll() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(3);
+    let cache = cache(&source, &clock);
+    cache.get(&1).await.expect("fill");
+    let mut get = std::pin::pin!(cache.get(&1));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match get.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(lookup)) => assert_eq!(lookup.source(), Source::Hit),
+        other => panic!("a hit is ready at the first poll, got {other:?}"),
+    }
+    assert!(matches!(
+        get.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Err(_))
+    ));
+    assert_eq!(source.loads(), 1);
+}
+
 #[tokio::test]
 async fn miss_then_hit() {
     let (clock, mock) = Clock::mock();
@@ -160,7 +182,7 @@ async fn miss_then_hit() {
     mock.increment(Duration::from_secs(2));
     let second = cache.get(&3).await.expect("get");
     assert_eq!((second.source(), value(&second)), (Source::Hit, Some("v3")));
-    assert_eq!(second.age(), Duration::from_secs(2));
+    assert_eq!(cache.age(&second), Duration::from_secs(2));
     assert_eq!(source.loads(), 1);
 }
 
@@ -222,14 +244,17 @@ async fn past_grace_a_failing_source_gets_stale_if_error_until_the_window_ends()
         (kept.source(), value(&kept)),
         (Source::StaleIfError, Some("v2"))
     );
-    assert_eq!(kept.age(), Duration::from_secs(120));
+    assert_eq!(cache.age(&kept), Duration::from_secs(120));
     mock.increment(Duration::from_secs(300));
-    match cache.get(&2).await {
-        Err(Error::Source(e)) => assert!(e.to_string().contains("source is down")),
+    match cache.get(&2).await.map_err(Error::into_kind) {
+        Err(ErrorKind::Source(e)) => assert!(e.to_string().contains("source is down")),
         other => panic!("past stale-if-error the error shows: {other:?}"),
     }
     // A key never loaded has nothing to fall back on.
-    assert!(matches!(cache.get(&3).await, Err(Error::Source(_))));
+    assert!(matches!(
+        cache.get(&3).await.map_err(Error::into_kind),
+        Err(ErrorKind::Source(_))
+    ));
 }
 
 #[tokio::test]
@@ -257,11 +282,14 @@ async fn an_open_breaker_rejects_fast_and_stale_data_covers_for_it() {
     source.fail.store(true, Ordering::SeqCst);
     // 1 success + 4 failures = 5 calls (the minimum), 80 % failed: open.
     for k in 1..=4 {
-        assert!(matches!(cache.get(&k).await, Err(Error::Source(_))));
+        assert!(matches!(
+            cache.get(&k).await.map_err(Error::into_kind),
+            Err(ErrorKind::Source(_))
+        ));
     }
     let loads_when_opened = source.loads();
-    match cache.get(&50).await {
-        Err(Error::BreakerOpen { name, retry_after }) => {
+    match cache.get(&50).await.map_err(Error::into_kind) {
+        Err(ErrorKind::BreakerOpen { name, retry_after }) => {
             assert_eq!(&*name, "users-db");
             assert!(retry_after <= Duration::from_secs(300) && !retry_after.is_zero());
         }
@@ -413,8 +441,8 @@ async fn a_lease_wait_that_runs_out_follows_the_policy() {
             .expect("cache")
     };
     let failing = build(LeaseTimeoutPolicy::Fail);
-    match failing.get(&1).await {
-        Err(Error::LeaseWaitTimeout(waited)) => assert_eq!(waited, Duration::from_millis(200)),
+    match failing.get(&1).await.map_err(Error::into_kind) {
+        Err(ErrorKind::LeaseWaitTimeout(waited)) => assert_eq!(waited, Duration::from_millis(200)),
         other => panic!("expected LeaseWaitTimeout, got {other:?}"),
     }
     assert_eq!(source.loads(), 0);
@@ -556,8 +584,8 @@ async fn a_panicking_loader_is_an_error_for_that_call_only() {
     let source = Source_::with_rows(3);
     let cache = cache(&source, &clock);
     source.panic.store(true, Ordering::SeqCst);
-    match cache.get(&1).await {
-        Err(Error::LoadPanicked(m)) => assert!(m.contains("source panicked")),
+    match cache.get(&1).await.map_err(Error::into_kind) {
+        Err(ErrorKind::LoadPanicked(m)) => assert!(m.contains("source panicked")),
         other => panic!("expected LoadPanicked, got {other:?}"),
     }
     source.panic.store(false, Ordering::SeqCst);
@@ -577,8 +605,8 @@ async fn a_slow_source_times_out_and_counts_as_a_failure() {
         .clock(clock)
         .build()
         .expect("cache");
-    match cache.get(&1).await {
-        Err(Error::LoadTimeout(limit)) => assert_eq!(limit, Duration::from_millis(500)),
+    match cache.get(&1).await.map_err(Error::into_kind) {
+        Err(ErrorKind::LoadTimeout(limit)) => assert_eq!(limit, Duration::from_millis(500)),
         other => panic!("expected LoadTimeout, got {other:?}"),
     }
     let breaker = cache.breaker().expect("default breaker");
@@ -643,7 +671,10 @@ async fn get_many_falls_back_per_key_when_the_source_fails() {
         (first.source(), value(first)),
         (Source::StaleIfError, Some("v1"))
     );
-    assert!(matches!(answers[1], Err(Error::Source(_))));
+    assert!(matches!(
+        answers[1].as_ref().map_err(Error::kind),
+        Err(ErrorKind::Source(_))
+    ));
 }
 
 #[test]
@@ -704,8 +735,9 @@ fn bad_settings_are_refused_with_the_field_named() {
         match TieredCache::builder("users", source.clone())
             .config(bad)
             .build()
+            .map_err(Error::into_kind)
         {
-            Err(Error::InvalidConfig(message)) => {
+            Err(ErrorKind::InvalidConfig(message)) => {
                 assert!(
                     message.contains(field) && message.contains("users"),
                     "{message}"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart::flight::{Flight, Role};
-use rampart::Error;
+use rampart::{Error, ErrorKind};
 use tokio::sync::Notify;
 
 /// Polls until `cond` holds; panics after 5 s so a hang fails the test.
@@ -206,13 +206,13 @@ async fn a_panicking_leader_fails_every_follower_and_frees_the_key() {
         .await
         .expect("the panic is contained, the task ends normally");
     assert!(
-        matches!(leader_result, Err(Error::LoadPanicked(ref m)) if m.contains("loader exploded"))
+        matches!(leader_result.map_err(Error::into_kind), Err(ErrorKind::LoadPanicked(ref m)) if m.contains("loader exploded"))
     );
     for task in followers {
         let (result, role) = task.await.expect("task");
         assert_eq!(role, Role::Follower);
-        match result {
-            Err(Error::LoadPanicked(message)) => assert!(message.contains("loader exploded")),
+        match result.map_err(Error::into_kind) {
+            Err(ErrorKind::LoadPanicked(message)) => assert!(message.contains("loader exploded")),
             other => panic!("expected LoadPanicked, got {other:?}"),
         }
     }
@@ -231,12 +231,15 @@ async fn an_error_reaches_that_flights_followers_only_and_is_not_kept() {
     until(|| flight.followers(&1) == 1).await;
     gate.notify_one();
     assert!(matches!(
-        leader.await.expect("task").0,
-        Err(Error::Source(_))
+        leader.await.expect("task").0.map_err(Error::into_kind),
+        Err(ErrorKind::Source(_))
     ));
     let (follower_result, role) = follower.await.expect("task");
     assert_eq!(role, Role::Follower);
-    assert!(matches!(follower_result, Err(Error::Source(_))));
+    assert!(matches!(
+        follower_result.map_err(Error::into_kind),
+        Err(ErrorKind::Source(_))
+    ));
     // The next call runs its own load and succeeds: the error was not kept.
     let (result, role) = flight.run(1, || async { Ok(3) }).await;
     assert_eq!((result.expect("value"), role), (3, Role::Leader));

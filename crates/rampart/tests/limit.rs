@@ -11,7 +11,7 @@ use rampart::clock::Clock;
 use rampart::limit::{
     Backoff, Bulkhead, BulkheadConfig, BulkheadPermit, RetryBudget, RetryBudgetConfig,
 };
-use rampart::Error;
+use rampart::{Error, ErrorKind};
 
 // ---------------------------------------------------------------- helpers
 
@@ -120,8 +120,12 @@ async fn bulkhead_full_queue_rejects_immediately() {
     until("two callers queue", || bulkhead.queued() == 2).await;
 
     let before = tokio::time::Instant::now();
-    match bulkhead.acquire().now_or_never() {
-        Some(Err(Error::BulkheadFull {
+    match bulkhead
+        .acquire()
+        .now_or_never()
+        .map(|r| r.map_err(Error::into_kind))
+    {
+        Some(Err(ErrorKind::BulkheadFull {
             name,
             max_concurrent,
             max_queued,
@@ -137,8 +141,8 @@ async fn bulkhead_full_queue_rejects_immediately() {
         "rejection must not wait"
     );
     assert!(matches!(
-        bulkhead.try_acquire(),
-        Err(Error::BulkheadFull { .. })
+        bulkhead.try_acquire().map_err(Error::into_kind),
+        Err(ErrorKind::BulkheadFull { .. })
     ));
     assert_eq!(
         bulkhead.queued(),
@@ -161,8 +165,8 @@ async fn bulkhead_queue_wait_times_out() {
     let _held = expect_permit(bulkhead.acquire().await);
 
     let start = tokio::time::Instant::now();
-    match bulkhead.acquire().await {
-        Err(Error::BulkheadTimeout { name, waited }) => {
+    match bulkhead.acquire().await.map_err(Error::into_kind) {
+        Err(ErrorKind::BulkheadTimeout { name, waited }) => {
             assert_eq!(&*name, "db");
             assert_eq!(waited, max_wait);
         }
@@ -186,8 +190,11 @@ async fn bulkhead_cancelled_waiter_frees_its_queue_place() {
     assert!(poll_once(&mut waiting).await.is_pending());
     assert_eq!(bulkhead.queued(), 1);
     assert!(matches!(
-        bulkhead.acquire().now_or_never(),
-        Some(Err(Error::BulkheadFull { .. }))
+        bulkhead
+            .acquire()
+            .now_or_never()
+            .map(|r| r.map_err(Error::into_kind)),
+        Some(Err(ErrorKind::BulkheadFull { .. }))
     ));
     drop(waiting);
     assert_eq!(bulkhead.queued(), 0);
@@ -332,8 +339,8 @@ fn bulkhead_stress_random_holds_and_cancellation() {
                     };
                     let slot = match tokio::time::timeout(deadline, work).await {
                         Ok(Ok(())) => 0,
-                        Ok(Err(Error::BulkheadFull { .. })) => 1,
-                        Ok(Err(Error::BulkheadTimeout { .. })) => 2,
+                        Ok(Err(e)) if matches!(e.kind(), ErrorKind::BulkheadFull { .. }) => 1,
+                        Ok(Err(e)) if matches!(e.kind(), ErrorKind::BulkheadTimeout { .. }) => 2,
                         Ok(Err(err)) => panic!("unexpected error {err:?}"),
                         Err(_cancelled) => 3,
                     };
@@ -392,8 +399,8 @@ fn retry_budget_floor_without_requests() {
         assert!(budget.withdraw().is_ok());
     }
     assert!(matches!(
-        budget.withdraw(),
-        Err(Error::RetryBudgetExhausted)
+        budget.withdraw().map_err(Error::into_kind),
+        Err(ErrorKind::RetryBudgetExhausted)
     ));
     assert_eq!(budget.available(), 0);
     // A refused withdrawal takes nothing: still refused, still zero.

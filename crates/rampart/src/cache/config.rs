@@ -10,7 +10,7 @@ pub enum LeaseTimeoutPolicy {
     /// fill only L1: the holder is still responsible for L2. nginx's
     /// `proxy_cache_lock_timeout` does the same.
     Load,
-    /// Fail with [`Error::LeaseWaitTimeout`](crate::Error::LeaseWaitTimeout).
+    /// Fail with [`ErrorKind::LeaseWaitTimeout`](crate::ErrorKind::LeaseWaitTimeout).
     Fail,
 }
 

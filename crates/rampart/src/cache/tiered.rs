@@ -22,7 +22,7 @@ use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, Instant, WallClock};
 use crate::flight::{Flight, Role};
 use crate::limit::{Bulkhead, BulkheadConfig};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// A read-through cache: L1 in process, an optional shared L2 [`Tier`], an
 /// optional cross-process [`Lease`], and a [`Loader`] behind a circuit
@@ -171,7 +171,7 @@ where
     pub fn build(self) -> Result<TieredCache<K, V>, Error> {
         self.config
             .validate()
-            .map_err(|e| Error::InvalidConfig(format!("cache `{}`: {e}", self.name)))?;
+            .map_err(|e| Error::invalid_config(format!("cache `{}`: {e}", self.name)))?;
         let clock = self.clock.unwrap_or_else(Clock::coarse);
         Ok(TieredCache {
             inner: Arc::new(Inner {
@@ -239,6 +239,12 @@ where
         self.inner.bulkhead.as_ref()
     }
 
+    /// How old an answer of this cache is now: the time since its value was
+    /// read from the source (the HTTP `Age` header).
+    pub fn age(&self, lookup: &Lookup<V>) -> Duration {
+        lookup.age_at(self.inner.clock.now())
+    }
+
     /// Looks `key` up, loading it on a miss. `Ok` with no value means the key
     /// does not exist.
     ///
@@ -249,7 +255,7 @@ where
     #[inline(always)]
     pub fn get<'a>(&'a self, key: &'a K) -> Get<'a, V> {
         let fallback = match self.look_in_l1(key) {
-            L1::Answer(lookup) => return Get(GetState::Ready(lookup)),
+            L1::Answer(lookup) => return Get(GetState::Ready(Some(lookup))),
             L1::Fallback(entry) => Some(entry),
             L1::Miss => None,
         };
@@ -278,7 +284,7 @@ where
         };
         let now = inner.clock.now();
         if now < slot.hit_until {
-            return L1::Answer(lookup(slot.entry, Source::Hit, now));
+            return L1::Answer(lookup(slot.entry, Source::Hit));
         }
         self.look_in_l1_slow(key, slot.entry, now)
     }
@@ -297,11 +303,11 @@ where
                 } else {
                     Source::Hit
                 };
-                L1::Answer(lookup(entry, source, now))
+                L1::Answer(lookup(entry, source))
             }
             Freshness::Stale => {
                 self.spawn_refresh(key, &entry);
-                L1::Answer(lookup(entry, Source::Stale, now))
+                L1::Answer(lookup(entry, Source::Stale))
             }
             Freshness::Fallback => L1::Fallback(entry),
             Freshness::Expired => L1::Miss,
@@ -314,7 +320,6 @@ where
             .flight
             .run(key.clone(), || inner.fetch(key, fallback.clone()))
             .await;
-        let now = inner.clock.now();
         match result {
             Ok(fetched) => {
                 let source = match (role, fetched.source) {
@@ -322,12 +327,12 @@ where
                     (Role::Follower, _) => Source::Coalesced,
                     (Role::Leader, source) => source,
                 };
-                Ok(lookup(fetched.entry, source, now))
+                Ok(lookup(fetched.entry, source))
             }
             // A follower's own fallback, when the leader had none.
             Err(err) => inner
                 .or_fallback(err, fallback)
-                .map(|kept| lookup(kept.entry, kept.source, now)),
+                .map(|kept| lookup(kept.entry, kept.source)),
         }
     }
 
@@ -449,18 +454,14 @@ fn answered<V>(answer: Option<Result<Lookup<V>, Error>>) -> Result<Lookup<V>, Er
     answer.unwrap_or_else(|| Err(Error::source("internal: a batch key was left unanswered")))
 }
 
-fn lookup<V>(entry: Arc<Entry<V>>, source: Source, now: Instant) -> Lookup<V> {
-    Lookup {
-        entry,
-        source,
-        answered_at: now,
-    }
+fn lookup<V>(entry: Arc<Entry<V>>, source: Source) -> Lookup<V> {
+    Lookup { entry, source }
 }
 
 /// Whether an error is one that stale-if-error covers: the source failed or
 /// a guard refused. A panic is a bug, not an outage: it is not masked.
 fn can_serve_stale(err: &Error) -> bool {
-    !matches!(err, Error::LoadPanicked(_))
+    !matches!(err.kind(), ErrorKind::LoadPanicked(_))
 }
 
 impl<K, V> Inner<K, V>
@@ -513,7 +514,10 @@ where
                             bump(&self.stats.lease_timeouts);
                         }
                         if timed_out && self.config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
-                            return self.or_fallback(Error::LeaseWaitTimeout(wait_for), fallback);
+                            return self.or_fallback(
+                                ErrorKind::LeaseWaitTimeout(wait_for).into(),
+                                fallback,
+                            );
                         }
                         // The holder is responsible for L2; we fill L1 only.
                         tier_generation = None;
@@ -557,7 +561,6 @@ where
         missing: &[usize],
         fallbacks: &mut [Option<Arc<Entry<V>>>],
     ) -> Vec<Result<Lookup<V>, Error>> {
-        let now = self.clock.now();
         let l1_generations: Vec<u64> = missing
             .iter()
             .map(|&i| self.l1_generations.current(&keys[i]))
@@ -575,7 +578,7 @@ where
                         let fallback = &mut fallbacks[missing[j]];
                         match self.use_tier_read(key, read, l1_generations[j], fallback) {
                             TierLookup::Fresh(f) => {
-                                answers[j] = Some(Ok(lookup(f.entry, f.source, now)))
+                                answers[j] = Some(Ok(lookup(f.entry, f.source)))
                             }
                             TierLookup::Missing(generation) => tier_generations[j] = generation,
                         }
@@ -642,7 +645,7 @@ where
                                 entry
                             }
                         };
-                        answers[j] = Some(Ok(lookup(entry, Source::Miss, loaded_at)));
+                        answers[j] = Some(Ok(lookup(entry, Source::Miss)));
                     }
                 }
                 Err(err) => {
@@ -650,7 +653,7 @@ where
                         let fallback = fallbacks[missing[j]].take();
                         answers[j] = Some(
                             self.or_fallback(err.clone(), fallback)
-                                .map(|f| lookup(f.entry, f.source, now)),
+                                .map(|f| lookup(f.entry, f.source)),
                         );
                     }
                 }
@@ -816,7 +819,7 @@ where
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(err))) => Err(Error::source(err)),
             Ok(Err(panic)) => Err(Error::from_panic(&*panic)),
-            Err(_) => Err(Error::LoadTimeout(timeout)),
+            Err(_) => Err(ErrorKind::LoadTimeout(timeout).into()),
         };
         if let Some(permit) = permit {
             if result.is_ok() {
@@ -905,27 +908,30 @@ fn as_ms(d: Duration) -> u64 {
 #[must_use = "a future does nothing unless awaited"]
 pub struct Get<'a, V>(GetState<'a, V>);
 
-type MissFuture<'a, V> = Pin<Box<dyn Future<Output = Result<Lookup<V>, Error>> + Send + 'a>>;
-
+/// Why this shape (each measured on the hit path, BENCHMARKS.md): the
+/// answer sits in an `Option` that `poll` takes, a one-byte store and two
+/// scalar loads. An enum with a third `Done` state made `poll` move the
+/// whole enum out with `mem::replace`, a wide load over the narrow stores
+/// that had just built it, which stalls store forwarding; two separate
+/// fields made the drop glue too big to inline.
 enum GetState<'a, V> {
-    Ready(Lookup<V>),
+    Ready(Option<Lookup<V>>),
     Miss(MissFuture<'a, V>),
-    Done,
 }
+
+type MissFuture<'a, V> = Pin<Box<dyn Future<Output = Result<Lookup<V>, Error>> + Send + 'a>>;
 
 impl<V> Future for Get<'_, V> {
     type Output = Result<Lookup<V>, Error>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every variant is Unpin (a Lookup, a Box), so no projection.
-        let state = &mut self.get_mut().0;
-        if let GetState::Miss(miss) = state {
-            return miss.as_mut().poll(cx);
-        }
-        match std::mem::replace(state, GetState::Done) {
-            GetState::Ready(lookup) => Poll::Ready(Ok(lookup)),
-            _ => Poll::Ready(Err(polled_twice())),
+        match &mut self.get_mut().0 {
+            GetState::Ready(answer) => match answer.take() {
+                Some(lookup) => Poll::Ready(Ok(lookup)),
+                None => Poll::Ready(Err(polled_twice())),
+            },
+            GetState::Miss(miss) => miss.as_mut().poll(cx),
         }
     }
 }

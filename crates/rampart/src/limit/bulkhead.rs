@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// How many calls a [`Bulkhead`] lets run, how many may wait, and for how
 /// long.
@@ -27,10 +27,10 @@ pub struct BulkheadConfig {
     /// take every worker of the process with it.
     pub max_concurrent: usize,
     /// Callers allowed to wait for a slot; the next one gets
-    /// [`Error::BulkheadFull`] without waiting. Default 64 (four waiters per
+    /// [`ErrorKind::BulkheadFull`] without waiting. Default 64 (four waiters per
     /// slot): absorbs a burst, but not a sustained overload.
     pub max_queued: usize,
-    /// Longest a caller waits in the queue before [`Error::BulkheadTimeout`].
+    /// Longest a caller waits in the queue before [`ErrorKind::BulkheadTimeout`].
     /// Default 1 s: a queued caller that has waited longer has usually been
     /// given up on by its own caller already. `Duration::ZERO` means "never
     /// wait".
@@ -118,8 +118,8 @@ impl Bulkhead {
     ///
     /// A free slot is taken at once. Otherwise the caller joins the queue if
     /// fewer than `max_queued` callers are already waiting, and gets
-    /// [`Error::BulkheadFull`] at once if not. A queued caller gets
-    /// [`Error::BulkheadTimeout`] after `max_wait`.
+    /// [`ErrorKind::BulkheadFull`] at once if not. A queued caller gets
+    /// [`ErrorKind::BulkheadTimeout`] after `max_wait`.
     ///
     /// Cancel-safe: dropping the future gives back its queue place, and a
     /// slot it had just been handed.
@@ -137,15 +137,16 @@ impl Bulkhead {
             Ok(Ok(permit)) => Ok(BulkheadPermit { _permit: permit }),
             // The semaphore is private and `close` is never called on it.
             Ok(Err(_closed)) => unreachable!("a bulkhead's semaphore is never closed"),
-            Err(_elapsed) => Err(Error::BulkheadTimeout {
+            Err(_elapsed) => Err(ErrorKind::BulkheadTimeout {
                 name: Arc::clone(&self.inner.name),
                 waited: start.elapsed(),
-            }),
+            }
+            .into()),
         }
         // `_place` drops here, leaving the queue whatever the outcome.
     }
 
-    /// Takes a free slot, or fails with [`Error::BulkheadFull`] at once;
+    /// Takes a free slot, or fails with [`ErrorKind::BulkheadFull`] at once;
     /// never waits and never joins the queue.
     ///
     /// It cannot jump the queue either: while callers wait, every freed
@@ -212,11 +213,12 @@ impl Bulkhead {
     }
 
     fn full(&self) -> Error {
-        Error::BulkheadFull {
+        ErrorKind::BulkheadFull {
             name: Arc::clone(&self.inner.name),
             max_concurrent: self.inner.config.max_concurrent,
             max_queued: self.inner.config.max_queued,
         }
+        .into()
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, Instant};
 use crate::sync::Mutex;
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Buckets in the sliding window. Ten, as tower uses: the window slides in
 /// steps of a tenth of its length, so the budget never forgets a whole
@@ -177,12 +177,12 @@ impl RetryBudget {
     }
 
     /// Takes one retry from the budget, or fails with
-    /// [`Error::RetryBudgetExhausted`] (and takes nothing) when it is spent.
+    /// [`ErrorKind::RetryBudgetExhausted`] (and takes nothing) when it is spent.
     /// Call it before each retry, and skip the retry on `Err`.
     pub fn withdraw(&self) -> Result<(), Error> {
         let mut window = self.inner.lock_now();
         if self.inner.available(&window) == 0 {
-            return Err(Error::RetryBudgetExhausted);
+            return Err(ErrorKind::RetryBudgetExhausted.into());
         }
         let bucket = window.current();
         bucket.retries = bucket.retries.saturating_add(1);
