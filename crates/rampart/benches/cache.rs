@@ -222,43 +222,53 @@ fn hit_path(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("bare_quick_cache_get", |b| {
         b.iter(|| {
+            let mut total = 0;
             for k in &keys {
-                black_box(quick.get(k));
+                total += quick.get(k).map_or(0, |v| v.len());
             }
+            black_box(total)
         })
     });
     group.bench_function("tiered_get_coarse_clock", |b| {
         b.iter(|| {
             async {
+                let mut total = 0;
                 for k in &keys {
-                    let _ = black_box(coarse.get(k).await);
+                    total += value_len(coarse.get(k).await.ok());
                 }
+                black_box(total)
             }
             .now_or_never()
         })
     });
     group.bench_function("tiered_get_cached_coarse_clock", |b| {
         b.iter(|| {
+            let mut total = 0;
             for k in &keys {
-                black_box(coarse.get_cached(k));
+                total += value_len(coarse.get_cached(k));
             }
+            black_box(total)
         })
     });
     group.bench_function("tiered_get_precise_clock", |b| {
         b.iter(|| {
             async {
+                let mut total = 0;
                 for k in &keys {
-                    let _ = black_box(precise.get(k).await);
+                    total += value_len(precise.get(k).await.ok());
                 }
+                black_box(total)
             }
             .now_or_never()
         })
     });
     group.bench_function("bare_moka_get", |b| {
         b.iter(|| {
+            let mut total = 0;
             for k in &keys {
-                black_box(moka.get(k));
+                total += moka.get(k).map_or(0, |v| v.len());
             }
+            black_box(total)
         })
     });
     group.finish();
@@ -293,22 +303,34 @@ fn hit_path_two_threads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2 * OPS as u64));
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("bare_quick_cache_get", |b| {
-        b.iter_custom(|iters| parallel(2, iters, &keys, &|k| drop(black_box(quick.get(&k)))))
+        b.iter_custom(|iters| {
+            parallel(2, iters, &keys, &|k| {
+                black_box(quick.get(&k).map_or(0, |v| v.len()));
+            })
+        })
     });
     group.bench_function("tiered_get_coarse_clock", |b| {
         b.iter_custom(|iters| {
             parallel(2, iters, &keys, &|k| {
-                drop(black_box(coarse.get(&k).now_or_never()))
+                black_box(value_len(
+                    coarse.get(&k).now_or_never().and_then(Result::ok),
+                ));
             })
         })
     });
     group.bench_function("tiered_get_cached_coarse_clock", |b| {
         b.iter_custom(|iters| {
-            parallel(2, iters, &keys, &|k| drop(black_box(coarse.get_cached(&k))))
+            parallel(2, iters, &keys, &|k| {
+                black_box(value_len(coarse.get_cached(&k)));
+            })
         })
     });
     group.bench_function("bare_moka_get", |b| {
-        b.iter_custom(|iters| parallel(2, iters, &keys, &|k| drop(black_box(moka.get(&k)))))
+        b.iter_custom(|iters| {
+            parallel(2, iters, &keys, &|k| {
+                black_box(moka.get(&k).map_or(0, |v| v.len()));
+            })
+        })
     });
     group.finish();
 }

@@ -2,7 +2,7 @@
 //! (deterministic where wall time on this VM is not):
 //! `cargo build --release -p rampart --example hitpath_ir` then
 //! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hitpath_ir MODE N`
-//! for MODE in none, bare, get, cached; (Ir(mode) - Ir(none)) / N = instructions per get.
+//! for MODE in none, bare, get, get1, cached; (Ir(mode) - Ir(none)) / N = instructions per get.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -54,6 +54,7 @@ fn main() {
     let total = match mode.as_str() {
         "bare" => bare_loop(&bare, n),
         "get" => get_loop(&cache, n),
+        "get1" => get_each_loop(&cache, n),
         "cached" => cached_loop(&cache, n),
         _ => empty_loop(n),
     };
@@ -87,6 +88,21 @@ fn get_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
     }
     .now_or_never()
     .expect("every key is an L1 hit")
+}
+
+/// One future per get, driven to completion on its own (as a runtime polls
+/// one request's handler): what each get costs where no loop state lives
+/// across its await.
+#[inline(never)]
+fn get_each_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
+    (0..n)
+        .map(|i| {
+            match cache.get(&black_box(i % 1_000)).now_or_never() {
+                Some(Ok(lookup)) => lookup.value().map_or(0, |v| v.len()),
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 #[inline(never)]

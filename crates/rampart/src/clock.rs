@@ -7,10 +7,12 @@
 //!
 //! Why our own and not `quanta` (which this module wrapped at first): its
 //! `Clock::recent` is not inlinable across crates, so every coarse read was
-//! a call and a match on the clock's kind (~10 instructions where this is
-//! three), and its precise clock measured slower than `std`'s on the VMs
-//! here, which have no usable TSC (BENCHMARKS.md, "Clock reads"). Why not
-//! `tokio::time::Instant`: the guards also run outside a runtime.
+//! a call and a match on the clock's kind, where this is a null test and a
+//! load (0.9 ns vs 2.2 ns a read; BENCHMARKS.md, "Clock reads"). quanta's
+//! precise reads are faster than `std`'s where it can use the TSC (23 vs 46
+//! ns here), but precise reads only time loads, off the hit path, so `std`
+//! is enough for them. Why not `tokio::time::Instant`: the guards also run
+//! outside a runtime.
 //!
 //! The mock clock lets tests move time by hand, so TTLs, breaker windows and
 //! budgets are tested without sleeping.
@@ -115,10 +117,17 @@ fn precise() -> Instant {
     Instant(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// A shared time value, alone in its cache line: every hit reads the coarse
+/// clock's, and a neighbour written by other threads would make each of
+/// those reads a cache miss (false sharing).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct TimeCell(AtomicU64);
+
 /// The hand-moved time of a [`Clock::mock`].
 #[derive(Debug, Default)]
 pub struct Mock {
-    nanos: Arc<AtomicU64>,
+    nanos: Arc<TimeCell>,
 }
 
 impl Mock {
@@ -129,6 +138,7 @@ impl Mock {
         // nothing else is published through this value.
         let _ = self
             .nanos
+            .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_add(by))
             });
@@ -139,6 +149,7 @@ impl Mock {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         let _ = self
             .nanos
+            .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(by))
             });
@@ -146,7 +157,7 @@ impl Mock {
 
     /// The mock's time, in nanoseconds since it was made.
     pub fn value(&self) -> u64 {
-        self.nanos.load(Ordering::Relaxed)
+        self.nanos.0.load(Ordering::Relaxed)
     }
 }
 
@@ -157,7 +168,7 @@ pub struct Clock {
     /// Where `now()` reads the time: the coarse clock's shared cell or a
     /// mock's; `None` reads the precise clock. One pointer, so the hit
     /// path's read is a null test and a load.
-    cell: Option<Arc<AtomicU64>>,
+    cell: Option<Arc<TimeCell>>,
     /// The cell is the coarse clock's (not a mock's): precise reads go to
     /// the precise clock.
     coarse: bool,
@@ -177,16 +188,16 @@ impl Clock {
     /// (`rampart-clock`) on first use; if that thread cannot be started,
     /// falls back to a precise clock.
     pub fn coarse() -> Self {
-        static COARSE: OnceLock<Option<Arc<AtomicU64>>> = OnceLock::new();
+        static COARSE: OnceLock<Option<Arc<TimeCell>>> = OnceLock::new();
         let cell = COARSE.get_or_init(|| {
-            let cell = Arc::new(AtomicU64::new(precise().0));
+            let cell = Arc::new(TimeCell(AtomicU64::new(precise().0)));
             let upkeep = Arc::clone(&cell);
             std::thread::Builder::new()
                 .name("rampart-clock".into())
                 .spawn(move || loop {
                     // Relaxed: readers want a recent time, not ordering
                     // with other memory.
-                    upkeep.store(precise().0, Ordering::Relaxed);
+                    upkeep.0.store(precise().0, Ordering::Relaxed);
                     std::thread::sleep(COARSE_RESOLUTION);
                 })
                 .ok()
@@ -215,7 +226,7 @@ impl Clock {
     #[inline]
     pub fn now(&self) -> Instant {
         match &self.cell {
-            Some(cell) => Instant(cell.load(Ordering::Relaxed)),
+            Some(cell) => Instant(cell.0.load(Ordering::Relaxed)),
             None => precise(),
         }
     }
@@ -225,7 +236,7 @@ impl Clock {
     #[inline]
     pub fn precise_now(&self) -> Instant {
         match &self.cell {
-            Some(mock) if !self.coarse => Instant(mock.load(Ordering::Relaxed)),
+            Some(mock) if !self.coarse => Instant(mock.0.load(Ordering::Relaxed)),
             _ => precise(),
         }
     }
