@@ -96,11 +96,9 @@ fn get_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
 #[inline(never)]
 fn get_each_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
     (0..n)
-        .map(|i| {
-            match cache.get(&black_box(i % 1_000)).now_or_never() {
-                Some(Ok(lookup)) => lookup.value().map_or(0, |v| v.len()),
-                _ => 0,
-            }
+        .map(|i| match cache.get(&black_box(i % 1_000)).now_or_never() {
+            Some(Ok(lookup)) => lookup.value().map_or(0, |v| v.len()),
+            _ => 0,
         })
         .sum()
 }

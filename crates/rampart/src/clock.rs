@@ -133,26 +133,22 @@ pub struct Mock {
 impl Mock {
     /// Moves the mock's time forward.
     pub fn increment(&self, by: Duration) {
+        self.shift(by, u64::saturating_add);
+    }
+
+    /// Moves the mock's time back (to test clocks that step backwards).
+    pub fn decrement(&self, by: Duration) {
+        self.shift(by, u64::saturating_sub);
+    }
+
+    fn shift(&self, by: Duration, op: fn(u64, u64) -> u64) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         // Relaxed: tests move time from one thread and read it anywhere;
         // nothing else is published through this value.
         let _ = self
             .nanos
             .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_add(by))
-            });
-    }
-
-    /// Moves the mock's time back (to test clocks that step backwards).
-    pub fn decrement(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .nanos
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(by))
-            });
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(op(n, by)));
     }
 
     /// The mock's time, in nanoseconds since it was made.
