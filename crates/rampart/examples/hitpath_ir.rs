@@ -4,8 +4,10 @@
 //! `valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hitpath_ir MODE N`
 //! for MODE in none, bare, get, get1, cached; (Ir(mode) - Ir(none)) / N = instructions per get.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,15 +92,19 @@ fn get_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
     .expect("every key is an L1 hit")
 }
 
-/// One future per get, driven to completion on its own (as a runtime polls
-/// one request's handler): what each get costs where no loop state lives
-/// across its await.
+/// One future per get, polled once as a runtime polls one request's
+/// handler: what each get costs where no loop state lives across its await.
 #[inline(never)]
 fn get_each_loop(cache: &TieredCache<u64, Arc<str>>, n: u64) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
     (0..n)
-        .map(|i| match cache.get(&black_box(i % 1_000)).now_or_never() {
-            Some(Ok(lookup)) => lookup.value().map_or(0, |v| v.len()),
-            _ => 0,
+        .map(|i| {
+            let key = black_box(i % 1_000);
+            let mut get = std::pin::pin!(cache.get(&key));
+            match get.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(lookup)) => lookup.value().map_or(0, |v| v.len()),
+                _ => 0,
+            }
         })
         .sum()
 }
