@@ -15,7 +15,7 @@
 //!   lead under the call's lock and runs **its own** load, so exactly one
 //!   load runs at a time and nobody hangs.
 //! * **Panics.** The load runs under `catch_unwind`; a panic becomes
-//!   [`ErrorKind::LoadPanicked`] for the leader and every follower, the process
+//!   [`ErrorKind::LoadPanicked`](crate::ErrorKind::LoadPanicked) for the leader and every follower, the process
 //!   goes on, and the key is free for the next call.
 //! * **Registration and removal are RAII**: a follower dropped while waiting
 //!   deregisters in `Drop`, and the last one to leave a vacant call removes

@@ -64,7 +64,7 @@
 //! # Failures, panics and cancellation
 //!
 //! A failed batch (an `Err`, or a panic in `load_batch`, which is caught
-//! and reported as [`ErrorKind::LoadPanicked`]) counts its keys as failed and
+//! and reported as [`ErrorKind::LoadPanicked`](crate::ErrorKind::LoadPanicked)) counts its keys as failed and
 //! the warm-up goes on, until `max_consecutive_failures` in a row or a
 //! stream error stop it: no new batch starts, the batches in flight finish,
 //! and [`warm`] returns the error that stopped it.
@@ -177,7 +177,7 @@ impl Default for WarmConfig {
 
 impl WarmConfig {
     /// Checks the config, naming the first bad field. [`warm`] calls it and
-    /// returns [`ErrorKind::InvalidConfig`] with this message.
+    /// returns [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) with this message.
     pub fn validate(&self) -> Result<(), String> {
         if self.batch_size == 0 {
             return Err("batch_size must be >= 1".to_owned());
