@@ -107,6 +107,26 @@ fn value_len(lookup: Option<Lookup<Value>>) -> usize {
     lookup.and_then(|l| l.value().map(|v| v.len())).unwrap_or(0)
 }
 
+/// Reads every key with a synchronous `read` (which answers the value's
+/// length, what a handler consumes) and sums the lengths.
+fn sum_read(keys: &[u64], read: impl FnMut(&u64) -> usize) -> usize {
+    black_box(keys.iter().map(read).sum())
+}
+
+/// Reads every key with `cache.get(..).await`, all in one async block (so
+/// the loop's own state lives in the future across every await).
+fn sum_awaited(cache: &TieredCache<u64, Value>, keys: &[u64]) -> usize {
+    async {
+        let mut total = 0;
+        for k in keys {
+            total += value_len(cache.get(k).await.ok());
+        }
+        black_box(total)
+    }
+    .now_or_never()
+    .expect("every key is an L1 hit")
+}
+
 /// A pass over the key sequence; returns its wall time.
 type Pass<'a> = &'a dyn Fn(&[u64]) -> Duration;
 
@@ -148,44 +168,22 @@ fn hit_path_report(_: &mut Criterion) {
     let contenders: [(&str, Pass<'_>); 5] = [
         ("bare quick_cache get", &|keys| {
             timed(&|| {
-                async {
-                    let mut total = 0;
-                    for k in keys {
-                        total += quick.get(k).map_or(0, |v| v.len());
-                    }
-                    black_box(total);
-                }
-                .now_or_never()
-                .expect("ready");
+                sum_read(keys, |k| quick.get(k).map_or(0, |v| v.len()));
             })
         }),
         ("bare quick_cache get + TTL check", &|keys| {
             timed(&|| {
-                async {
-                    let mut total = 0;
-                    for k in keys {
-                        total += with_deadline
-                            .get(k)
-                            .filter(|(d, _)| clock.now() < *d)
-                            .map_or(0, |(_, v)| v.len());
-                    }
-                    black_box(total);
-                }
-                .now_or_never()
-                .expect("ready");
+                sum_read(keys, |k| {
+                    with_deadline
+                        .get(k)
+                        .filter(|(d, _)| clock.now() < *d)
+                        .map_or(0, |(_, v)| v.len())
+                });
             })
         }),
         ("TieredCache::get(..).await", &|keys| {
             timed(&|| {
-                async {
-                    let mut total = 0;
-                    for k in keys {
-                        total += value_len(coarse.get(k).await.ok());
-                    }
-                    black_box(total);
-                }
-                .now_or_never()
-                .expect("ready");
+                sum_awaited(&coarse, keys);
             })
         }),
         ("TieredCache::get, a future per get", &|keys| {
@@ -193,27 +191,18 @@ fn hit_path_report(_: &mut Criterion) {
             // request's handler: no loop state lives across an await.
             timed(&|| {
                 let mut cx = Context::from_waker(Waker::noop());
-                let mut total = 0;
-                for k in keys {
+                sum_read(keys, |k| {
                     let mut get = std::pin::pin!(coarse.get(k));
-                    if let Poll::Ready(answer) = get.as_mut().poll(&mut cx) {
-                        total += value_len(answer.ok());
+                    match get.as_mut().poll(&mut cx) {
+                        Poll::Ready(answer) => value_len(answer.ok()),
+                        Poll::Pending => 0,
                     }
-                }
-                black_box(total);
+                });
             })
         }),
         ("TieredCache::get_cached", &|keys| {
             timed(&|| {
-                async {
-                    let mut total = 0;
-                    for k in keys {
-                        total += value_len(coarse.get_cached(k));
-                    }
-                    black_box(total);
-                }
-                .now_or_never()
-                .expect("ready");
+                sum_read(keys, |k| value_len(coarse.get_cached(k)));
             })
         }),
     ];
@@ -238,55 +227,19 @@ fn hit_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(OPS as u64));
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("bare_quick_cache_get", |b| {
-        b.iter(|| {
-            let mut total = 0;
-            for k in &keys {
-                total += quick.get(k).map_or(0, |v| v.len());
-            }
-            black_box(total)
-        })
+        b.iter(|| sum_read(&keys, |k| quick.get(k).map_or(0, |v| v.len())))
     });
     group.bench_function("tiered_get_coarse_clock", |b| {
-        b.iter(|| {
-            async {
-                let mut total = 0;
-                for k in &keys {
-                    total += value_len(coarse.get(k).await.ok());
-                }
-                black_box(total)
-            }
-            .now_or_never()
-        })
+        b.iter(|| sum_awaited(&coarse, &keys))
     });
     group.bench_function("tiered_get_cached_coarse_clock", |b| {
-        b.iter(|| {
-            let mut total = 0;
-            for k in &keys {
-                total += value_len(coarse.get_cached(k));
-            }
-            black_box(total)
-        })
+        b.iter(|| sum_read(&keys, |k| value_len(coarse.get_cached(k))))
     });
     group.bench_function("tiered_get_precise_clock", |b| {
-        b.iter(|| {
-            async {
-                let mut total = 0;
-                for k in &keys {
-                    total += value_len(precise.get(k).await.ok());
-                }
-                black_box(total)
-            }
-            .now_or_never()
-        })
+        b.iter(|| sum_awaited(&precise, &keys))
     });
     group.bench_function("bare_moka_get", |b| {
-        b.iter(|| {
-            let mut total = 0;
-            for k in &keys {
-                total += moka.get(k).map_or(0, |v| v.len());
-            }
-            black_box(total)
-        })
+        b.iter(|| sum_read(&keys, |k| moka.get(k).map_or(0, |v| v.len())))
     });
     group.finish();
 }
