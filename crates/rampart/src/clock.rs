@@ -218,6 +218,11 @@ impl Clock {
         )
     }
 
+    /// Whether this clock is a [`mock`](Self::mock).
+    pub fn is_mock(&self) -> bool {
+        self.cell.is_some() && !self.coarse
+    }
+
     /// The current time (coarse or precise, as this clock was built).
     #[inline]
     pub fn now(&self) -> Instant {
@@ -238,9 +243,16 @@ impl Clock {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch, derived from a [`Clock`] so
-/// that mocked time moves it too. Used where time must mean the same thing
-/// in several processes (entries in a shared L2).
+/// Wall-clock milliseconds since the Unix epoch, for times that must mean
+/// the same thing in several processes (entries in a shared L2).
+///
+/// With a real clock every read asks the system clock: an anchor taken at
+/// start-up and moved by the monotonic clock would keep a process started
+/// before an NTP step wrong by the size of the step for its whole life, and
+/// every entry it wrote to a shared tier would carry the skew to every other
+/// instance. Reads happen on the slow path only (fills and L2 reads), where a
+/// system-clock read (a vDSO call, tens of ns) is nothing. With a mock clock
+/// the anchor is kept, so mocked time moves wall time too.
 #[derive(Clone, Debug)]
 pub struct WallClock {
     clock: Clock,
@@ -248,22 +260,29 @@ pub struct WallClock {
     base_unix_ms: u64,
 }
 
+fn system_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl WallClock {
-    /// Anchors `clock` to the system's wall clock now.
+    /// Wall time for `clock`: the system clock, or for a mock, the system
+    /// clock now moved by the mock from here on.
     pub fn new(clock: Clock) -> Self {
-        let base_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let base = clock.precise_now();
         WallClock {
             clock,
             base,
-            base_unix_ms,
+            base_unix_ms: system_unix_ms(),
         }
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn unix_ms(&self) -> u64 {
+        if !self.clock.is_mock() {
+            return system_unix_ms();
+        }
         let elapsed = self.clock.now().saturating_duration_since(self.base);
         self.base_unix_ms
             .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
@@ -310,6 +329,30 @@ mod tests {
         assert!(read <= after, "coarse clock ahead of the precise one");
         // A coarse clock still measures precisely.
         assert!(coarse.precise_now() >= after);
+    }
+
+    #[test]
+    fn wall_time_of_a_real_clock_is_the_system_clock_now() {
+        // An anchored wall clock would stay wherever the system clock was at
+        // start; this one must track it. A real NTP step cannot be made in a
+        // test, so compare with the system clock read around it, for both
+        // real clocks, after the anchor has aged.
+        for clock in [Clock::new(), Clock::coarse()] {
+            let wall = WallClock::new(clock);
+            std::thread::sleep(Duration::from_millis(30));
+            let before = system_unix_ms();
+            let read = wall.unix_ms();
+            let after = system_unix_ms();
+            assert!(
+                before <= read && read <= after,
+                "{before} <= {read} <= {after}"
+            );
+        }
+        let (clock, mock) = Clock::mock();
+        let wall = WallClock::new(clock);
+        let start = wall.unix_ms();
+        mock.increment(Duration::from_secs(3600));
+        assert_eq!(wall.unix_ms() - start, 3_600_000);
     }
 
     #[test]

@@ -91,12 +91,15 @@ impl Loader<u64, String> for Source_ {
     async fn load_many(&self, keys: &[u64]) -> Result<HashMap<u64, String>, BoxError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.batch_loads.lock().push(keys.to_vec());
+        // Read first, answer later, as `load` does.
+        let found = {
+            let rows = self.rows.lock();
+            keys.iter()
+                .filter_map(|k| rows.get(k).map(|v| (*k, v.clone())))
+                .collect()
+        };
         self.before_answer().await?;
-        let rows = self.rows.lock();
-        Ok(keys
-            .iter()
-            .filter_map(|k| rows.get(k).map(|v| (*k, v.clone())))
-            .collect())
+        Ok(found)
     }
 }
 
@@ -491,8 +494,8 @@ async fn an_invalidation_during_a_load_refuses_its_fill() {
     );
     assert_eq!(
         cache.stats().fills_refused,
-        2,
-        "both the L2 and the L1 fill were refused"
+        1,
+        "the L2 fill was refused, so L1 was not even tried"
     );
     assert!(
         tier.get(&7).await.expect("tier").entry.is_none(),
@@ -503,6 +506,132 @@ async fn an_invalidation_during_a_load_refuses_its_fill() {
         (next.source(), value(&next)),
         (Source::Miss, Some("updated")),
         "no stale set in L1"
+    );
+}
+
+/// Two processes share L2; the other one invalidates while this one's load
+/// runs, and its notice never reaches us (lost, or not sent yet). L2 refuses
+/// our fill; the old row must not land in our L1 either, single or batch.
+#[tokio::test]
+async fn a_fill_refused_by_l2_does_not_land_in_l1() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let tier = memory_tier(&clock);
+    let (ours, theirs) = (
+        over_tier(&source, &clock, &tier),
+        over_tier(&source, &clock, &tier),
+    );
+    for batch in [false, true] {
+        let key = if batch { 8 } else { 7 };
+        let gate = source.close_gate();
+        let loads = source.loads();
+        let reader = {
+            let ours = ours.clone();
+            tokio::spawn(async move {
+                if batch {
+                    let mut answers = ours.get_many(&[key]).await;
+                    answers.pop().expect("one answer")
+                } else {
+                    ours.get(&key).await
+                }
+            })
+        };
+        until(|| source.loads() == loads + 1).await;
+        source.set(key, "updated");
+        theirs.invalidate(&key).await.expect("invalidate");
+        gate.send(true).expect("gate");
+        let old = reader.await.expect("task").expect("get");
+        assert_eq!(
+            value(&old),
+            Some(format!("v{key}").as_str()),
+            "batch={batch}"
+        );
+        let next = ours.get(&key).await.expect("get");
+        assert_eq!(
+            (next.source(), value(&next)),
+            (Source::Miss, Some("updated")),
+            "batch={batch}: the refused old row was kept in L1"
+        );
+    }
+}
+
+/// A tier whose invalidation waits for a gate, so a read can run between
+/// the cache's L1 step and its L2 step.
+struct SlowInvalidation {
+    tier: Arc<dyn Tier<u64, String>>,
+    gate: Mutex<Option<watch::Receiver<bool>>>,
+}
+
+#[async_trait]
+impl Tier<u64, String> for SlowInvalidation {
+    async fn get(&self, key: &u64) -> Result<rampart::cache::TierRead<String>, Error> {
+        self.tier.get(key).await
+    }
+    async fn fill(
+        &self,
+        key: &u64,
+        entry: rampart::cache::Stored<String>,
+        generation: u64,
+        fence: u64,
+    ) -> Result<rampart::cache::FillOutcome, Error> {
+        self.tier.fill(key, entry, generation, fence).await
+    }
+    async fn invalidate(&self, key: &u64) -> Result<(), Error> {
+        let gate = self.gate.lock().clone();
+        if let Some(mut gate) = gate {
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        self.tier.invalidate(key).await
+    }
+}
+
+/// A read between dropping the key from L1 and clearing it in L2 finds the
+/// old row in L2 and puts it back into L1; the invalidation must not end
+/// with that row cached.
+#[tokio::test]
+async fn a_read_during_an_invalidation_does_not_keep_the_old_row() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let (open, closed) = watch::channel(false);
+    let tier = Arc::new(SlowInvalidation {
+        tier: memory_tier(&clock),
+        gate: Mutex::new(Some(closed)),
+    });
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .tier(tier.clone())
+        .build()
+        .expect("cache");
+    assert_eq!(cache.get(&7).await.expect("get").source(), Source::Miss);
+    source.set(7, "updated");
+    let invalidating = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.invalidate(&7).await })
+    };
+    // L1 has been dropped once the read goes past it.
+    let mut between = None;
+    for _ in 0..5_000 {
+        let read = cache.get(&7).await.expect("get");
+        if read.source() != Source::Hit {
+            between = Some(read);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let between = between.expect("the invalidation never dropped L1");
+    assert_eq!(
+        (between.source(), value(&between)),
+        (Source::L2, Some("v7")),
+        "the read in between found the old row in L2"
+    );
+    open.send(true).expect("gate");
+    invalidating.await.expect("task").expect("invalidate");
+    let after = cache.get(&7).await.expect("get");
+    assert_eq!(
+        (after.source(), value(&after)),
+        (Source::Miss, Some("updated")),
+        "the old row survived the invalidation in L1"
     );
 }
 

@@ -371,14 +371,26 @@ where
     /// not store its result, and callers from now on do not join it.
     pub async fn invalidate(&self, key: &K) -> Result<(), Error> {
         let inner = &self.inner;
-        inner
-            .l1_generations
-            .invalidate(key, || inner.l1.remove(key));
+        // L1 is bumped before and after the tier is cleared. Before: loads
+        // already running must not fill L1, and callers from now on must not
+        // join them. After: a read in between found the old row still in L2
+        // and put it back into L1 under the new generation; the second bump
+        // drops it. (Clearing the tier first alone would leave L1 serving the
+        // old row while the tier call runs, and keep it if that call fails.)
+        let drop_from_l1 = || {
+            inner
+                .l1_generations
+                .invalidate(key, || inner.l1.remove(key));
+        };
+        drop_from_l1();
         inner.flight.forget(key);
-        if let Some(tier) = &inner.tier {
-            tier.invalidate(key).await?;
-        }
-        Ok(())
+        let cleared = match &inner.tier {
+            Some(tier) => tier.invalidate(key).await,
+            None => Ok(()),
+        };
+        drop_from_l1();
+        inner.flight.forget(key);
+        cleared
     }
 
     /// Drops `key` from this process's L1 only (another process invalidated
@@ -540,14 +552,25 @@ where
         };
         let load_time = self.clock.precise_now().saturating_duration_since(started);
         let stored = self.stored(loaded, loaded_at, load_time);
+        let mut refused = false;
         if let (Some(tier), Some(generation)) = (&self.tier, tier_generation) {
             let fence = lease_guard.as_ref().map_or(0, LeaseGuard::fence);
-            self.fill_tier(tier.as_ref(), key, stored.clone(), generation, fence)
-                .await;
+            refused = self
+                .fill_tier(tier.as_ref(), key, stored.clone(), generation, fence)
+                .await
+                == Some(FillOutcome::Refused);
         }
         // Released only after L2 holds the value, so the losers find it.
         drop(lease_guard);
-        let entry = self.fill_l1(key, stored, l1_generation);
+        // L2 refused the fill: the key was invalidated (in any process)
+        // since we read its generation, or a newer load already stored. Our
+        // value may be the old row: answer this caller with it, but keep it
+        // out of L1, where it would outlive the invalidation for a whole TTL.
+        let entry = if refused {
+            Arc::new(self.entry_from_stored(stored))
+        } else {
+            self.fill_l1(key, stored, l1_generation)
+        };
         Ok(Fetched {
             entry,
             source: Source::Miss,
@@ -620,16 +643,31 @@ where
                             )
                         })
                         .collect();
+                    // Keys whose L2 fill was refused (invalidated meanwhile):
+                    // answered, but kept out of L1, as in `fetch`.
+                    let mut refused: HashSet<&K> = HashSet::new();
                     if let Some(tier) = &self.tier {
-                        let fills: Vec<(K, Stored<V>, u64, u64)> = first_of
+                        let fills: Vec<(&K, Stored<V>, u64)> = first_of
                             .iter()
                             .filter_map(|(key, &j)| {
                                 let generation = tier_generations[j]?;
-                                Some(((*key).clone(), stored[key].clone(), generation, 0))
+                                Some((*key, stored[key].clone(), generation))
                             })
                             .collect();
                         if !fills.is_empty() {
-                            self.fill_tier_many(tier.as_ref(), fills).await;
+                            let filled_keys: Vec<&K> = fills.iter().map(|f| f.0).collect();
+                            let fills = fills
+                                .into_iter()
+                                .map(|(key, stored, generation)| {
+                                    (key.clone(), stored, generation, 0)
+                                })
+                                .collect();
+                            let outcomes = self.fill_tier_many(tier.as_ref(), fills).await;
+                            for (key, outcome) in filled_keys.into_iter().zip(outcomes) {
+                                if outcome == Some(FillOutcome::Refused) {
+                                    refused.insert(key);
+                                }
+                            }
                         }
                     }
                     let mut filled: HashMap<&K, Arc<Entry<V>>> =
@@ -639,8 +677,11 @@ where
                         let entry = match filled.get(key) {
                             Some(entry) => Arc::clone(entry),
                             None => {
-                                let entry =
-                                    self.fill_l1(key, stored[key].clone(), l1_generations[j]);
+                                let entry = if refused.contains(key) {
+                                    Arc::new(self.entry_from_stored(stored[key].clone()))
+                                } else {
+                                    self.fill_l1(key, stored[key].clone(), l1_generations[j])
+                                };
                                 filled.insert(key, Arc::clone(&entry));
                                 entry
                             }
@@ -714,6 +755,8 @@ where
         TierLookup::Missing(Some(read.generation))
     }
 
+    /// Fills L2; `None` when the tier failed (counted; the caller goes on
+    /// without L2, as on a read error).
     async fn fill_tier(
         &self,
         tier: &dyn Tier<K, V>,
@@ -721,24 +764,43 @@ where
         stored: Stored<V>,
         generation: u64,
         fence: u64,
-    ) {
+    ) -> Option<FillOutcome> {
         match tier.fill(key, stored, generation, fence).await {
-            Ok(FillOutcome::Stored) => {}
-            Ok(FillOutcome::Refused) => bump(&self.stats.fills_refused),
-            Err(_) => bump(&self.stats.tier_errors),
+            Ok(outcome) => {
+                if outcome == FillOutcome::Refused {
+                    bump(&self.stats.fills_refused);
+                }
+                Some(outcome)
+            }
+            Err(_) => {
+                bump(&self.stats.tier_errors);
+                None
+            }
         }
     }
 
-    async fn fill_tier_many(&self, tier: &dyn Tier<K, V>, fills: Vec<(K, Stored<V>, u64, u64)>) {
+    /// Many fills; one outcome per fill, in order (`None` each when the
+    /// tier failed).
+    async fn fill_tier_many(
+        &self,
+        tier: &dyn Tier<K, V>,
+        fills: Vec<(K, Stored<V>, u64, u64)>,
+    ) -> Vec<Option<FillOutcome>> {
+        let count = fills.len();
         match tier.fill_many(fills).await {
-            Ok(outcomes) => {
-                for outcome in outcomes {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .map(|outcome| {
                     if outcome == FillOutcome::Refused {
                         bump(&self.stats.fills_refused);
                     }
-                }
+                    Some(outcome)
+                })
+                .collect(),
+            Err(_) => {
+                bump(&self.stats.tier_errors);
+                vec![None; count]
             }
-            Err(_) => bump(&self.stats.tier_errors),
         }
     }
 
