@@ -465,6 +465,56 @@ async fn a_lease_wait_that_runs_out_follows_the_policy() {
     assert_eq!(loading.stats().lease_timeouts, 1);
 }
 
+/// The lease holder died mid-load (its guard is never dropped, so no
+/// release and no notice): the loser must not sit out its whole
+/// `lease_wait`. It re-tries the lease while waiting and loads as soon as
+/// the orphaned lease expires.
+#[tokio::test]
+async fn an_orphaned_lease_costs_its_expiry_not_the_whole_wait() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(10);
+    let tier = memory_tier(&clock);
+    let lease = Arc::new(LocalLease::with_clock(
+        Duration::from_millis(200),
+        clock.clone(),
+    ));
+    let rampart::cache::Acquired::Won(held) = rampart::Lease::acquire(lease.as_ref(), &3)
+        .await
+        .expect("lease")
+    else {
+        panic!("the lease was free");
+    };
+    // The holder's process is gone: its lease is never released.
+    std::mem::forget(held);
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig {
+            lease_wait: Duration::from_secs(10),
+            on_lease_timeout: LeaseTimeoutPolicy::Fail,
+            ..config()
+        })
+        .clock(clock.clone())
+        .tier(tier.clone())
+        .lease(lease.clone())
+        .build()
+        .expect("cache");
+    let started = std::time::Instant::now();
+    let answer = cache.get(&3).await.expect("loaded after the lease expired");
+    let took = started.elapsed();
+    assert_eq!(
+        (answer.source(), value(&answer)),
+        (Source::Miss, Some("v3"))
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "waited {took:?}: the orphaned lease cost the whole lease_wait"
+    );
+    assert_eq!(cache.stats().lease_timeouts, 0);
+    assert!(
+        tier.get(&3).await.expect("tier").entry.is_some(),
+        "the new holder filled L2"
+    );
+}
+
 #[tokio::test]
 async fn an_invalidation_during_a_load_refuses_its_fill() {
     let clock = Clock::new();

@@ -38,8 +38,15 @@ pub struct CacheConfig {
     pub early_refresh_beta: Option<f64>,
     /// How long a load may take before it counts as failed.
     pub load_timeout: Duration,
-    /// How long a caller that lost the lease waits for the holder.
+    /// How long a caller that lost the lease waits for the holder. Kept
+    /// well under a request timeout: past it the caller loads itself (or
+    /// fails, per `on_lease_timeout`), so a dead holder costs each request
+    /// at most this.
     pub lease_wait: Duration,
+    /// While waiting, how often a lease loser re-reads L2 and tries the
+    /// lease again, notice or not: an expired lease (its holder died) or a
+    /// lost release notice then costs at most this.
+    pub lease_retry: Duration,
     /// What it does when that wait runs out.
     pub on_lease_timeout: LeaseTimeoutPolicy,
 }
@@ -54,8 +61,9 @@ impl Default for CacheConfig {
             jitter: 0.1,
             negative_ttl: Duration::from_secs(5),
             early_refresh_beta: None,
-            load_timeout: Duration::from_secs(5),
-            lease_wait: Duration::from_secs(5),
+            load_timeout: Duration::from_secs(2),
+            lease_wait: Duration::from_secs(1),
+            lease_retry: Duration::from_millis(50),
             on_lease_timeout: LeaseTimeoutPolicy::Load,
         }
     }
@@ -89,6 +97,9 @@ impl CacheConfig {
         }
         if self.lease_wait.is_zero() {
             return Err("lease_wait must be greater than 0".into());
+        }
+        if self.lease_retry.is_zero() {
+            return Err("lease_retry must be greater than 0".into());
         }
         Ok(())
     }

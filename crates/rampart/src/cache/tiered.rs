@@ -499,44 +499,34 @@ where
                 TierLookup::Missing(generation) => tier_generation = generation,
             }
             if let Some(lease) = &self.lease {
-                match lease.acquire(key).await {
-                    Ok(Acquired::Won(guard)) => {
-                        // Double check: the previous holder may have filled
-                        // L2 between our read and our win.
-                        match self
-                            .read_tier(tier.as_ref(), key, l1_generation, &mut fallback)
-                            .await
-                        {
-                            TierLookup::Fresh(fetched) => return Ok(fetched),
-                            TierLookup::Missing(generation) => tier_generation = generation,
-                        }
+                match self
+                    .win_lease(
+                        tier.as_ref(),
+                        lease.as_ref(),
+                        key,
+                        l1_generation,
+                        &mut fallback,
+                    )
+                    .await
+                {
+                    LeaseOutcome::Won(guard, generation) => {
                         lease_guard = Some(guard);
+                        tier_generation = generation;
                     }
-                    Ok(Acquired::Lost(wait)) => {
-                        bump(&self.stats.lease_waits);
-                        let wait_for = self.config.lease_wait;
-                        let timed_out = tokio::time::timeout(wait_for, wait).await.is_err();
-                        if let TierLookup::Fresh(fetched) = self
-                            .read_tier(tier.as_ref(), key, l1_generation, &mut fallback)
-                            .await
-                        {
-                            return Ok(fetched);
-                        }
-                        if timed_out {
-                            bump(&self.stats.lease_timeouts);
-                        }
-                        if timed_out && self.config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
-                            return self.or_fallback(
-                                ErrorKind::LeaseWaitTimeout(wait_for).into(),
-                                fallback,
-                            );
+                    LeaseOutcome::Filled(fetched) => return Ok(fetched),
+                    LeaseOutcome::TimedOut => {
+                        bump(&self.stats.lease_timeouts);
+                        let waited = self.config.lease_wait;
+                        if self.config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
+                            return self
+                                .or_fallback(ErrorKind::LeaseWaitTimeout(waited).into(), fallback);
                         }
                         // The holder is responsible for L2; we fill L1 only.
                         tier_generation = None;
                     }
                     // The lease store is down: load anyway (the bulkhead
                     // still bounds it), and leave L2 to a lease holder.
-                    Err(_) => {
+                    LeaseOutcome::Unavailable => {
                         bump(&self.stats.tier_errors);
                         tier_generation = None;
                     }
@@ -575,6 +565,61 @@ where
             entry,
             source: Source::Miss,
         })
+    }
+
+    /// Takes the key's lease, or waits for its holder's value.
+    ///
+    /// A loser does not trust one notice-or-timeout wait: the holder may
+    /// have died mid-load (its lease then expires), or its release notice
+    /// may have been lost (a pub/sub reconnect). So while waiting it wakes
+    /// on the notice *or* every `lease_retry`, re-reads L2 and tries the
+    /// lease again; whoever wins then loads, so an orphaned lease costs at
+    /// most one retry interval past its expiry, not a whole `lease_wait`
+    /// per request.
+    async fn win_lease(
+        &self,
+        tier: &dyn Tier<K, V>,
+        lease: &dyn Lease<K>,
+        key: &K,
+        l1_generation: u64,
+        fallback: &mut Option<Arc<Entry<V>>>,
+    ) -> LeaseOutcome<V> {
+        let deadline = tokio::time::Instant::now() + self.config.lease_wait;
+        let mut waited = false;
+        loop {
+            match lease.acquire(key).await {
+                Ok(Acquired::Won(guard)) => {
+                    // Double check: the previous holder may have filled L2
+                    // between our read and our win.
+                    return match self.read_tier(tier, key, l1_generation, fallback).await {
+                        TierLookup::Fresh(fetched) => LeaseOutcome::Filled(fetched),
+                        TierLookup::Missing(generation) => LeaseOutcome::Won(guard, generation),
+                    };
+                }
+                Ok(Acquired::Lost(notice)) => {
+                    if !waited {
+                        waited = true;
+                        bump(&self.stats.lease_waits);
+                    }
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return LeaseOutcome::TimedOut;
+                    }
+                    let step = (deadline - now).min(self.config.lease_retry);
+                    // Woken by the notice or by the step; either way, look.
+                    let _ = tokio::time::timeout(step, notice).await;
+                    if let TierLookup::Fresh(fetched) =
+                        self.read_tier(tier, key, l1_generation, fallback).await
+                    {
+                        return LeaseOutcome::Filled(fetched);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return LeaseOutcome::TimedOut;
+                    }
+                }
+                Err(_) => return LeaseOutcome::Unavailable,
+            }
+        }
     }
 
     /// Batch miss path: L2 in one read, then the source in one call.
@@ -1011,6 +1056,18 @@ enum L1<V> {
     Fallback(Arc<Entry<V>>),
     /// Nothing usable: load.
     Miss,
+}
+
+/// How a miss's attempt at the key's lease ended.
+enum LeaseOutcome<V> {
+    /// We hold it; the key's L2 generation as read after winning.
+    Won(LeaseGuard, Option<u64>),
+    /// Another holder's value arrived in L2 (now also in L1).
+    Filled(Fetched<V>),
+    /// `lease_wait` ran out with the lease held elsewhere.
+    TimedOut,
+    /// The lease store failed.
+    Unavailable,
 }
 
 enum TierLookup<V> {
