@@ -18,7 +18,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/v1/r/{resource}/{key}",
-        summary: "Read one row through the cache. Headers: x-cache (hit, stale, l2, miss, coalesced, negative, stale-if-error) and age.",
+        summary: "Read one row through the cache. Headers: x-cache (hit, stale, l2, miss, coalesced, negative, stale-if-error, stale-if-slow) and age.",
         responses: &[
             (200, "the row as JSON"),
             (400, "the key does not have the resource's key type"),

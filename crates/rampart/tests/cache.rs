@@ -312,6 +312,110 @@ async fn an_open_breaker_rejects_fast_and_stale_data_covers_for_it() {
     assert_eq!(source.loads(), loads_when_opened);
 }
 
+/// Past grace, a kept value is served when the source is slow, not only
+/// when it fails: the caller waits `stale_if_slow`, not `load_timeout`, and
+/// the load goes on in the background and fills the cache.
+#[tokio::test]
+async fn past_grace_a_stalled_source_gets_stale_if_slow_and_the_load_lands_later() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(5);
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig {
+            stale_if_slow: Some(Duration::from_millis(50)),
+            load_timeout: Duration::from_secs(30),
+            ..config()
+        })
+        .clock(clock.clone())
+        .build()
+        .expect("cache");
+    cache.get(&2).await.expect("get");
+    mock.increment(Duration::from_secs(120));
+    source.set(2, "new");
+    let gate = source.close_gate();
+    let started = std::time::Instant::now();
+    let kept = cache.get(&2).await.expect("stale-if-slow");
+    assert_eq!(
+        (kept.source(), value(&kept)),
+        (Source::StaleIfSlow, Some("v2"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?} for a stalled source",
+        started.elapsed()
+    );
+    assert_eq!(cache.stats().stale_if_slow, 1);
+    // The load was not cancelled by the answer: it lands when the source does.
+    gate.send(true).expect("gate");
+    until(|| cache.get_cached(&2).is_some()).await;
+    let fresh = cache.get(&2).await.expect("get");
+    assert_eq!((fresh.source(), value(&fresh)), (Source::Hit, Some("new")));
+    assert_eq!(source.loads(), 2);
+}
+
+/// A stalled source finishes no call, so no outcome reaches the breaker
+/// until each load runs into `load_timeout`. The bulkhead's rejections of
+/// the callers queued behind the stalled loads count against the source,
+/// so the breaker opens within about one bulkhead wait.
+#[tokio::test]
+async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(100);
+    let _gate = source.close_gate();
+    let breaker = CircuitBreaker::new(
+        "users-db",
+        BreakerConfig {
+            minimum_calls: 5,
+            ..BreakerConfig::default()
+        },
+    );
+    let bulkhead = rampart::limit::Bulkhead::new(
+        "users-db",
+        rampart::limit::BulkheadConfig {
+            max_concurrent: 2,
+            max_queued: 100,
+            max_wait: Duration::from_millis(100),
+        },
+    );
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig {
+            stale_if_slow: None,
+            load_timeout: Duration::from_secs(60),
+            ..config()
+        })
+        .clock(clock.clone())
+        .breaker(Some(breaker.clone()))
+        .bulkhead(Some(bulkhead))
+        .build()
+        .expect("cache");
+    let callers: Vec<_> = (0..20u64)
+        .map(|k| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&k).await })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for _ in 0..5_000 {
+        if breaker.state() == rampart::breaker::State::Open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        breaker.state(),
+        rampart::breaker::State::Open,
+        "the breaker stayed closed while the source stalled"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        source.loads(),
+        2,
+        "only the bulkhead's two slots reached the source"
+    );
+    for caller in callers {
+        caller.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
     let clock = Clock::new();

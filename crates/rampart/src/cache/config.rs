@@ -38,6 +38,14 @@ pub struct CacheConfig {
     pub early_refresh_beta: Option<f64>,
     /// How long a load may take before it counts as failed.
     pub load_timeout: Duration,
+    /// How long a caller that has an expired value still in its
+    /// stale-if-error window waits for the load before it is answered with
+    /// that value (`x-cache: stale-if-slow`); the load goes on in the
+    /// background. `None` waits for the load (up to `load_timeout`). Why a
+    /// bound by default: when the source stalls, the breaker needs failed
+    /// calls to open, which takes up to `load_timeout` each; callers that
+    /// have something to serve should not pay that wait.
+    pub stale_if_slow: Option<Duration>,
     /// How long a caller that lost the lease waits for the holder. Kept
     /// well under a request timeout: past it the caller loads itself (or
     /// fails, per `on_lease_timeout`), so a dead holder costs each request
@@ -62,6 +70,7 @@ impl Default for CacheConfig {
             negative_ttl: Duration::from_secs(5),
             early_refresh_beta: None,
             load_timeout: Duration::from_secs(2),
+            stale_if_slow: Some(Duration::from_millis(250)),
             lease_wait: Duration::from_secs(1),
             lease_retry: Duration::from_millis(50),
             on_lease_timeout: LeaseTimeoutPolicy::Load,
@@ -94,6 +103,9 @@ impl CacheConfig {
         }
         if self.load_timeout.is_zero() {
             return Err("load_timeout must be greater than 0".into());
+        }
+        if self.stale_if_slow.is_some_and(|d| d.is_zero()) {
+            return Err("stale_if_slow must be greater than 0 (or off)".into());
         }
         if self.lease_wait.is_zero() {
             return Err("lease_wait must be greater than 0".into());

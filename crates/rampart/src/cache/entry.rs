@@ -24,11 +24,15 @@ pub enum Source {
     /// The source failed or a guard refused, and an expired value still in
     /// its stale-if-error window was answered.
     StaleIfError,
+    /// The load had not answered within `stale_if_slow`, and an expired
+    /// value still in its stale-if-error window was answered; the load goes
+    /// on in the background and fills the cache when it lands.
+    StaleIfSlow,
 }
 
 impl Source {
     /// Every source, for metrics that pre-register one series each.
-    pub const ALL: [Source; 7] = [
+    pub const ALL: [Source; 8] = [
         Source::Hit,
         Source::Stale,
         Source::L2,
@@ -36,6 +40,7 @@ impl Source {
         Source::Coalesced,
         Source::Negative,
         Source::StaleIfError,
+        Source::StaleIfSlow,
     ];
 
     /// The `x-cache` spelling.
@@ -48,6 +53,7 @@ impl Source {
             Source::Coalesced => "coalesced",
             Source::Negative => "negative",
             Source::StaleIfError => "stale-if-error",
+            Source::StaleIfSlow => "stale-if-slow",
         }
     }
 }

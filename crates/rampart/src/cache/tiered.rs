@@ -81,6 +81,7 @@ struct Counters {
     refreshes: AtomicU64,
     lease_waits: AtomicU64,
     lease_timeouts: AtomicU64,
+    stale_if_slow: AtomicU64,
 }
 
 /// A snapshot of a cache's slow-path counters.
@@ -100,6 +101,9 @@ pub struct CacheStats {
     pub lease_waits: u64,
     /// Of those, waits that ran out.
     pub lease_timeouts: u64,
+    /// Answers from a kept value because the load was slower than
+    /// `stale_if_slow`.
+    pub stale_if_slow: u64,
     /// Keys being loaded right now.
     pub in_flight: u64,
     /// Entries in L1.
@@ -315,11 +319,52 @@ where
     }
 
     async fn miss(&self, key: &K, fallback: Option<Arc<Entry<V>>>) -> Result<Lookup<V>, Error> {
+        if let (Some(kept), Some(patience)) = (&fallback, self.inner.config.stale_if_slow) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                // The load runs as its own task so that answering from the
+                // kept value does not cancel it: it fills the cache when it
+                // lands (or fails and is counted).
+                let (inner, key) = (Arc::clone(&self.inner), key.clone());
+                let kept_for_load = fallback.clone();
+                let mut load = runtime.spawn(async move {
+                    inner
+                        .flight
+                        .run(key.clone(), || inner.fetch(&key, kept_for_load))
+                        .await
+                });
+                return match tokio::time::timeout(patience, &mut load).await {
+                    Ok(Ok((result, role))) => self.inner.settle(result, role, fallback),
+                    // The runtime is shutting down: the kept value is all
+                    // there is.
+                    Ok(Err(_)) => Ok(lookup(Arc::clone(kept), Source::StaleIfError)),
+                    Err(_) => {
+                        bump(&self.inner.stats.stale_if_slow);
+                        Ok(lookup(Arc::clone(kept), Source::StaleIfSlow))
+                    }
+                };
+            }
+        }
         let inner = &self.inner;
         let (result, role) = inner
             .flight
             .run(key.clone(), || inner.fetch(key, fallback.clone()))
             .await;
+        inner.settle(result, role, fallback)
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A flight's outcome as this caller's answer.
+    fn settle(
+        &self,
+        result: Result<Fetched<V>, Error>,
+        role: Role,
+        fallback: Option<Arc<Entry<V>>>,
+    ) -> Result<Lookup<V>, Error> {
         match result {
             Ok(fetched) => {
                 let source = match (role, fetched.source) {
@@ -330,12 +375,18 @@ where
                 Ok(lookup(fetched.entry, source))
             }
             // A follower's own fallback, when the leader had none.
-            Err(err) => inner
+            Err(err) => self
                 .or_fallback(err, fallback)
                 .map(|kept| lookup(kept.entry, kept.source)),
         }
     }
+}
 
+impl<K, V> TieredCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     /// Looks many keys up at once; answers are in the order of `keys`.
     ///
     /// Misses go to L2 in one read and to the source in one `load_many`
@@ -424,6 +475,7 @@ where
             refreshes: read(&c.refreshes),
             lease_waits: read(&c.lease_waits),
             lease_timeouts: read(&c.lease_timeouts),
+            stale_if_slow: read(&c.stale_if_slow),
             in_flight: self.inner.flight.in_flight() as u64,
             l1_entries: self.inner.l1.len() as u64,
         }
@@ -916,8 +968,23 @@ where
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
+        // A bulkhead that cannot admit the call within its queue wait means
+        // the source is not finishing calls: that counts against it, as
+        // Hystrix counts its pool and semaphore rejections. Without this, a
+        // stalled source opens the breaker only after `minimum_calls` loads
+        // have each run into `load_timeout` (measured: ~10 s at 200 req/s);
+        // with it, the queued callers' rejections open it within about one
+        // bulkhead wait.
         let _slot = match &self.bulkhead {
-            Some(bulkhead) => Some(bulkhead.acquire().await?),
+            Some(bulkhead) => match bulkhead.acquire().await {
+                Ok(slot) => Some(slot),
+                Err(rejected) => {
+                    if let Some(permit) = permit {
+                        permit.failure();
+                    }
+                    return Err(rejected);
+                }
+            },
             None => None,
         };
         let timeout = self.config.load_timeout;
