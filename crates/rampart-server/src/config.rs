@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rampart::breaker::{BreakerConfig, SlidingWindow};
+use rampart::breaker::BreakerConfig;
 use rampart::cache::CacheConfig;
 use rampart::limit::BulkheadConfig;
 use rampart::warm::WarmConfig;
@@ -70,7 +70,7 @@ pub struct RedisConfig {
     pub leases: bool,
     /// The breaker that skips Redis while it is down.
     #[serde(default = "defaults::redis_breaker")]
-    pub breaker: BreakerSettings,
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RedisConfig {
@@ -228,18 +228,6 @@ pub struct ResourceConfig {
     pub warm: Option<String>,
     /// Optional SQL counting the keys `warm` returns (for progress).
     pub warm_count: Option<String>,
-    #[serde(default = "defaults::ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    #[serde(default = "defaults::grace", with = "humantime_serde")]
-    pub grace: Duration,
-    #[serde(default = "defaults::stale_if_error", with = "humantime_serde")]
-    pub stale_if_error: Duration,
-    #[serde(default = "defaults::jitter")]
-    pub jitter: f64,
-    #[serde(default = "defaults::negative_ttl", with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    #[serde(default = "defaults::l1_capacity")]
-    pub l1_capacity: usize,
     /// Entries in the in-process shared tier (L2) under L1; 0 = none.
     /// L1 stays small and hot, L2 keeps the long tail without a reload.
     #[serde(default = "defaults::l2_capacity")]
@@ -248,116 +236,16 @@ pub struct ResourceConfig {
     /// splitting): reads pick one, invalidation clears all. 1 = no split.
     #[serde(default = "defaults::replicas")]
     pub replicas: u32,
-    /// XFetch's beta; absent = no probabilistic early refresh.
-    pub early_refresh_beta: Option<f64>,
-    #[serde(default = "defaults::load_timeout", with = "humantime_serde")]
-    pub load_timeout: Duration,
+    /// The read path's settings (`[resource.cache]`): the library's own
+    /// type, so its defaults and checks are the only ones.
     #[serde(default)]
-    pub breaker: BreakerSettings,
+    pub cache: CacheConfig,
+    /// The breaker on the source (`[resource.breaker]`).
     #[serde(default)]
-    pub bulkhead: BulkheadSettings,
-}
-
-impl ResourceConfig {
-    /// The library's cache settings.
-    pub fn cache_config(&self) -> CacheConfig {
-        CacheConfig {
-            l1_capacity: self.l1_capacity,
-            ttl: self.ttl,
-            grace: self.grace,
-            stale_if_error: self.stale_if_error,
-            jitter: self.jitter,
-            negative_ttl: self.negative_ttl,
-            early_refresh_beta: self.early_refresh_beta,
-            load_timeout: self.load_timeout,
-            ..CacheConfig::default()
-        }
-    }
-}
-
-/// A resource's circuit breaker on its source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerSettings {
-    /// Window length in seconds (time-based window).
-    #[serde(default = "defaults::breaker_window_secs")]
-    pub window_secs: u32,
-    #[serde(default = "defaults::breaker_minimum_calls")]
-    pub minimum_calls: u32,
-    #[serde(default = "defaults::breaker_failure_rate")]
-    pub failure_rate: f64,
-    #[serde(default = "defaults::breaker_slow_call", with = "humantime_serde")]
-    pub slow_call: Duration,
-    #[serde(default = "defaults::breaker_slow_rate")]
-    pub slow_call_rate: f64,
-    #[serde(default = "defaults::breaker_open_wait", with = "humantime_serde")]
-    pub open_wait: Duration,
-    #[serde(default = "defaults::breaker_probes")]
-    pub half_open_probes: u32,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            window_secs: defaults::breaker_window_secs(),
-            minimum_calls: defaults::breaker_minimum_calls(),
-            failure_rate: defaults::breaker_failure_rate(),
-            slow_call: defaults::breaker_slow_call(),
-            slow_call_rate: defaults::breaker_slow_rate(),
-            open_wait: defaults::breaker_open_wait(),
-            half_open_probes: defaults::breaker_probes(),
-        }
-    }
-}
-
-impl BreakerSettings {
-    /// The library's breaker settings.
-    pub fn breaker_config(&self) -> BreakerConfig {
-        BreakerConfig {
-            window: SlidingWindow::Time {
-                seconds: self.window_secs,
-            },
-            minimum_calls: self.minimum_calls,
-            failure_rate_threshold: self.failure_rate,
-            slow_call_duration: self.slow_call,
-            slow_call_rate_threshold: self.slow_call_rate,
-            open_wait: self.open_wait,
-            half_open_probes: self.half_open_probes,
-        }
-    }
-}
-
-/// A resource's bulkhead on source loads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkheadSettings {
-    #[serde(default = "defaults::bulkhead_concurrent")]
-    pub max_concurrent: usize,
-    #[serde(default = "defaults::bulkhead_queued")]
-    pub max_queued: usize,
-    #[serde(default = "defaults::bulkhead_wait", with = "humantime_serde")]
-    pub max_wait: Duration,
-}
-
-impl Default for BulkheadSettings {
-    fn default() -> Self {
-        BulkheadSettings {
-            max_concurrent: defaults::bulkhead_concurrent(),
-            max_queued: defaults::bulkhead_queued(),
-            max_wait: defaults::bulkhead_wait(),
-        }
-    }
-}
-
-impl BulkheadSettings {
-    /// The library's bulkhead settings.
-    pub fn bulkhead_config(&self) -> BulkheadConfig {
-        BulkheadConfig {
-            max_concurrent: self.max_concurrent,
-            max_queued: self.max_queued,
-            max_wait: self.max_wait,
-        }
-    }
+    pub breaker: BreakerConfig,
+    /// The bulkhead on source loads (`[resource.bulkhead]`).
+    #[serde(default)]
+    pub bulkhead: BulkheadConfig,
 }
 
 /// Defaults fitted to a small machine (2 cores), all overridable.
@@ -420,62 +308,11 @@ mod defaults {
     pub fn key_column() -> String {
         "id".into()
     }
-    pub fn ttl() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn grace() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn stale_if_error() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn jitter() -> f64 {
-        0.1
-    }
-    pub fn negative_ttl() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn l1_capacity() -> usize {
-        100_000
-    }
     pub fn replicas() -> u32 {
         1
     }
     pub fn l2_capacity() -> usize {
         500_000
-    }
-    pub fn load_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn breaker_window_secs() -> u32 {
-        10
-    }
-    pub fn breaker_minimum_calls() -> u32 {
-        20
-    }
-    pub fn breaker_failure_rate() -> f64 {
-        0.5
-    }
-    pub fn breaker_slow_call() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn breaker_slow_rate() -> f64 {
-        1.0
-    }
-    pub fn breaker_open_wait() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn breaker_probes() -> u32 {
-        3
-    }
-    pub fn bulkhead_concurrent() -> usize {
-        8
-    }
-    pub fn bulkhead_queued() -> usize {
-        256
-    }
-    pub fn bulkhead_wait() -> Duration {
-        Duration::from_secs(1)
     }
     pub fn redis_namespace() -> String {
         "default".into()
@@ -488,13 +325,13 @@ mod defaults {
     }
     /// Redis is judged faster than a database: a short window, few calls,
     /// a short open wait, so recovery is noticed within a second or two.
-    pub fn redis_breaker() -> super::BreakerSettings {
-        super::BreakerSettings {
-            window_secs: 5,
+    pub fn redis_breaker() -> rampart::breaker::BreakerConfig {
+        rampart::breaker::BreakerConfig {
+            window: rampart::breaker::SlidingWindow::Time { seconds: 5 },
             minimum_calls: 10,
-            failure_rate: 0.5,
-            slow_call: Duration::from_millis(200),
-            slow_call_rate: 1.0,
+            failure_rate_threshold: 0.5,
+            slow_call_duration: Duration::from_millis(200),
+            slow_call_rate_threshold: 1.0,
             open_wait: Duration::from_secs(1),
             half_open_probes: 2,
         }
@@ -595,7 +432,6 @@ impl Config {
         }
         self.redis
             .breaker
-            .breaker_config()
             .validate()
             .map_err(|e| format!("redis.breaker.{e}"))?;
         if self.resources.is_empty() {
@@ -637,15 +473,33 @@ impl Config {
                     resource.replicas
                 )));
             }
-            resource.cache_config().validate().map_err(field)?;
+            resource
+                .cache
+                .validate()
+                .map_err(|e| field(format!("cache.{e}")))?;
+            // A request must outlive what its miss may wait for: the lease
+            // holder (lease_wait), then its own load (load_timeout).
+            // Otherwise a dead lease holder turns into request timeouts
+            // instead of a load.
+            let (cache, request_timeout) = (&resource.cache, self.server.request_timeout);
+            if cache.load_timeout > request_timeout {
+                return Err(field(format!(
+                    "cache.load_timeout ({:?}) must not exceed server.request_timeout ({request_timeout:?})",
+                    cache.load_timeout
+                )));
+            }
+            if cache.lease_wait + cache.load_timeout >= request_timeout {
+                return Err(field(format!(
+                    "cache.lease_wait + cache.load_timeout ({:?} + {:?}) must be less than server.request_timeout ({request_timeout:?})",
+                    cache.lease_wait, cache.load_timeout
+                )));
+            }
             resource
                 .breaker
-                .breaker_config()
                 .validate()
                 .map_err(|e| field(format!("breaker.{e}")))?;
             resource
                 .bulkhead
-                .bulkhead_config()
                 .validate()
                 .map_err(|e| field(format!("bulkhead.{e}")))?;
         }

@@ -37,7 +37,7 @@ impl SharedRedis {
             return Ok(None);
         };
         let conn = RedisConn::connect(&config.redis.urls).await?;
-        let breaker = CircuitBreaker::new("redis", config.redis.breaker.breaker_config());
+        let breaker = CircuitBreaker::new("redis", config.redis.breaker.clone());
         Ok(Some(SharedRedis {
             redis: Redis::new(conn, breaker, config.redis.timeout),
             notices: Notices::start(first)?,
@@ -137,11 +137,9 @@ impl AppState {
         });
         let mut resources = HashMap::new();
         for resource in &config.resources {
-            let breaker =
-                CircuitBreaker::new(resource.name.as_str(), resource.breaker.breaker_config());
+            let breaker = CircuitBreaker::new(resource.name.as_str(), resource.breaker.clone());
             count_transitions(&breaker, &metrics);
-            let bulkhead =
-                Bulkhead::new(resource.name.as_str(), resource.bulkhead.bulkhead_config());
+            let bulkhead = Bulkhead::new(resource.name.as_str(), resource.bulkhead.clone());
             let loader = SqlLoader::new(
                 resource,
                 pool.clone(),
@@ -149,7 +147,7 @@ impl AppState {
                 Arc::clone(&pool_wait),
             );
             let mut builder = TieredCache::builder(resource.name.as_str(), loader)
-                .config(resource.cache_config())
+                .config(resource.cache.clone())
                 .breaker(Some(breaker))
                 .bulkhead(Some(bulkhead));
             if let Some(shared) = &redis {
@@ -171,7 +169,9 @@ impl AppState {
                 // for Redis, with the same contracts.
                 builder = builder
                     .tier(Arc::new(MemoryTier::new(resource.l2_capacity)))
-                    .lease(Arc::new(LocalLease::<Key>::new(resource.load_timeout * 2)));
+                    .lease(Arc::new(LocalLease::<Key>::new(
+                        resource.cache.load_timeout * 2,
+                    )));
             }
             let cache = builder.build()?;
             resources.insert(

@@ -64,8 +64,25 @@ fn bad_files_are_refused_naming_file_and_field() {
         ),
         (example_with("WHERE id = $1", "WHERE id = 5"), "$1"),
         (
-            example_with("failure_rate = 0.5", "failure_rate = 1.5"),
+            example_with("failure_rate_threshold = 0.5", "failure_rate_threshold = 1.5"),
             "breaker.failure_rate_threshold",
+        ),
+        (
+            example_with("window = \"10s\"", "window = \"1.5s\""),
+            "whole seconds",
+        ),
+        // A dead lease holder must cost a load, not the request's timeout.
+        (
+            example_with("lease_wait = \"1s\"", "lease_wait = \"4s\""),
+            "cache.lease_wait + cache.load_timeout (4s + 2s) must be less than server.request_timeout",
+        ),
+        (
+            example_with("load_timeout = \"2s\"", "load_timeout = \"6s\""),
+            "cache.load_timeout (6s) must not exceed server.request_timeout",
+        ),
+        (
+            example_with("on_lease_timeout = \"load\"", "on_lease_timeout = \"retry\""),
+            "on_lease_timeout",
         ),
         (
             example_with("ready_fraction = 0.9", "ready_fraction = 0"),

@@ -37,7 +37,7 @@ async fn a_row_is_a_miss_then_a_hit_with_the_source_row_as_json() {
 #[tokio::test]
 async fn a_row_evicted_from_l1_comes_back_from_l2_without_a_load() {
     // An L1 of one entry: key 2 pushes key 1 out; L2 keeps both.
-    let t = start(|c| c.resources[0].l1_capacity = 1).await;
+    let t = start(|c| c.resources[0].cache.l1_capacity = 1).await;
     assert_eq!(x_cache(&t.get("/v1/r/users/1").await), "miss");
     assert_eq!(x_cache(&t.get("/v1/r/users/2").await), "miss");
     let back = t.get("/v1/r/users/1").await;
@@ -176,8 +176,8 @@ async fn five_hundred_concurrent_requests_on_a_cold_key_load_once() {
 #[tokio::test]
 async fn stale_within_grace_then_refreshed() {
     let t = start(|c| {
-        c.resources[0].ttl = Duration::from_millis(300);
-        c.resources[0].grace = Duration::from_secs(30);
+        c.resources[0].cache.ttl = Duration::from_millis(300);
+        c.resources[0].cache.grace = Duration::from_secs(30);
     })
     .await;
     assert_eq!(x_cache(&t.get("/v1/r/users/7").await), "miss");
@@ -211,8 +211,8 @@ async fn break_source(t: &common::TestServer) {
 async fn a_dead_source_serves_stale_if_error_or_503_with_retry_after() {
     let t = start(|c| {
         let users = &mut c.resources[0];
-        users.ttl = Duration::from_millis(200);
-        users.grace = Duration::ZERO;
+        users.cache.ttl = Duration::from_millis(200);
+        users.cache.grace = Duration::ZERO;
         users.breaker.minimum_calls = 1_000; // this test is about the source error path
     })
     .await;
@@ -314,7 +314,15 @@ async fn past_the_concurrency_limit_requests_are_shed_not_queued() {
 
 #[tokio::test]
 async fn a_request_past_the_timeout_gets_503() {
-    let t = start(|c| c.server.request_timeout = Duration::from_millis(200)).await;
+    let t = start(|c| {
+        c.server.request_timeout = Duration::from_millis(200);
+        // What a miss may wait for must fit inside the request (validated).
+        for r in &mut c.resources {
+            r.cache.load_timeout = Duration::from_millis(100);
+            r.cache.lease_wait = Duration::from_millis(50);
+        }
+    })
+    .await;
     let response = t.get("/v1/test/slow?ms=2000").await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.expect("json");

@@ -148,6 +148,9 @@ pub const MAX_WINDOW_CALLS: u32 = 1_000_000;
 pub const MAX_WINDOW_SECONDS: u32 = 3_600;
 
 /// How the closed state remembers recent outcomes.
+///
+/// With the `serde` feature it is written as a string: `"10s"` (a time
+/// window of whole seconds) or `"100 calls"` (a count window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SlidingWindow {
     /// The last `calls` outcomes.
@@ -164,8 +167,66 @@ pub enum SlidingWindow {
     },
 }
 
+impl std::str::FromStr for SlidingWindow {
+    type Err = String;
+
+    /// `"10s"` → `Time { seconds: 10 }`, `"100 calls"` → `Count { calls: 100 }`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(count) = text
+            .strip_suffix("calls")
+            .or_else(|| text.strip_suffix("call"))
+        {
+            let calls = count.trim().parse::<u32>().map_err(|_| {
+                format!("window {text:?}: expected a number of calls, as \"100 calls\"")
+            })?;
+            return Ok(SlidingWindow::Count { calls });
+        }
+        let length = humantime_parse(text).map_err(|e| {
+            format!(
+                "window {text:?}: expected a duration (\"10s\") or a count (\"100 calls\"): {e}"
+            )
+        })?;
+        if length.subsec_nanos() != 0 {
+            return Err(format!("window {text:?}: a time window is whole seconds"));
+        }
+        let seconds =
+            u32::try_from(length.as_secs()).map_err(|_| format!("window {text:?} is too long"))?;
+        Ok(SlidingWindow::Time { seconds })
+    }
+}
+
+/// Durations as the rest of the settings write them ("10s", "1m").
+fn humantime_parse(text: &str) -> Result<Duration, String> {
+    #[cfg(feature = "serde")]
+    {
+        humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
+    }
+    #[cfg(not(feature = "serde"))]
+    {
+        // Without the feature only plain seconds are understood.
+        text.strip_suffix('s')
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .ok_or_else(|| "expected whole seconds, as \"10s\"".to_owned())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for SlidingWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A breaker's tuning. See the [module docs](self) for the defaults and why.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// The closed-state window. Default `Time { seconds: 10 }`.
     pub window: SlidingWindow,
@@ -176,11 +237,13 @@ pub struct BreakerConfig {
     pub failure_rate_threshold: f64,
     /// A recorded call that took at least this long is also counted slow.
     /// Default 2 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub slow_call_duration: Duration,
     /// Open when the window's slow-call rate is at least this, in `(0, 1]`.
     /// Default 1.0.
     pub slow_call_rate_threshold: f64,
     /// How long to stay open before letting probes through. Default 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub open_wait: Duration,
     /// Concurrent trial calls allowed in half-open, and how many must finish
     /// before it decides. Default 3.

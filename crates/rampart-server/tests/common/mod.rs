@@ -55,7 +55,7 @@ pub fn config(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
     config.demo_rows = ROWS;
     config.warmup.enabled = false;
     for resource in &mut config.resources {
-        resource.jitter = 0.0;
+        resource.cache.jitter = 0.0;
         resource.warm = resource.warm.as_ref().map(|_| match resource.key_type {
             rampart_server::config::KeyType::Integer => "SELECT id FROM users ORDER BY id".into(),
             rampart_server::config::KeyType::String => {

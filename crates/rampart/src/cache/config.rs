@@ -5,6 +5,11 @@ use std::time::Duration;
 /// What a caller that lost the lease does when the holder does not publish
 /// in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum LeaseTimeoutPolicy {
     /// Load from the source anyway (through the breaker and bulkhead), and
     /// fill only L1: the holder is still responsible for L2. nginx's
@@ -14,29 +19,40 @@ pub enum LeaseTimeoutPolicy {
     Fail,
 }
 
-/// Per-cache settings.
+/// Per-cache settings. With the `serde` feature, a table whose missing
+/// fields take these defaults and whose unknown fields are refused.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct CacheConfig {
     /// L1 capacity in entries.
     pub l1_capacity: usize,
     /// How long an entry is fresh.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ttl: Duration,
     /// After `ttl`, how long a value is still served while one background
     /// refresh runs (stale-while-revalidate; Varnish's grace is 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub grace: Duration,
     /// After `ttl`, how long a value may still be served when the source
     /// fails or a guard refuses (stale-if-error). At least `grace`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub stale_if_error: Duration,
     /// Spread of TTLs, as a fraction: each entry's TTL is drawn uniformly
     /// from `ttl × (1 ± jitter)`, so keys loaded together do not expire
     /// together (cache avalanche).
     pub jitter: f64,
     /// How long "this key does not exist" is remembered.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub negative_ttl: Duration,
     /// XFetch's beta; `None` turns probabilistic early refresh off. 1.0 is
     /// the paper's recommendation; higher refreshes earlier.
     pub early_refresh_beta: Option<f64>,
     /// How long a load may take before it counts as failed.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub load_timeout: Duration,
     /// How long a caller that has an expired value still in its
     /// stale-if-error window waits for the load before it is answered with
@@ -45,15 +61,18 @@ pub struct CacheConfig {
     /// bound by default: when the source stalls, the breaker needs failed
     /// calls to open, which takes up to `load_timeout` each; callers that
     /// have something to serve should not pay that wait.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub stale_if_slow: Option<Duration>,
     /// How long a caller that lost the lease waits for the holder. Kept
     /// well under a request timeout: past it the caller loads itself (or
     /// fails, per `on_lease_timeout`), so a dead holder costs each request
     /// at most this.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub lease_wait: Duration,
     /// While waiting, how often a lease loser re-reads L2 and tries the
     /// lease again, notice or not: an expired lease (its holder died) or a
     /// lost release notice then costs at most this.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub lease_retry: Duration,
     /// What it does when that wait runs out.
     pub on_lease_timeout: LeaseTimeoutPolicy,

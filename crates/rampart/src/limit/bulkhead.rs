@@ -21,6 +21,11 @@ use crate::{Error, ErrorKind};
 /// How many calls a [`Bulkhead`] lets run, how many may wait, and for how
 /// long.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BulkheadConfig {
     /// Calls allowed to run at once. Default 16: enough to keep a typical
     /// connection pool busy, small enough that one slow dependency cannot
@@ -31,9 +36,11 @@ pub struct BulkheadConfig {
     /// slot): absorbs a burst, but not a sustained overload.
     pub max_queued: usize,
     /// Longest a caller waits in the queue before [`ErrorKind::BulkheadTimeout`].
-    /// Default 1 s: a queued caller that has waited longer has usually been
-    /// given up on by its own caller already. `Duration::ZERO` means "never
-    /// wait".
+    /// Default 500 ms: a queued caller that has waited longer has usually
+    /// been given up on by its own caller already, and a cache counts the
+    /// timeout against its source's breaker, so this bounds how long a
+    /// stalled source goes unnoticed. `Duration::ZERO` means "never wait".
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_wait: Duration,
 }
 
@@ -42,7 +49,7 @@ impl Default for BulkheadConfig {
         BulkheadConfig {
             max_concurrent: 16,
             max_queued: 64,
-            max_wait: Duration::from_secs(1),
+            max_wait: Duration::from_millis(500),
         }
     }
 }
