@@ -2,6 +2,8 @@
 //! SQLite file (or a private PostgreSQL schema), and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
