@@ -45,4 +45,4 @@ cargo test --workspace --locked
 # (loom explores thousands of interleavings).
 echo "== loom models"
 RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
-  cargo test --locked --release -p rampart --test loom_flight
+  cargo test --locked --release -p rampart --test loom_flight --test loom_breaker

@@ -127,14 +127,14 @@ mod window;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-// parking_lot directly rather than `crate::sync`: the breaker's lock-free
-// paths use std atomics, which loom could not model alongside loom's mutex
-// anyway; the breaker is covered by the seeded stress test instead.
-use parking_lot::Mutex;
+// From `crate::sync`, so that under `--cfg rampart_loom` the state word, the
+// open deadline and the lock are all loom's, and `tests/loom_breaker.rs`
+// explores their interleavings.
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::Mutex;
 
 use crate::clock::{Clock, Instant};
 use crate::{Error, ErrorKind};

@@ -30,3 +30,12 @@ impl<T> Mutex<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Atomics: loom's under `--cfg rampart_loom`, so models see every
+/// interleaving of the lock-free paths too (the breaker's state word).
+pub(crate) mod atomic {
+    #[cfg(rampart_loom)]
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[cfg(not(rampart_loom))]
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+}
