@@ -189,9 +189,9 @@ fn generated(path: &Path) -> Result<(String, bool), String> {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 if text.ends_with('\n') || text.trim().len() >= 2 * TOKEN_BYTES {
-                    return read_token(path)
-                        .map(|token| (token, false))
-                        .map_err(|e| format!("{}: {e}; delete it to generate a new one", path.display()));
+                    return read_token(path).map(|token| (token, false)).map_err(|e| {
+                        format!("{}: {e}; delete it to generate a new one", path.display())
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -245,7 +245,10 @@ mod tests {
     fn bearer_credentials_are_parsed_strictly() {
         assert_eq!(bearer(&HeaderMap::new()), None);
         assert_eq!(bearer(&with_authorization("Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&with_authorization("bearer  abc ")), Some(&b"abc"[..]));
+        assert_eq!(
+            bearer(&with_authorization("bearer  abc ")),
+            Some(&b"abc"[..])
+        );
         assert_eq!(bearer(&with_authorization("Basic abc")), None);
         assert_eq!(bearer(&with_authorization("Bearerabc")), None);
         assert_eq!(bearer(&with_authorization("Bearer ")), None);

@@ -277,10 +277,7 @@ pub async fn serve(
                 // `done` moves into the body; if this future is dropped
                 // first (the connection closed), it is dropped with it.
                 let response = answer.await?;
-                Ok::<_, Infallible>(response.map(|inner| TrackedBody {
-                    inner,
-                    _done: done,
-                }))
+                Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _done: done }))
             }
         })
     };
@@ -297,8 +294,7 @@ pub async fn serve(
         phase = activity.expired(&limits) => {
             metrics.connection_timeouts.with_label_values(&[phase.label()]).inc();
             tracing::debug!(phase = phase.label(), "closing a connection past its deadline");
-            // Dropping the connection closes the socket.
-            return;
+            // Returning drops the connection, which closes the socket.
         }
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();

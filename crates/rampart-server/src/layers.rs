@@ -123,9 +123,7 @@ pub fn hyper_max_buf_size(server: &ServerConfig) -> usize {
 /// 414 past the URI limit, 431 past the header limit, as JSON.
 async fn check_head(State(limits): State<HeadLimits>, request: Request, next: Next) -> Response {
     let uri = request.uri();
-    let uri_len = uri
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len())
+    let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.scheme_str().map_or(0, str::len);
     if uri_len > limits.max_uri_bytes {

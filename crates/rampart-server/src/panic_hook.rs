@@ -46,7 +46,10 @@ pub enum Admission {
     Suppressed,
     /// Log it; `backtrace` for the first of a window; `suppressed_before`
     /// panics were counted but not logged since the last report.
-    Log { backtrace: bool, suppressed_before: u64 },
+    Log {
+        backtrace: bool,
+        suppressed_before: u64,
+    },
 }
 
 /// The counting and rate limiting, in atomics only.

@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::Config;
 use crate::error::Error;
 use crate::state::AppState;
-use crate::auth::{AdminToken, TokenOrigin};
 use crate::{accept, api, connection, demo, layers, panic_hook, source, warmup};
 
 /// Slack past the request timeout for a busy connection to write its
@@ -134,7 +134,9 @@ pub async fn run_until_signal(config: Config) -> Result<(), Error> {
         println!("  GET  {base}/v1/r/{name}/{{key}}        e.g. {base}/v1/r/{name}/{example}");
     }
     println!("  GET  {base}/readyz  {base}/metrics  {base}/openapi.json");
-    println!("  POST {base}/v1/r/{{resource}}/{{key}}/invalidate  (Authorization: Bearer <admin token>)");
+    println!(
+        "  POST {base}/v1/r/{{resource}}/{{key}}/invalidate  (Authorization: Bearer <admin token>)"
+    );
     let origin = server.admin_token_origin();
     match origin {
         TokenOrigin::Generated(_) | TokenOrigin::Reused(_) if !embedded => println!(

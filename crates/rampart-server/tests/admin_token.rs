@@ -47,7 +47,14 @@ async fn invalidate_is_401_without_the_token_403_with_another_and_204_with_it() 
     assert_eq!(basic.status(), 401, "only Bearer is accepted");
 
     let mut wrong_token = t.admin_token();
-    wrong_token.replace_range(0..1, if wrong_token.starts_with('0') { "1" } else { "0" });
+    wrong_token.replace_range(
+        0..1,
+        if wrong_token.starts_with('0') {
+            "1"
+        } else {
+            "0"
+        },
+    );
     for wrong in [wrong_token.as_str(), "x", &format!("{}x", t.admin_token())] {
         let response = t
             .client
@@ -80,7 +87,11 @@ async fn the_generated_token_is_owner_only_and_reused_on_the_next_start() {
         first.admin_token_origin(),
         &TokenOrigin::Generated(path.clone())
     );
-    let mode = std::fs::metadata(&path).expect("token file").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&path)
+        .expect("token file")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     let token = std::fs::read_to_string(&path).expect("read");
     let token = token.trim().to_owned();
@@ -91,7 +102,10 @@ async fn the_generated_token_is_owner_only_and_reused_on_the_next_start() {
     let second = Server::start(config(dir.path(), |_| {}))
         .await
         .expect("second start");
-    assert_eq!(second.admin_token_origin(), &TokenOrigin::Reused(path.clone()));
+    assert_eq!(
+        second.admin_token_origin(),
+        &TokenOrigin::Reused(path.clone())
+    );
     assert_eq!(
         std::fs::read_to_string(&path).expect("read").trim(),
         token,
@@ -117,7 +131,10 @@ async fn a_configured_file_or_the_environment_take_precedence() {
     }))
     .await
     .expect("start");
-    assert_eq!(from_file.admin_token_origin(), &TokenOrigin::File(file.clone()));
+    assert_eq!(
+        from_file.admin_token_origin(),
+        &TokenOrigin::File(file.clone())
+    );
     let client = reqwest::Client::new();
     let invalidate = |server: &Server, token: &str| {
         client
@@ -168,10 +185,7 @@ async fn a_configured_file_or_the_environment_take_precedence() {
     .await
     .err()
     .expect("a missing token file stops the start");
-    assert!(
-        err.to_string().contains("server.admin_token_file"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("server.admin_token_file"), "{err}");
 }
 
 /// The real binary: the start-up lines say where the token is; with every

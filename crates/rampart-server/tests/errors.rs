@@ -86,7 +86,10 @@ async fn past_the_documented_limits_uri_and_headers_are_json_414_and_431() {
     let long = format!("/v1/r/products/{}", "a".repeat(2_000));
     let body = json_error(t.get(&long).await, 414, "uri_too_long").await;
     assert!(
-        body["detail"].as_str().unwrap_or("").contains("at most 1024"),
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 1024"),
         "{body}"
     );
     // Just within the limit: routed as usual (a bad key, past 256 bytes).
@@ -102,7 +105,10 @@ async fn past_the_documented_limits_uri_and_headers_are_json_414_and_431() {
         .expect("request");
     let body = json_error(big, 431, "headers_too_large").await;
     assert!(
-        body["detail"].as_str().unwrap_or("").contains("at most 4096"),
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 4096"),
         "{body}"
     );
     // Many small headers add up the same way.
@@ -110,7 +116,12 @@ async fn past_the_documented_limits_uri_and_headers_are_json_414_and_431() {
     for i in 0..60 {
         many = many.header(format!("x-h{i}"), "v".repeat(70));
     }
-    json_error(many.send().await.expect("request"), 431, "headers_too_large").await;
+    json_error(
+        many.send().await.expect("request"),
+        431,
+        "headers_too_large",
+    )
+    .await;
     assert_eq!(t.get("/v1/r/users/1").await.status(), 200, "and it goes on");
 }
 

@@ -8,7 +8,10 @@ use rampart_server::config::{Secret, DEFAULT_CONFIG};
 use rampart_server::Config;
 
 fn example_with(replace: &str, with: &str) -> String {
-    assert!(DEFAULT_CONFIG.contains(replace), "the example has {replace:?}");
+    assert!(
+        DEFAULT_CONFIG.contains(replace),
+        "the example has {replace:?}"
+    );
     DEFAULT_CONFIG.replacen(replace, with, 1)
 }
 
@@ -36,7 +39,10 @@ fn the_example_documents_the_defaults() {
 fn bad_values_are_refused_naming_the_field() {
     let cases = [
         (
-            example_with("header_read_timeout = \"10s\"", "header_read_timeout = \"0s\""),
+            example_with(
+                "header_read_timeout = \"10s\"",
+                "header_read_timeout = \"0s\"",
+            ),
             "server.header_read_timeout",
         ),
         (
