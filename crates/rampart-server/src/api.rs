@@ -1,8 +1,11 @@
 //! HTTP handlers: thin. They parse, ask the cache, and shape the answer;
 //! errors become responses in `error.rs`, defences live in `layers.rs`.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,17 +14,24 @@ use rampart::cache::Lookup;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::auth::{self, AdminToken};
+use crate::error::{echo, Error};
+use crate::extract::{Path, Query};
 use crate::openapi;
 use crate::source::Key;
 use crate::state::{AppState, Resource};
 
-/// The routes, without the defence layers (see `layers::wrap`).
-pub fn routes(state: AppState) -> Router {
+/// The routes, without the defence layers (see `layers::wrap`). Write
+/// routes require `admin_token` (see `auth.rs`).
+pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
+    let admin = middleware::from_fn_with_state(admin_token, auth::require_admin);
     let router = Router::new()
         .route("/v1/r/{resource}/{key}", get(get_one))
         .route("/v1/r/{resource}", get(get_batch))
-        .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
+        .route(
+            "/v1/r/{resource}/{key}/invalidate",
+            post(invalidate).route_layer(admin),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -30,13 +40,34 @@ pub fn routes(state: AppState) -> Router {
     let router = router
         .route("/v1/test/panic", get(test_panic))
         .route("/v1/test/slow", get(test_slow));
-    router.with_state(state)
+    router
+        // After every route: it applies to the routes present.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+/// Any path no route matches.
+async fn unknown_route(method: Method, uri: Uri) -> Error {
+    Error::UnknownRoute {
+        method: method.to_string(),
+        path: echo(uri.path()),
+    }
+}
+
+/// A route's path with a method it does not have (axum adds `Allow`).
+async fn method_not_allowed(method: Method, uri: Uri) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        path: echo(uri.path()),
+    }
 }
 
 fn parse_key(resource: &Resource, raw: &str) -> Result<Key, Error> {
     Key::parse(resource.config.key_type, raw).map_err(|detail| Error::BadKey {
         resource: resource.config.name.clone(),
-        detail,
+        // The parser quotes the key whole; echo a bounded part of it.
+        detail: detail.replace(&format!("{raw:?}"), &format!("{:?}", echo(raw))),
     })
 }
 
@@ -79,7 +110,7 @@ async fn get_one(
             .into_response(),
         None => Error::NotFound {
             resource: name,
-            key: raw_key,
+            key: echo(&raw_key),
         }
         .into_response(),
     };

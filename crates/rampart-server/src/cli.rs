@@ -8,10 +8,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::error::Error;
 use crate::state::AppState;
 use crate::{demo, drill, server, source, warmup};
+
+/// The environment variable holding the admin token (see `auth.rs`).
+pub const ADMIN_TOKEN_ENV: &str = "RAMPART_ADMIN_TOKEN";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,6 +106,17 @@ impl ConfigArgs {
         }
         if !self.redis_url.is_empty() {
             config.redis.urls = self.redis_url.clone();
+        }
+        // The admin token has no flag: a command line is visible to every
+        // user of the machine (ps), an environment variable is not.
+        if let Some(token) = std::env::var_os(ADMIN_TOKEN_ENV) {
+            let token = token.into_string().map_err(|_| Error::Config {
+                file: origin.clone(),
+                message: format!("{ADMIN_TOKEN_ENV} is not valid UTF-8"),
+            })?;
+            if !token.is_empty() {
+                config.server.admin_token = Some(Secret::new(token));
+            }
         }
         config.validate().map_err(|message| Error::Config {
             file: origin,

@@ -128,7 +128,63 @@ pub struct ServerConfig {
     /// How long graceful shutdown waits for in-flight requests.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A request's head (request line and headers) must arrive whole within
+    /// this, counted from the connection's accept or from the first byte of
+    /// a later request on a kept-alive connection.
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection without a request for this long is closed.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it a new connection is accepted and
+    /// closed at once (`rampart_connections_refused_total`).
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// The longest request URI answered; longer ones get 414.
+    #[serde(default = "defaults::max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// The largest header section answered (names, values, separators);
+    /// larger ones get 431.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// A file holding the admin token that write endpoints require. Absent
+    /// (and no `RAMPART_ADMIN_TOKEN`): one is generated into
+    /// `<data_dir>/admin-token` on first start and reused.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token given directly, from `RAMPART_ADMIN_TOKEN` only (a
+    /// secret does not belong in a config file or on a command line).
+    #[serde(skip)]
+    pub admin_token: Option<Secret>,
 }
+
+/// A secret that `Debug` does not print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Shortest admin token accepted from the environment.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// The most hyper can take in a request URI (it answers 414 itself past it).
+pub const MAX_URI_BYTES_LIMIT: usize = 65_534;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -137,6 +193,13 @@ impl Default for ServerConfig {
             max_concurrent_requests: defaults::max_concurrent_requests(),
             max_batch_keys: defaults::max_batch_keys(),
             shutdown_grace: defaults::shutdown_grace(),
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connections: defaults::max_connections(),
+            max_uri_bytes: defaults::max_uri_bytes(),
+            max_header_bytes: defaults::max_header_bytes(),
+            admin_token_file: None,
+            admin_token: None,
         }
     }
 }
@@ -281,6 +344,21 @@ mod defaults {
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_uri_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
     pub fn yes() -> bool {
         true
     }
@@ -339,6 +417,47 @@ mod defaults {
 }
 
 impl Config {
+    /// The `[server]` connection and admin-token settings.
+    fn validate_connections(&self) -> Result<(), String> {
+        let server = &self.server;
+        if server.header_read_timeout.is_zero() {
+            return Err("server.header_read_timeout must be greater than 0".into());
+        }
+        if server.idle_timeout.is_zero() {
+            return Err("server.idle_timeout must be greater than 0".into());
+        }
+        if server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if !(256..=MAX_URI_BYTES_LIMIT).contains(&server.max_uri_bytes) {
+            return Err(format!(
+                "server.max_uri_bytes must be 256 to {MAX_URI_BYTES_LIMIT}, got {}",
+                server.max_uri_bytes
+            ));
+        }
+        if !(1_024..=1_048_576).contains(&server.max_header_bytes) {
+            return Err(format!(
+                "server.max_header_bytes must be 1024 to 1048576, got {}",
+                server.max_header_bytes
+            ));
+        }
+        if let Some(secret) = &server.admin_token {
+            if secret.expose().trim().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                return Err(format!(
+                    "RAMPART_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                ));
+            }
+        }
+        if server
+            .admin_token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err("server.admin_token_file must be a path (or absent)".into());
+        }
+        Ok(())
+    }
+
     /// The embedded default configuration.
     pub fn embedded() -> Result<Self, Error> {
         Self::parse(DEFAULT_CONFIG, Path::new("<embedded rampart.example.toml>"))
@@ -408,6 +527,7 @@ impl Config {
         if self.server.request_timeout.is_zero() {
             return Err("server.request_timeout must be greater than 0".into());
         }
+        self.validate_connections()?;
         let warmup = &self.warmup;
         if !(warmup.ready_fraction > 0.0 && warmup.ready_fraction <= 1.0) {
             return Err(format!(

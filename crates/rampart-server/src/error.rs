@@ -25,7 +25,7 @@ pub enum Error {
     },
 
     /// No resource by that name.
-    #[error("no resource named {0:?}")]
+    #[error("no resource named {:?}", echo(.0))]
     UnknownResource(String),
 
     /// A key does not have the resource's key type.
@@ -55,7 +55,63 @@ pub enum Error {
     /// The handler panicked; the panic was contained to this request.
     #[error("internal error (a panic was contained)")]
     Panic,
+
+    /// No route matches the path (any method).
+    #[error("no route for {method} {path}")]
+    UnknownRoute { method: String, path: String },
+
+    /// The path exists but not for this method; axum adds the `Allow`
+    /// header listing the methods that do exist.
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+
+    /// The request URI is longer than `server.max_uri_bytes`.
+    #[error("the request URI has {len} bytes; at most {max}")]
+    UriTooLong { len: usize, max: usize },
+
+    /// The header section is larger than `server.max_header_bytes`.
+    #[error("the request headers have {len} bytes; at most {max}")]
+    HeadersTooLarge { len: usize, max: usize },
+
+    /// A path segment could not be decoded (bad percent-encoding, not UTF-8).
+    #[error("bad path: {0}")]
+    BadPath(String),
+
+    /// The query string could not be decoded into the route's parameters.
+    #[error("bad query string: {0}")]
+    BadQuery(String),
+
+    /// A write endpoint was called without `Authorization: Bearer <token>`.
+    #[error("this endpoint needs an admin token: Authorization: Bearer <token>")]
+    Unauthorized,
+
+    /// A write endpoint was called with a token that is not the admin token.
+    #[error("the admin token does not match")]
+    Forbidden,
 }
+
+/// How much of a caller's input an error echoes back, in characters.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// Caller input as an error detail echoes it: at most [`ECHO_MAX_CHARS`]
+/// characters, then "…". A 65 KB key echoed whole would turn every bad
+/// request into a 65 KB answer (and log line) the caller chose the size of.
+pub fn echo(input: &str) -> String {
+    truncate(input, ECHO_MAX_CHARS)
+}
+
+/// `text` cut to at most `max_chars` characters, "…" marking a cut.
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// The longest `detail` any error answers with, in characters: the last
+/// bound on details built from messages this crate does not write (axum's
+/// rejections, the library's errors), which may quote input.
+const DETAIL_MAX_CHARS: usize = 512;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -85,6 +141,20 @@ impl Error {
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(1)),
             Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", Some(1)),
             Error::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "panic", None),
+            Error::UnknownRoute { .. } => (StatusCode::NOT_FOUND, "unknown_route", None),
+            Error::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            Error::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long", None),
+            Error::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                None,
+            ),
+            Error::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path", None),
+            Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query", None),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -122,16 +192,23 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.classify();
         // `Guard` displays transparently, so every detail is `to_string`.
+        let detail = truncate(&self.to_string(), DETAIL_MAX_CHARS);
         let body = Body {
             error: code.replace('_', " "),
             code,
-            detail: self.to_string(),
+            detail,
         };
         let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
         if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Error::Unauthorized) {
+            // RFC 6750: a 401 names the scheme the caller should use.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rampart\""),
+            );
         }
         response
     }

@@ -1,7 +1,12 @@
 //! The defences every request passes through, as tower layers, outermost
-//! first: request id → trace → HTTP metrics → load shedding (bounded
-//! concurrency, never an unbounded queue) → request timeout → panic
-//! isolation → the handler.
+//! first: request id → trace → HTTP metrics → head limits (URI, headers)
+//! → load shedding (bounded concurrency, never an unbounded queue) →
+//! request timeout → panic isolation → the handler.
+//!
+//! hyper's own limits (its read buffer, 100 headers, 64 KiB of URI) stay
+//! the outer bound, answered by hyper with an empty body; the documented
+//! limits checked here are lower, so a client within hyper's bounds always
+//! gets the JSON error.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +25,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
+use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -31,10 +37,7 @@ use crate::state::AppState;
 pub fn wrap(routes: Router, state: &AppState) -> Router {
     let server = &state.config.server;
     let metrics = Arc::clone(&state.metrics);
-    let on_panic = {
-        let metrics = Arc::clone(&metrics);
-        move |panic: Box<dyn Any + Send + 'static>| panic_response(&metrics, &*panic)
-    };
+    let on_panic = |_: Box<dyn Any + Send + 'static>| panic_response();
     let on_overload = {
         let metrics = Arc::clone(&metrics);
         move |err: BoxError| {
@@ -53,14 +56,24 @@ pub fn wrap(routes: Router, state: &AppState) -> Router {
             server.max_concurrent_requests,
         ))
         .timeout(server.request_timeout);
+    let head_limits = HeadLimits {
+        max_uri_bytes: server.max_uri_bytes,
+        max_header_bytes: server.max_header_bytes,
+    };
     routes
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(shed_and_timeout)
+        .layer(middleware::from_fn_with_state(head_limits, check_head))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        // 5xx answers are counted in metrics and explained in their bodies;
-        // logging each one at error level would flood logs during an
-        // outage (or while /readyz says "warming").
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .layer(
+            TraceLayer::new_for_http()
+                // Never headers: they carry the admin token.
+                .make_span_with(DefaultMakeSpan::new().include_headers(false))
+                // 5xx answers are counted in metrics and explained in their
+                // bodies; logging each one at error level would flood logs
+                // during an outage (or while /readyz says "warming").
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
 }
@@ -79,15 +92,61 @@ impl MakeRequestId for NextRequestId {
     }
 }
 
-fn panic_response(metrics: &Metrics, panic: &(dyn Any + Send)) -> Response {
-    metrics.panics.inc();
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into());
-    tracing::error!(%message, "handler panicked; contained to this request");
-    Error::Panic.into_response()
+/// Marks a response as a contained panic, for `observe` to count by route.
+#[derive(Clone, Copy)]
+struct PanicContained;
+
+/// The answer to a contained panic. Neither logged nor counted here: the
+/// panic hook logs (rate-limited), and `observe`, which knows the route,
+/// counts.
+fn panic_response() -> Response {
+    let mut response = Error::Panic.into_response();
+    response.extensions_mut().insert(PanicContained);
+    response
+}
+
+/// The documented limits on a request head, checked before routing's
+/// handlers run (`server.max_uri_bytes`, `server.max_header_bytes`).
+#[derive(Clone, Copy)]
+struct HeadLimits {
+    max_uri_bytes: usize,
+    max_header_bytes: usize,
+}
+
+/// hyper's read buffer: room for a head at both documented limits plus
+/// the request line and slack, so every head within them reaches
+/// `check_head`; much larger ones get hyper's own 431.
+pub fn hyper_max_buf_size(server: &ServerConfig) -> usize {
+    (server.max_uri_bytes + server.max_header_bytes + 16 * 1024).max(8 * 1024)
+}
+
+/// 414 past the URI limit, 431 past the header limit, as JSON.
+async fn check_head(State(limits): State<HeadLimits>, request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, str::len);
+    if uri_len > limits.max_uri_bytes {
+        return Error::UriTooLong {
+            len: uri_len,
+            max: limits.max_uri_bytes,
+        }
+        .into_response();
+    }
+    // As on the wire: "name: value\r\n".
+    let header_len: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_len > limits.max_header_bytes {
+        return Error::HeadersTooLarge {
+            len: header_len,
+            max: limits.max_header_bytes,
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 fn overload_response(metrics: &Metrics, err: &BoxError) -> Response {
@@ -118,6 +177,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .observe(elapsed.as_secs_f64());
     if route.starts_with("/v1/") {
         state.pressure.foreground.record(elapsed);
+    }
+    if response.extensions().get::<PanicContained>().is_some() {
+        state
+            .metrics
+            .panics
+            .with_label_values(&[route.as_str()])
+            .inc();
     }
     response
 }

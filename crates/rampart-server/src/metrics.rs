@@ -35,10 +35,22 @@ pub struct Metrics {
     /// 3 forced open, 4 disabled.
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
-    /// Requests refused by load shedding, panics contained, requests timed out.
+    /// Requests refused by load shedding, requests timed out.
     pub shed: IntCounter,
-    pub panics: IntCounter,
     pub timeouts: IntCounter,
+    /// Handler panics contained, by route template.
+    pub panics: IntCounterVec,
+    /// Connections open now.
+    pub connections_open: IntGauge,
+    /// Connections closed at once because `server.max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// Connections closed by the server for taking too long, by phase:
+    /// `header` (a request head not complete in time), `idle` (no request
+    /// on a kept-alive connection), `stuck` (a request's exchange not done).
+    pub connection_timeouts: IntCounterVec,
+    /// Failed accepts (out of file descriptors, memory …), each followed by
+    /// a pause.
+    pub accept_errors: IntCounter,
     /// Warm-up progress per resource.
     pub warm_keys: IntGaugeVec,
     pub warm_concurrency: IntGaugeVec,
@@ -139,7 +151,29 @@ impl Default for Metrics {
                 "rampart_shed_total",
                 "Requests refused by load shedding.",
             ),
-            panics: counter(&r, "rampart_panics_total", "Handler panics contained."),
+            panics: counter_vec(
+                &r,
+                "rampart_panics_total",
+                "Handler panics contained, by route template.",
+                &["route"],
+            ),
+            connections_open: gauge(&r, "rampart_connections_open", "Connections open now."),
+            connections_refused: counter(
+                &r,
+                "rampart_connections_refused_total",
+                "Connections closed at once: server.max_connections were open.",
+            ),
+            connection_timeouts: counter_vec(
+                &r,
+                "rampart_connection_timeouts_total",
+                "Connections closed by the server, by phase (header, idle, stuck).",
+                &["phase"],
+            ),
+            accept_errors: counter(
+                &r,
+                "rampart_accept_errors_total",
+                "Failed accepts (file descriptors, memory), each followed by a pause.",
+            ),
             timeouts: counter(
                 &r,
                 "rampart_timeouts_total",
@@ -164,9 +198,51 @@ impl Default for Metrics {
                 "HTTP requests by route template and status.",
                 &["route", "status"],
             ),
-            registry: r,
+            registry: {
+                register_process_panics(&r);
+                r
+            },
         }
     }
+}
+
+/// `rampart_process_panics_total`: every panic in the process (handlers,
+/// background tasks, any thread), as counted by the panic hook. Read from
+/// the hook's one atomic at scrape time, so panicking costs no metric work.
+#[derive(Clone)]
+struct ProcessPanics {
+    desc: prometheus::core::Desc,
+}
+
+impl Collector for ProcessPanics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        match IntCounter::new(PROCESS_PANICS.0, PROCESS_PANICS.1) {
+            Ok(counter) => {
+                counter.inc_by(crate::panic_hook::total());
+                counter.collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+const PROCESS_PANICS: (&str, &str) = (
+    "rampart_process_panics_total",
+    "Every panic in the process (any thread), counted by rampart's panic hook.",
+);
+
+fn register_process_panics(registry: &Registry) {
+    let desc = prometheus::core::Desc::new(
+        PROCESS_PANICS.0.to_owned(),
+        PROCESS_PANICS.1.to_owned(),
+        Vec::new(),
+        std::collections::HashMap::new(),
+    );
+    register(registry, desc.map(|desc| ProcessPanics { desc }));
 }
 
 impl Metrics {

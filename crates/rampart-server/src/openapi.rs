@@ -41,10 +41,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/r/{resource}/{key}/invalidate",
-        summary: "Drop a key from every tier; a load begun before this will not store its result.",
+        summary: "Drop a key from every tier; a load begun before this will not store its result. Needs Authorization: Bearer <admin token>.",
         responses: &[
             (204, "invalidated"),
             (400, "bad key"),
+            (401, "no admin token (WWW-Authenticate: Bearer)"),
+            (403, "wrong admin token"),
             (404, "no such resource"),
         ],
     },
@@ -121,7 +123,7 @@ pub fn document(resources: &[&str]) -> Value {
         "info": {
             "title": "rampart",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "A guarded read-through cache over SQL. Errors are { error, code, detail }."
+            "description": "A guarded read-through cache over SQL. Every error is JSON { error, code, detail }, including 404 unknown_route, 405 method_not_allowed (with Allow), 414 uri_too_long and 431 headers_too_large."
         },
         "paths": paths,
     })

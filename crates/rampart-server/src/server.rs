@@ -2,21 +2,28 @@
 //! warm-up in the background, serve until told to stop, drain.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::Config;
 use crate::error::Error;
 use crate::state::AppState;
-use crate::{api, demo, layers, source, warmup};
+use crate::{accept, api, connection, demo, layers, panic_hook, source, warmup};
+
+/// Slack past the request timeout for a busy connection to write its
+/// answer before the watchdog calls it stuck.
+const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running service.
 pub struct Server {
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
     pub state: AppState,
+    admin_token: Arc<AdminToken>,
     stop: CancellationToken,
     serving: JoinHandle<Result<(), std::io::Error>>,
     warming: JoinHandle<()>,
@@ -28,6 +35,8 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, Error> {
         let warmup_enabled = config.warmup.enabled;
         let listen = config.listen;
+        // Before anything is opened: a bad token file stops the start.
+        let admin_token = Arc::new(AdminToken::resolve(&config)?);
         let state = AppState::open(config).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -39,7 +48,17 @@ impl Server {
             addr: listen.to_string(),
             source,
         })?;
-        let app = layers::wrap(api::routes(state.clone()), &state);
+        let app = layers::wrap(api::routes(state.clone(), Arc::clone(&admin_token)), &state);
+        let server = &state.config.server;
+        let settings = accept::Settings {
+            max_connections: server.max_connections,
+            connection: connection::Limits {
+                header_read_timeout: server.header_read_timeout,
+                idle_timeout: server.idle_timeout,
+                busy_timeout: server.request_timeout + WRITE_SLACK,
+                max_buf_size: layers::hyper_max_buf_size(server),
+            },
+        };
         let stop = CancellationToken::new();
 
         let warming = {
@@ -53,20 +72,22 @@ impl Server {
             })
         };
         let serving = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
+            let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
+            tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
         };
         Ok(Server {
             addr,
             state,
+            admin_token,
             stop,
             serving,
             warming,
         })
+    }
+
+    /// Where the admin token for write endpoints came from.
+    pub fn admin_token_origin(&self) -> &TokenOrigin {
+        self.admin_token.origin()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the
@@ -98,7 +119,9 @@ impl Server {
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run_until_signal(config: Config) -> Result<(), Error> {
+    panic_hook::install();
     let database = source::redact(&config.database_url());
+    let embedded = config.is_embedded_database();
     let server = Server::start(config).await?;
     let base = format!("http://{}", server.addr);
     println!("rampart serving on {base}  (source: {database})");
@@ -111,6 +134,17 @@ pub async fn run_until_signal(config: Config) -> Result<(), Error> {
         println!("  GET  {base}/v1/r/{name}/{{key}}        e.g. {base}/v1/r/{name}/{example}");
     }
     println!("  GET  {base}/readyz  {base}/metrics  {base}/openapi.json");
+    println!(
+        "  POST {base}/v1/r/{{resource}}/{{key}}/invalidate  (Authorization: Bearer <admin token>)"
+    );
+    let origin = server.admin_token_origin();
+    match origin {
+        TokenOrigin::Generated(_) | TokenOrigin::Reused(_) if !embedded => println!(
+            "admin token: {origin} (none configured for this shared database: \
+             set server.admin_token_file or RAMPART_ADMIN_TOKEN to use one token on every instance)"
+        ),
+        _ => println!("admin token: {origin}"),
+    }
     shutdown_signal().await;
     println!("rampart: shutting down, draining in-flight requests …");
     server.shutdown().await

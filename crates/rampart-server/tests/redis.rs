@@ -48,12 +48,7 @@ async fn a_second_instance_reads_the_shared_tier_and_hears_invalidations() {
     );
     assert_eq!(x_cache(&b.get("/v1/r/users/5").await), "hit");
 
-    let invalidated = a
-        .client
-        .post(a.url("/v1/r/users/5/invalidate"))
-        .send()
-        .await
-        .expect("request");
+    let invalidated = a.admin_post("/v1/r/users/5/invalidate").await;
     assert_eq!(invalidated.status(), 204);
     // B's L1 copy is dropped by the bus within milliseconds.
     let mut dropped = false;

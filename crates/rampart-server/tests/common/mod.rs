@@ -34,6 +34,30 @@ impl TestServer {
             .expect("request")
     }
 
+    /// The admin token the server generated into its data directory.
+    pub fn admin_token(&self) -> String {
+        let path = self
+            .server
+            .state
+            .config
+            .data_dir
+            .join(rampart_server::auth::TOKEN_FILE);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// A POST to a write endpoint, with the admin token.
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// A counter or gauge from `/metrics`, by its full series text.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics");
