@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rampart::cache::{Acquired, Lease, LeaseGuard, LeaseWait};
-use rampart::Error;
+use rampart::{Error, ErrorKind};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
@@ -159,7 +159,7 @@ where
         }));
         let sent = Instant::now();
         // On an error (or if this future is dropped here) `armed` fires.
-        let fence: u64 = {
+        let answer: Result<u64, Error> = {
             let (keys, token) = (keys.clone(), token.clone());
             self.redis
                 .call(|mut conn| async move {
@@ -173,7 +173,17 @@ where
                         .invoke_async(&mut conn)
                         .await
                 })
-                .await?
+                .await
+        };
+        let fence = match answer {
+            Ok(fence) => fence,
+            // Refused by the open breaker: nothing was sent, nothing to
+            // release (and no background task per miss while Redis is down).
+            Err(err) if matches!(err.kind(), ErrorKind::BreakerOpen { .. }) => {
+                drop(armed.disarm());
+                return Err(err);
+            }
+            Err(err) => return Err(err),
         };
         // Answered: from here on we know whether there is a lease to release.
         let release = armed.disarm();
