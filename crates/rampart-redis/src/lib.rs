@@ -11,14 +11,18 @@
 //! | [`scripts`] | the Lua scripts: fenced fill, invalidation, lease acquire / renew / release |
 //! | [`tier`] | [`RedisTier`]: the L2 [`Tier`](rampart::Tier) |
 //! | [`lease`] | [`RedisLease`]: the fenced cross-process [`Lease`](rampart::Lease) with a watchdog |
-//! | [`notices`] | one pub/sub subscriber per process: lease releases wake local waiters |
+//! | [`notices`] | one pub/sub subscriber per process: lease releases wake local waiters, invalidations reach L1, gaps are reported |
+//! | [`bounds`] | how long a key's bookkeeping (generation, fence counter) lives |
+//! | [`deploy`] | [`RedisDeployment`]: connect, subscribe, attach tier + lease to caches, wire notices to L1 |
 //!
 //! Every Redis call is bounded by a timeout and goes through a circuit
 //! breaker: while Redis is down or slow the caller is told at once (an
 //! `ErrorKind::Tier`) and the cache goes on without L2.
 
+pub mod bounds;
 pub mod codec;
 pub mod conn;
+pub mod deploy;
 pub mod keys;
 pub mod lease;
 pub mod notices;
@@ -26,6 +30,7 @@ pub mod scripts;
 pub mod tier;
 
 pub use conn::RedisConn;
+pub use deploy::RedisDeployment;
 pub use lease::RedisLease;
 pub use notices::Notices;
 pub use tier::RedisTier;

@@ -14,9 +14,13 @@ use rampart::breaker::{BreakerConfig, CircuitBreaker};
 use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::conn::Redis;
+use rampart_redis::deploy::{RedisDeployment, TierOptions};
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
 use support::PrivateCluster;
+
+/// Long enough never to matter in these tests.
+const LIFE: Duration = Duration::from_secs(600);
 
 fn stored(value: &str) -> Stored<Bytes> {
     let now = SystemTime::now()
@@ -57,7 +61,7 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(2),
     );
-    let tier = RedisTier::<u64>::new(redis.clone(), "c");
+    let tier = RedisTier::<u64>::new(redis.clone(), "c", LIFE);
 
     // Keys on different slots: fill, read, fence and generation checks.
     let mut slots = std::collections::HashSet::new();
@@ -98,11 +102,17 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
     assert_eq!(slots.len(), 3, "keys spread over all three masters");
 
     // Leases and release notices across "processes" on the cluster.
-    let notices = Notices::start(&cluster.node_url(1)).expect("notices");
+    let notices = Notices::start(&cluster.urls(), Duration::from_secs(2)).expect("notices");
     while !notices.is_subscribed() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let lease = RedisLease::<u64>::new(redis.clone(), "c", Duration::from_secs(5), notices.clone());
+    let lease = RedisLease::<u64>::new(
+        redis.clone(),
+        "c",
+        Duration::from_secs(5),
+        LIFE,
+        notices.clone(),
+    );
     let Acquired::Won(held) = lease.acquire(&7).await.expect("acquire") else {
         panic!("free");
     };
@@ -116,24 +126,39 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
 
     // Three caches, one cold key: one load.
     let rows = Rows::default();
-    let caches: Vec<_> = (0..3)
-        .map(|_| {
-            TieredCache::builder("c", rows.clone())
-                .config(CacheConfig {
-                    jitter: 0.0,
-                    ..CacheConfig::default()
-                })
-                .tier(Arc::new(RedisTier::new(redis.clone(), "c")))
-                .lease(Arc::new(RedisLease::new(
-                    redis.clone(),
-                    "c",
-                    Duration::from_secs(5),
-                    notices.clone(),
-                )))
-                .build()
-                .expect("cache")
-        })
-        .collect();
+    let config = CacheConfig {
+        jitter: 0.0,
+        ..CacheConfig::default()
+    };
+    let mut caches = Vec::new();
+    for _ in 0..3 {
+        // Each "process" sets up its Redis half as the server does.
+        let process = RedisDeployment::connect(
+            &cluster.urls(),
+            Duration::from_secs(2),
+            CircuitBreaker::new("redis", BreakerConfig::default()),
+            "test",
+        )
+        .await
+        .expect("cluster");
+        // Losers are woken by release notices: subscribed before the race.
+        while !process.notices().is_subscribed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let cache = process
+            .attach(
+                TieredCache::builder("c", rows.clone()).config(config.clone()),
+                "c",
+                &config,
+                TierOptions {
+                    replicas: 1,
+                    lease_ttl: Some(Duration::from_secs(5)),
+                },
+            )
+            .build()
+            .expect("cache");
+        caches.push(cache);
+    }
     let tasks: Vec<_> = caches
         .iter()
         .flat_map(|c| (0..20).map(move |_| c.clone()))
@@ -174,7 +199,7 @@ async fn a_hot_key_is_split_over_replicas_and_invalidated_in_all() {
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(2),
     );
-    let tier = RedisTier::<u64>::with_replicas(redis.clone(), "hot", 6);
+    let tier = RedisTier::<u64>::new(redis.clone(), "hot", LIFE).replicas(6);
     let generation = tier.get(&1).await.expect("get").generation;
     assert_eq!(
         tier.fill(&1, stored("hot row"), generation, 1)

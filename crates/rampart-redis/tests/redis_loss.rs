@@ -14,8 +14,7 @@ use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow, State};
 use rampart::cache::{CacheConfig, Source, TieredCache};
 use rampart::{BoxError, Loader};
-use rampart_redis::conn::Redis;
-use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
+use rampart_redis::deploy::{RedisDeployment, TierOptions};
 use support::PrivateRedis;
 
 #[derive(Clone, Default)]
@@ -34,7 +33,6 @@ impl Loader<u64, Bytes> for Rows {
 #[tokio::test]
 async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
     let mut server = PrivateRedis::start();
-    let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
     let breaker = CircuitBreaker::new(
         "redis",
         BreakerConfig {
@@ -45,21 +43,31 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
             ..BreakerConfig::default()
         },
     );
-    let redis = Redis::new(conn, breaker.clone(), Duration::from_millis(200));
+    let redis = RedisDeployment::connect(
+        &[server.url()],
+        Duration::from_millis(200),
+        breaker.clone(),
+        "test",
+    )
+    .await
+    .expect("connect");
     let rows = Rows::default();
+    let config = CacheConfig {
+        jitter: 0.0,
+        ..CacheConfig::default()
+    };
+    let options = TierOptions {
+        replicas: 1,
+        lease_ttl: Some(Duration::from_secs(5)),
+    };
     let build = || {
-        TieredCache::builder("loss", rows.clone())
-            .config(CacheConfig {
-                jitter: 0.0,
-                ..CacheConfig::default()
-            })
-            .tier(Arc::new(RedisTier::new(redis.clone(), "loss")))
-            .lease(Arc::new(RedisLease::new(
-                redis.clone(),
+        redis
+            .attach(
+                TieredCache::builder("loss", rows.clone()).config(config.clone()),
                 "loss",
-                Duration::from_secs(5),
-                Notices::default(),
-            )))
+                &config,
+                options,
+            )
             .build()
             .expect("cache")
     };
@@ -117,53 +125,4 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
         writer.invalidate_local(&500);
     }
     assert_eq!(breaker.state(), State::Closed);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_subscription_reports_a_gap_and_resubscribes() {
-    let mut server = PrivateRedis::start();
-    let notices = Notices::start(&server.url()).expect("notices");
-    let gaps = Arc::new(AtomicUsize::new(0));
-    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    {
-        let gaps = gaps.clone();
-        notices.on_gap(move || {
-            gaps.fetch_add(1, Ordering::SeqCst);
-        });
-        let heard = heard.clone();
-        notices.on_invalidate(move |resource, key| heard.lock().push(format!("{resource}/{key}")));
-    }
-    let wait_until = |what: &str, cond: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    let subscribed = || notices.is_subscribed();
-    tokio::task::block_in_place(|| wait_until("first subscription", &subscribed));
-
-    server.kill();
-    tokio::task::block_in_place(|| {
-        wait_until("the gap is reported", &|| gaps.load(Ordering::SeqCst) == 1)
-    });
-    assert!(!notices.is_subscribed());
-
-    server.restart();
-    tokio::task::block_in_place(|| wait_until("resubscribed after restart", &subscribed));
-    let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
-    let redis = Redis::new(
-        conn,
-        CircuitBreaker::new("r", BreakerConfig::default()),
-        Duration::from_secs(1),
-    );
-    let tier = RedisTier::<u64>::new(redis, "gap");
-    rampart::Tier::invalidate(&tier, &4)
-        .await
-        .expect("invalidate");
-    tokio::task::block_in_place(|| {
-        wait_until("invalidations heard again", &|| {
-            heard.lock().contains(&"gap/4".to_owned())
-        })
-    });
 }

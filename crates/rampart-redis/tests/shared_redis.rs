@@ -13,8 +13,16 @@ use rampart::breaker::{BreakerConfig, CircuitBreaker};
 use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::conn::Redis;
+use rampart_redis::deploy::{local_cache, RedisDeployment, TierOptions};
+use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
 use tokio::sync::watch;
+
+/// Long enough never to matter in these tests.
+const LIFE: Duration = Duration::from_secs(600);
+
+/// The namespace the "processes" below put their resources under.
+const NAMESPACE: &str = "test";
 
 fn url() -> String {
     std::env::var("RAMPART_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
@@ -56,7 +64,7 @@ fn stored(value: &str) -> Stored<Bytes> {
 
 #[tokio::test]
 async fn fills_check_generation_and_fence() {
-    let tier = RedisTier::<u64>::new(redis().await, resource("fill"));
+    let tier = RedisTier::<u64>::new(redis().await, resource("fill"), LIFE);
     let read = tier.get(&1).await.expect("get");
     assert!(read.entry.is_none());
     let generation = read.generation;
@@ -105,7 +113,7 @@ async fn fills_check_generation_and_fence() {
 #[tokio::test]
 async fn a_lease_has_one_holder_a_growing_fence_and_wakes_its_waiters() {
     let url = url();
-    let notices = Notices::start(&url).expect("notices");
+    let notices = Notices::start(&[url], Duration::from_secs(2)).expect("notices");
     for _ in 0..200 {
         if notices.is_subscribed() {
             break;
@@ -117,6 +125,7 @@ async fn a_lease_has_one_holder_a_growing_fence_and_wakes_its_waiters() {
         redis().await,
         resource("lease"),
         Duration::from_secs(5),
+        LIFE,
         notices,
     );
     let Acquired::Won(first) = lease.acquire(&9).await.expect("acquire") else {
@@ -152,6 +161,7 @@ async fn the_watchdog_keeps_a_long_load_s_lease() {
         redis().await,
         resource("watchdog"),
         Duration::from_millis(300),
+        LIFE,
         Notices::default(),
     );
     let Acquired::Won(held) = lease.acquire(&1).await.expect("acquire") else {
@@ -184,30 +194,45 @@ impl Loader<u64, Bytes> for Rows {
     }
 }
 
+/// One "process": its own connection, notice subscriber and cache, set up
+/// the way the server sets them up.
 async fn process(rows: &Rows, name: &str, lease_ttl: Duration) -> TieredCache<u64, Bytes> {
-    let redis = redis().await;
-    let notices = Notices::start(&url()).expect("notices");
+    let deployment = RedisDeployment::connect(
+        &[url()],
+        Duration::from_secs(2),
+        CircuitBreaker::new("redis", BreakerConfig::default()),
+        NAMESPACE,
+    )
+    .await
+    .expect("Redis on 127.0.0.1:6379");
     for _ in 0..200 {
-        if notices.is_subscribed() {
+        if deployment.notices().is_subscribed() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    TieredCache::builder(name.to_owned(), rows.clone())
-        .config(CacheConfig {
-            jitter: 0.0,
-            lease_wait: Duration::from_secs(5),
-            ..CacheConfig::default()
-        })
-        .tier(Arc::new(RedisTier::new(redis.clone(), name.to_owned())))
-        .lease(Arc::new(RedisLease::new(
-            redis,
-            name.to_owned(),
-            lease_ttl,
-            notices,
-        )))
+    let config = CacheConfig {
+        jitter: 0.0,
+        lease_wait: Duration::from_secs(5),
+        ..CacheConfig::default()
+    };
+    let cache = deployment
+        .attach(
+            TieredCache::builder(name.to_owned(), rows.clone()).config(config.clone()),
+            name,
+            &config,
+            TierOptions {
+                replicas: 1,
+                lease_ttl: Some(lease_ttl),
+            },
+        )
         .build()
-        .expect("cache")
+        .expect("cache");
+    deployment.wire_notices([(
+        name.to_owned(),
+        local_cache(cache.clone(), |raw| raw.parse::<u64>().ok()),
+    )]);
+    cache
 }
 
 #[tokio::test]
@@ -277,7 +302,7 @@ async fn a_holder_that_outlived_its_lease_cannot_overwrite_newer_data() {
         .await
         .expect("conn");
     let _: i64 = redis::cmd("DEL")
-        .arg(format!("{{rampart:{name}:5}}:l"))
+        .arg(KeySet::new(&format!("{NAMESPACE}:{name}"), "5").lease)
         .query_async(&mut conn)
         .await
         .expect("del");
@@ -313,23 +338,9 @@ async fn an_invalidation_reaches_every_process_l1() {
         gate,
         version: Arc::new(parking_lot::Mutex::new("v1".into())),
     };
+    // Each process's notices are wired to its own L1, as in the server.
     let a = process(&rows, &name, Duration::from_secs(5)).await;
     let b = process(&rows, &name, Duration::from_secs(5)).await;
-    let notices = Notices::start(&url()).expect("notices");
-    {
-        let b = b.clone();
-        let name = name.clone();
-        notices.on_invalidate(move |resource, key| {
-            if resource == name {
-                if let Ok(key) = key.parse::<u64>() {
-                    b.invalidate_local(&key);
-                }
-            }
-        });
-    }
-    while !notices.is_subscribed() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     a.get(&3).await.expect("get");
     assert_eq!(b.get(&3).await.expect("get").source(), Source::L2);
     assert_eq!(b.get(&3).await.expect("get").source(), Source::Hit);

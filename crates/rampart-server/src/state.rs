@@ -19,60 +19,49 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pressure::{ForegroundLatency, SourcePressure};
 use crate::source::{Key, PoolWait, SqlLoader};
-use rampart_redis::conn::Redis;
-use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
+use rampart_redis::deploy::{local_cache, LocalCache, RedisDeployment, TierOptions};
 
-/// The Redis side shared by every resource of a process.
+/// The Redis side shared by every resource of a process: the guarded
+/// connection, the notice subscriber (over every configured URL) and the
+/// namespace, all set up by [`RedisDeployment`].
 #[derive(Clone)]
-pub struct SharedRedis {
-    pub redis: Redis,
-    pub notices: Notices,
-    pub namespace: String,
+pub struct SharedRedis(RedisDeployment);
+
+impl std::ops::Deref for SharedRedis {
+    type Target = RedisDeployment;
+
+    fn deref(&self) -> &RedisDeployment {
+        &self.0
+    }
 }
 
 impl SharedRedis {
     /// Connects per `config.redis` (None when no URL is configured).
     pub async fn connect(config: &Config) -> Result<Option<SharedRedis>, Error> {
-        let Some(first) = config.redis.urls.first() else {
+        if config.redis.urls.is_empty() {
             return Ok(None);
-        };
-        let conn = RedisConn::connect(&config.redis.urls).await?;
+        }
         let breaker = CircuitBreaker::new("redis", config.redis.breaker.clone());
-        Ok(Some(SharedRedis {
-            redis: Redis::new(conn, breaker, config.redis.timeout),
-            notices: Notices::start(first)?,
-            namespace: config.redis.namespace.clone(),
-        }))
-    }
-
-    /// A resource's name in Redis: `<namespace>:<resource>`.
-    pub fn scoped(&self, resource: &str) -> String {
-        format!("{}:{resource}", self.namespace)
+        let deployment = RedisDeployment::connect(
+            &config.redis.urls,
+            config.redis.timeout,
+            breaker,
+            config.redis.namespace.clone(),
+        )
+        .await?;
+        Ok(Some(SharedRedis(deployment)))
     }
 
     /// Invalidations heard on the bus drop the key from this process's L1;
     /// after a gap in the subscription every L1 is suspect and cleared
     /// (keys are then revalidated against Redis).
     fn wire_notices(&self, resources: &HashMap<String, Arc<Resource>>) {
-        let by_name: HashMap<String, (crate::config::KeyType, TieredCache<Key, Bytes>)> = resources
-            .iter()
-            .map(|(name, r)| (self.scoped(name), (r.config.key_type, r.cache.clone())))
-            .collect();
-        let by_name = Arc::new(by_name);
-        let caches = Arc::clone(&by_name);
-        self.notices.on_invalidate(move |resource, raw| {
-            if let Some((key_type, cache)) = caches.get(resource) {
-                if let Ok(key) = Key::parse(*key_type, raw) {
-                    cache.invalidate_local(&key);
-                }
-            }
-        });
-        self.notices.on_gap(move || {
-            tracing::warn!("redis notices were interrupted; clearing L1 so keys revalidate");
-            for (_, cache) in by_name.values() {
-                cache.clear_local();
-            }
-        });
+        self.0.wire_notices(resources.iter().map(|(name, r)| {
+            let key_type = r.config.key_type;
+            let cache: Arc<dyn LocalCache> =
+                local_cache(r.cache.clone(), move |raw| Key::parse(key_type, raw).ok());
+            (name.clone(), cache)
+        }));
     }
 }
 
@@ -151,19 +140,17 @@ impl AppState {
                 .breaker(Some(breaker))
                 .bulkhead(Some(bulkhead));
             if let Some(shared) = &redis {
-                builder = builder.tier(Arc::new(RedisTier::<Key>::with_replicas(
-                    shared.redis.clone(),
-                    shared.scoped(&resource.name),
-                    resource.replicas,
-                )));
-                if config.redis.leases {
-                    builder = builder.lease(Arc::new(RedisLease::<Key>::new(
-                        shared.redis.clone(),
-                        shared.scoped(&resource.name),
-                        config.redis.lease_ttl,
-                        shared.notices.clone(),
-                    )));
-                }
+                // The tier's bookkeeping keys expire after the longest
+                // life these settings give an entry.
+                builder = shared.attach(
+                    builder,
+                    &resource.name,
+                    &resource.cache,
+                    TierOptions {
+                        replicas: resource.replicas,
+                        lease_ttl: config.redis.leases.then_some(config.redis.lease_ttl),
+                    },
+                );
             } else if resource.l2_capacity > 0 {
                 // In-process L2 and lease: the embedded deployment's stand-ins
                 // for Redis, with the same contracts.
@@ -185,7 +172,7 @@ impl AppState {
         }
         if let Some(shared) = &redis {
             shared.wire_notices(&resources);
-            count_transitions(shared.redis.breaker(), &metrics);
+            count_transitions(shared.redis().breaker(), &metrics);
         }
         let readiness = Arc::new(Readiness::new(
             config.warmup.ready_fraction,
@@ -258,7 +245,7 @@ impl AppState {
         if let Some(shared) = &self.redis {
             m.breaker_state
                 .with_label_values(&["redis"])
-                .set(breaker_state_value(shared.redis.breaker()));
+                .set(breaker_state_value(shared.redis().breaker()));
         }
         m.ready.set(i64::from(self.is_ready()));
     }

@@ -612,7 +612,8 @@ struct ClusterNode {
     dir: TempDir,
 }
 
-/// A private Redis Cluster: 3 masters, no replicas, all slots assigned,
+/// A private Redis Cluster: 3 masters (nodes 0..3), optionally with
+/// replicas (the nodes after them), all slots assigned,
 /// `cluster-node-timeout 2000`.
 pub struct PrivateCluster {
     nodes: Vec<ClusterNode>,
@@ -620,17 +621,26 @@ pub struct PrivateCluster {
     pub startup: Duration,
 }
 
-const CLUSTER_SIZE: usize = 3;
+const MASTERS: usize = 3;
 
 impl PrivateCluster {
     /// Starts 3 nodes, runs `redis-cli --cluster create`, and waits (≤ 15 s)
     /// until every node reports `cluster_state:ok`.
     pub fn start() -> Self {
+        Self::start_with_replicas(0)
+    }
+
+    /// Like [`start`](Self::start), with `replicas` replicas per master:
+    /// `3 × (1 + replicas)` nodes. `redis-cli` makes the first three nodes
+    /// the masters; a killed master's replica takes over after the node
+    /// timeout (≈ 2–4 s).
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        let size = MASTERS * (1 + replicas);
         let began = Instant::now();
         let mut failures = Vec::new();
         'attempt: for _ in 0..PORT_ATTEMPTS {
-            let mut nodes = Vec::with_capacity(CLUSTER_SIZE);
-            for _ in 0..CLUSTER_SIZE {
+            let mut nodes = Vec::with_capacity(size);
+            for _ in 0..size {
                 let port = free_cluster_port();
                 let dir = tempfile::Builder::new()
                     .prefix("rampart-redis-cluster-")
@@ -663,7 +673,7 @@ impl PrivateCluster {
                 nodes,
                 startup: Duration::ZERO,
             };
-            cluster.create();
+            cluster.create(replicas);
             cluster.wait_cluster_ok(CLUSTER_OK_TIMEOUT);
             cluster.startup = began.elapsed();
             return cluster;
@@ -674,7 +684,7 @@ impl PrivateCluster {
         );
     }
 
-    fn create(&self) {
+    fn create(&self, replicas: usize) {
         let out_path = self.nodes[0].dir.path().join("cluster-create.out");
         let out = File::create(&out_path).expect("create cluster-create.out");
         let err = out.try_clone().expect("dup cluster-create.out");
@@ -683,7 +693,9 @@ impl PrivateCluster {
         for node in &self.nodes {
             cmd.arg(format!("127.0.0.1:{}", node.server.port));
         }
-        cmd.args(["--cluster-replicas", "0", "--cluster-yes"])
+        cmd.arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -820,6 +832,18 @@ impl PrivateCluster {
 
     pub fn node_pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].server.pid()
+    }
+
+    /// The index of the node serving `url` (as [`urls`](Self::urls) spells it).
+    pub fn node_of_url(&self, url: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| self.node_url(i) == url)
+    }
+
+    /// Whether node `i` is a master now (`ROLE`; a replica becomes one on
+    /// failover).
+    pub fn is_master(&self, i: usize) -> Result<bool, String> {
+        let role: Vec<redis::Value> = query_port(self.nodes[i].server.port, &redis::cmd("ROLE"))?;
+        Ok(matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master"))
     }
 
     pub fn node_log_tail(&self, i: usize, n: usize) -> String {
