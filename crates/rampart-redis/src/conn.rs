@@ -7,6 +7,8 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use std::time::Duration;
+
 use rampart::Error;
 
 /// A connection to a node or a cluster.
@@ -28,8 +30,19 @@ impl RedisConn {
             [] => Err(Error::invalid_config("redis: no URL given")),
             [url] => {
                 let client = redis::Client::open(url.as_str()).map_err(Error::tier)?;
+                // The client's default reconnect back-off doubles from
+                // 100 ms to 6.4 s: after an outage of a few seconds, writes
+                // kept failing for seconds after Redis was back (measured
+                // 1.7 s after a 12 s outage, 5.7 s in a review). A cap of
+                // 250 ms costs a dead Redis four connect attempts a second
+                // per process, which is nothing, and the breaker in front
+                // keeps callers from waiting on them.
+                let reconnect = redis::aio::ConnectionManagerConfig::new()
+                    .set_min_delay(Duration::from_millis(25))
+                    .set_max_delay(Duration::from_millis(250))
+                    .set_connection_timeout(Some(Duration::from_secs(1)));
                 let manager = client
-                    .get_connection_manager_lazy(redis::aio::ConnectionManagerConfig::new())
+                    .get_connection_manager_lazy(reconnect)
                     .map_err(Error::tier)?;
                 Ok(RedisConn::Single(manager))
             }
