@@ -255,10 +255,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "warming" },
         "warmup": progress,
     });
+    if let Some(shared) = &state.redis {
+        let notices = shared.notices();
+        body["redis"] = serde_json::json!({
+            "subscribed": notices.is_subscribed(),
+            "subscribed_through": notices.subscribed_url().map(|url| crate::source::redact(&url)),
+            "subscriptions": notices.subscriptions(),
+            "gaps": notices.gaps(),
+        });
+    }
     (status, Json(body)).into_response()
 }
 

@@ -170,9 +170,16 @@ impl Error {
                 G::RetryBudgetExhausted => {
                     (StatusCode::SERVICE_UNAVAILABLE, "retry_budget", Some(1))
                 }
-                G::Source(_) | G::Tier(_) => (
+                G::Source(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "source_unavailable",
+                    Some(1),
+                ),
+                // The shared cache tier (Redis), not the source: operators
+                // must be able to tell which dependency is down.
+                G::Tier(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cache_unavailable",
                     Some(1),
                 ),
                 G::LoadTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "source_timeout", Some(1)),

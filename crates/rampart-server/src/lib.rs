@@ -21,6 +21,7 @@
 //! | [`demo`] | the demo data set |
 //! | [`warmup`] | start-up warm-up and the readiness gate |
 //! | [`pressure`] | the warm-up's back-off signal |
+//! | [`readiness`] | the `/readyz` gate: warm-up, Redis subscription, deadline |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`openapi`] | `/openapi.json` from one route table |
 //! | [`drill`] | the load generator and release gate |
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod panic_hook;
 pub mod pressure;
+pub mod readiness;
 pub mod server;
 pub mod source;
 pub mod state;

@@ -56,6 +56,11 @@ pub struct Metrics {
     pub warm_concurrency: IntGaugeVec,
     /// 1 once `/readyz` is ready.
     pub ready: IntGauge,
+    /// 1 while the Redis notice subscription is up (absent without Redis).
+    pub redis_subscribed: IntGauge,
+    /// Times the notice subscription was lost and came back (each time
+    /// every L1 was cleared, as notices may have been missed).
+    pub redis_subscription_gaps: IntGauge,
     /// HTTP latency by route template and status.
     pub http_duration: HistogramVec,
 }
@@ -192,6 +197,16 @@ impl Default for Metrics {
                 &["resource"],
             ),
             ready: gauge(&r, "rampart_ready", "1 when /readyz answers ready."),
+            redis_subscribed: gauge(
+                &r,
+                "rampart_redis_subscribed",
+                "1 while the Redis notice subscription (invalidations, lease releases) is up.",
+            ),
+            redis_subscription_gaps: gauge(
+                &r,
+                "rampart_redis_subscription_gaps_total",
+                "Notice subscription losses and recoveries (each clears L1).",
+            ),
             http_duration: histogram_vec(
                 &r,
                 "rampart_http_request_duration_seconds",

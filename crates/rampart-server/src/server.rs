@@ -67,7 +67,7 @@ impl Server {
                 if warmup_enabled {
                     warmup::run(&state, &stop).await;
                 } else {
-                    state.readiness.set_ready();
+                    state.readiness.warmed();
                 }
             })
         };

@@ -3,9 +3,7 @@
 //! handler touches raw shared maps.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rampart::breaker::{CircuitBreaker, State as BreakerState};
@@ -18,6 +16,7 @@ use crate::config::{Config, ResourceConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pressure::{ForegroundLatency, SourcePressure};
+use crate::readiness::Readiness;
 use crate::source::{Key, PoolWait, SqlLoader};
 use rampart_redis::deploy::{local_cache, LocalCache, RedisDeployment, TierOptions};
 
@@ -204,7 +203,17 @@ impl AppState {
                 .values()
                 .filter(|r| r.config.warm.is_some())
                 .map(|r| &*r.warm),
+            self.redis_subscribed(),
         )
+    }
+
+    /// Whether this process hears other instances' invalidations: true
+    /// without Redis (nothing to hear), else while the notice subscription
+    /// is up.
+    pub fn redis_subscribed(&self) -> bool {
+        self.redis
+            .as_ref()
+            .is_none_or(|shared| shared.notices().is_subscribed())
     }
 
     /// Refreshes the gauges that mirror live state, before a scrape.
@@ -246,6 +255,10 @@ impl AppState {
             m.breaker_state
                 .with_label_values(&["redis"])
                 .set(breaker_state_value(shared.redis().breaker()));
+            let notices = shared.notices();
+            m.redis_subscribed.set(i64::from(notices.is_subscribed()));
+            m.redis_subscription_gaps
+                .set(i64::try_from(notices.gaps()).unwrap_or(i64::MAX));
         }
         m.ready.set(i64::from(self.is_ready()));
     }
@@ -268,51 +281,5 @@ fn breaker_state_value(breaker: &CircuitBreaker) -> i64 {
         BreakerState::HalfOpen => 2,
         BreakerState::ForcedOpen => 3,
         BreakerState::Disabled => 4,
-    }
-}
-
-/// The readiness gate: ready once the warm-up has done its fraction of the
-/// expected keys, or finished, or the deadline passed — whichever first.
-/// Once ready, always ready (a flapping gate would bounce traffic).
-pub struct Readiness {
-    fraction: f64,
-    deadline: Duration,
-    started: Instant,
-    ready: AtomicBool,
-}
-
-impl Readiness {
-    pub fn new(fraction: f64, deadline: Duration) -> Self {
-        Readiness {
-            fraction,
-            deadline,
-            started: Instant::now(),
-            ready: AtomicBool::new(false),
-        }
-    }
-
-    /// Marks the service ready (warm-up off or finished).
-    pub fn set_ready(&self) {
-        // Release/Acquire: a reader that sees `true` also sees what the
-        // warm-up did before declaring it.
-        self.ready.store(true, Ordering::Release);
-    }
-
-    fn is_ready<'a>(&self, progress: impl Iterator<Item = &'a WarmProgress>) -> bool {
-        if self.ready.load(Ordering::Acquire) {
-            return true;
-        }
-        let (mut done, mut expected, mut all_finished) = (0u64, 0u64, true);
-        for p in progress {
-            done += p.keys_done();
-            expected += p.expected().unwrap_or(0);
-            all_finished &= p.is_finished();
-        }
-        let reached = expected > 0 && done as f64 >= self.fraction * expected as f64;
-        if all_finished || reached || self.started.elapsed() >= self.deadline {
-            self.set_ready();
-            return true;
-        }
-        false
     }
 }

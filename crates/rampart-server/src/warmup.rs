@@ -75,7 +75,7 @@ pub async fn run(
         }
         reports.push((name.clone(), report));
     }
-    state.readiness.set_ready();
+    state.readiness.warmed();
     reports
 }
 

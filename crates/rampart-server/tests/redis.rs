@@ -48,6 +48,22 @@ async fn a_second_instance_reads_the_shared_tier_and_hears_invalidations() {
     );
     assert_eq!(x_cache(&b.get("/v1/r/users/5").await), "hit");
 
+    // Both hear the bus: ready, and they say so.
+    for instance in [&a, &b] {
+        let mut ready = None;
+        for _ in 0..200 {
+            let response = instance.get("/readyz").await;
+            if response.status() == 200 {
+                ready = Some(response.json::<Value>().await.expect("json"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ready = ready.expect("ready once subscribed");
+        assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+        assert_eq!(instance.metric("rampart_redis_subscribed").await, 1.0);
+    }
+
     let invalidated = a.admin_post("/v1/r/users/5/invalidate").await;
     assert_eq!(invalidated.status(), 204);
     // B's L1 copy is dropped by the bus within milliseconds.
@@ -74,6 +90,11 @@ async fn with_redis_unreachable_the_service_still_answers_from_its_source() {
         vec![format!("redis://127.0.0.1:{port}/")],
     )
     .await;
+    // A write that needs Redis names the cache tier, not the source.
+    let invalidated = t.admin_post("/v1/r/users/1/invalidate").await;
+    assert_eq!(invalidated.status(), 503);
+    let body: Value = invalidated.json().await.expect("json");
+    assert_eq!(body["code"], "cache_unavailable", "{body}");
     for k in 1..=30 {
         let response = t.get(&format!("/v1/r/users/{k}")).await;
         assert_eq!(response.status(), 200, "key {k}");
@@ -83,6 +104,24 @@ async fn with_redis_unreachable_the_service_still_answers_from_its_source() {
         x_cache(&t.get("/v1/r/users/1").await),
         "hit",
         "L1 still works"
+    );
+    // An instance that cannot hear other instances' invalidations is not
+    // ready (until the readiness deadline), and says why.
+    let readyz = t.get("/readyz").await;
+    assert_eq!(readyz.status(), 503);
+    let body: Value = readyz.json().await.expect("json");
+    assert_eq!(body["redis"]["subscribed"], false, "{body}");
+    assert_eq!(t.metric("rampart_redis_subscribed").await, 0.0);
+    // Once the Redis breaker is open, a write is refused at once, naming it.
+    let invalidated = t.admin_post("/v1/r/users/1/invalidate").await;
+    assert_eq!(invalidated.status(), 503);
+    let body: Value = invalidated.json().await.expect("json");
+    assert_eq!(body["code"], "breaker_open", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("`redis`")),
+        "{body}"
     );
     t.server.shutdown().await.expect("shutdown");
 }
