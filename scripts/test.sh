@@ -40,6 +40,11 @@ fi
 echo "== tests (unit, integration, stress, end to end)"
 cargo test --workspace --locked
 
+# The service against its own /openapi.json: a property-based fuzzer
+# (schemathesis, installed pinned under target/ on first use).
+echo "== OpenAPI fuzzing"
+scripts/fuzz-openapi.sh
+
 # loom swaps the guards' locks for model-checked ones; the cfg changes every
 # crate's build, so it gets a target directory of its own and release mode
 # (loom explores thousands of interleavings).

@@ -11,7 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use rampart::cache::Lookup;
-use serde::{Deserialize, Serialize};
+#[cfg(feature = "test-routes")]
+use serde::Deserialize;
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AdminToken};
@@ -123,9 +125,27 @@ async fn get_one(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-struct BatchQuery {
-    keys: Option<String>,
+/// The batch route's query: every `name=value` pair, in order. Decoded
+/// as pairs rather than into a struct because `keys` may repeat.
+type BatchQuery = Vec<(String, String)>;
+
+/// The keys a batch asks for: every `keys` parameter's value, in order. A
+/// single parameter is split on commas (`?keys=1,2,3`); repeated ones are
+/// taken whole (`?keys=a&keys=b,c` is `a` and `b,c`), so a key with a
+/// comma can be asked for.
+fn batch_keys(query: &BatchQuery) -> Result<Vec<&str>, Error> {
+    let values: Vec<&str> = query
+        .iter()
+        .filter(|(name, _)| name == "keys")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    match values.as_slice() {
+        [] => Err(Error::BadRequest(
+            "query parameter `keys` is required".into(),
+        )),
+        [one] => Ok(one.split(',').collect()),
+        many => Ok(many.to_vec()),
+    }
 }
 
 #[derive(Serialize)]
@@ -146,18 +166,16 @@ struct BatchError {
     detail: String,
 }
 
-/// `GET /v1/r/{resource}?keys=1,2,3`: many rows, in the order asked; a key
-/// that does not exist has `"value": null`, one that failed has `"error"`.
+/// `GET /v1/r/{resource}?keys=1,2,3` or `?keys=1&keys=2`: many rows, in
+/// the order asked; a key that does not exist has `"value": null`, one
+/// that failed has `"error"`.
 async fn get_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<BatchQuery>,
 ) -> Result<Response, Error> {
     let resource = state.resource(&name)?;
-    let raw = query
-        .keys
-        .ok_or_else(|| Error::BadRequest("query parameter `keys` is required".into()))?;
-    let raw_keys: Vec<&str> = raw.split(',').collect();
+    let raw_keys = batch_keys(&query)?;
     let max = state.config.server.max_batch_keys;
     if raw_keys.len() > max {
         return Err(Error::BadRequest(format!(
@@ -287,8 +305,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /openapi.json`: the API description, generated from `openapi.rs`'s
 /// route table (which a test checks against this router).
 async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let names: Vec<&str> = state.resources.keys().map(String::as_str).collect();
-    Json(openapi::document(&names))
+    Json(openapi::document(&state.config))
 }
 
 /// A route that panics, compiled only for tests (feature `test-routes`).

@@ -1,0 +1,293 @@
+//! `/openapi.json` is precise enough to test against: every documented
+//! operation is routed and answers only documented statuses, every `$ref`
+//! resolves, each resource has its own key schema, every error code the
+//! server can answer is in the `code` enum. And the batch route's two
+//! forms of `keys` (a comma-separated one, repeated ones for keys with a
+//! comma), as documented there.
+
+mod common;
+
+use common::start;
+use rampart_server::demo;
+use rampart_server::error::Error;
+use rampart_server::openapi::{self, ERROR_CODES, ROUTES};
+use serde_json::Value;
+
+/// The value at a local `$ref` ("#/a/b"), if it resolves.
+fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+/// Every `$ref` anywhere under `value`.
+fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (name, inner) in map {
+                match (name.as_str(), inner) {
+                    ("$ref", Value::String(target)) => found.push(target),
+                    _ => refs(inner, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_document_is_json_and_every_reference_resolves() {
+    let t = start(|_| {}).await;
+    let response = t.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    let doc: Value = serde_json::from_str(&text).expect("the document is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(
+        found.len() > 20,
+        "the operations share their schemas by $ref"
+    );
+    for reference in found {
+        assert!(
+            resolve(&doc, reference).is_some(),
+            "{reference} does not resolve"
+        );
+    }
+    // The write route names its security scheme, and the scheme exists.
+    let invalidate = &doc["paths"]["/v1/r/users/{key}/invalidate"]["post"];
+    assert_eq!(
+        invalidate["security"][0]["bearerAuth"],
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    for status in ["401", "403"] {
+        assert!(
+            invalidate["responses"][status].is_object(),
+            "{status} undocumented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_resource_has_its_own_paths_and_key_schema() {
+    let t = start(|_| {}).await;
+    let doc: Value = t.get("/openapi.json").await.json().await.expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(
+        !paths.keys().any(|p| p.contains("{resource}")),
+        "no generic {{resource}} path: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    let users = &paths["/v1/r/users/{key}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(users["type"], "integer");
+    assert_eq!(users["format"], "int64");
+    let products = &paths["/v1/r/products/{key}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(products["type"], "string");
+    assert_eq!(products["minLength"], 1);
+    assert_eq!(
+        products["maxLength"],
+        rampart_server::source::MAX_STRING_KEY
+    );
+    let batch = &paths["/v1/r/products"]["get"]["parameters"][0];
+    assert_eq!(batch["name"], "keys");
+    assert_eq!(batch["explode"], true);
+    assert_eq!(batch["schema"]["type"], "array");
+    // The configured bound, not a constant.
+    let t5 = start(|c| c.server.max_batch_keys = 5).await;
+    let doc5: Value = t5.get("/openapi.json").await.json().await.expect("json");
+    assert_eq!(
+        doc5["paths"]["/v1/r/users"]["get"]["parameters"][0]["schema"]["maxItems"],
+        5
+    );
+}
+
+/// A request for a documented operation, with the documented example key.
+fn example_path(route: &openapi::Route, resource: &str, key: &str) -> String {
+    let path = openapi::concrete_path(route, resource).replace("{key}", key);
+    if route.path == "/v1/r/{resource}" {
+        format!("{path}?keys={key}")
+    } else {
+        path
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_answers_documented_statuses() {
+    let t = start(|_| {}).await;
+    let doc: Value = t.get("/openapi.json").await.json().await.expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    let resources = [("users", "1".to_owned()), ("products", demo::sku(1))];
+    for route in ROUTES {
+        let concrete: Vec<(String, String)> = if route.path.contains("{resource}") {
+            resources
+                .iter()
+                .map(|(name, key)| {
+                    (
+                        openapi::concrete_path(route, name),
+                        example_path(route, name, key),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(route.path.to_owned(), route.path.to_owned())]
+        };
+        for (documented, request) in concrete {
+            let operation = &paths
+                .get(&documented)
+                .unwrap_or_else(|| panic!("{documented} undocumented"))[route.method];
+            assert!(operation.is_object(), "{} {documented}", route.method);
+            let response = match route.method {
+                "get" => t.client.get(t.url(&request)).send().await,
+                "post" => {
+                    t.client
+                        .post(t.url(&request))
+                        .bearer_auth(t.admin_token())
+                        .send()
+                        .await
+                }
+                other => panic!("method {other}"),
+            }
+            .expect("request");
+            let status = response.status().as_u16().to_string();
+            let documented_answer = &operation["responses"][&status];
+            assert!(
+                documented_answer.is_object(),
+                "{} {request} answered {status}, not documented",
+                route.method
+            );
+            assert!(
+                status.starts_with('2'),
+                "{} {request}: the example answers {status}",
+                route.method
+            );
+            // Required headers are there.
+            let headers = documented_answer["headers"].as_object().expect("headers");
+            for (name, header) in headers {
+                let header = header["$ref"]
+                    .as_str()
+                    .and_then(|r| resolve(&doc, r))
+                    .unwrap_or(header);
+                if header["required"] == true {
+                    assert!(
+                        response.headers().contains_key(name.as_str()),
+                        "{request}: {name} missing"
+                    );
+                }
+            }
+        }
+    }
+    // A documented path with another method: 405, which the router's
+    // fallback answers as JSON (the fuzzer's unsupported_method check).
+    let wrong = t
+        .client
+        .delete(t.url("/v1/r/products/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong.status(), 405);
+}
+
+#[test]
+fn every_error_code_is_in_the_code_enum() {
+    let errors = [
+        Error::Database("x".into()),
+        Error::UnknownResource("x".into()),
+        Error::BadKey {
+            resource: "x".into(),
+            detail: "x".into(),
+        },
+        Error::BadRequest("x".into()),
+        Error::NotFound {
+            resource: "x".into(),
+            key: "x".into(),
+        },
+        Error::Guard(rampart::Error::source("x")),
+        Error::Overloaded,
+        Error::Timeout,
+        Error::Panic,
+        Error::UnknownRoute {
+            method: "GET".into(),
+            path: "/".into(),
+        },
+        Error::MethodNotAllowed {
+            method: "GET".into(),
+            path: "/".into(),
+        },
+        Error::UriTooLong { len: 2, max: 1 },
+        Error::HeadersTooLarge { len: 2, max: 1 },
+        Error::BadPath("x".into()),
+        Error::BadQuery("x".into()),
+        Error::Unauthorized,
+        Error::Forbidden,
+    ];
+    for error in &errors {
+        assert!(
+            ERROR_CODES.contains(&error.code()),
+            "{} missing from the code enum",
+            error.code()
+        );
+    }
+}
+
+/// The `key`s of a batch answer, in order.
+async fn batch_keys(t: &common::TestServer, query: &str) -> Vec<String> {
+    let response = t.get(&format!("/v1/r/products?{query}")).await;
+    assert_eq!(response.status(), 200, "{query}");
+    let body: Value = response.json().await.expect("json");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["key"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn repeated_keys_parameters_ask_for_keys_with_commas() {
+    let t = start(|c| c.server.max_batch_keys = 3).await;
+    let sku = demo::sku(1);
+    // Repeated: each value whole, commas included (raw or %2C).
+    assert_eq!(
+        batch_keys(&t, &format!("keys={sku}&keys=b,c&keys=d%2Ce")).await,
+        [sku.as_str(), "b,c", "d,e"]
+    );
+    // A single parameter keeps the comma-separated form, encoded or not.
+    assert_eq!(
+        batch_keys(&t, &format!("keys={sku},b")).await,
+        [sku.as_str(), "b"]
+    );
+    assert_eq!(batch_keys(&t, "keys=a%2Cb").await, ["a", "b"]);
+    // The found row and the missing comma key, side by side.
+    let body: Value = t
+        .get(&format!("/v1/r/products?keys={sku}&keys=no,such"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["items"][0]["value"]["sku"], sku.as_str());
+    assert!(body["items"][1]["value"].is_null(), "{body}");
+
+    // The bound counts keys, whichever the form.
+    let too_many = t.get("/v1/r/products?keys=a&keys=b&keys=c&keys=d").await;
+    assert_eq!(too_many.status(), 400);
+    let body: Value = too_many.json().await.expect("json");
+    assert_eq!(body["code"], "bad_request");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("at most 3"),
+        "{body}"
+    );
+    // Every repeated value is a key: an empty one is a bad key.
+    let empty = t.get("/v1/r/users?keys=1&keys=").await;
+    assert_eq!(empty.status(), 400);
+    let body: Value = empty.json().await.expect("json");
+    assert_eq!(body["code"], "bad_key");
+    // Other parameters are no keys.
+    let response = t.get("/v1/r/users?keys=1&other=2").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+}
