@@ -74,7 +74,7 @@ pub const ROUTES: &[Route] = &[
             (403, &["forbidden"], "Another token than the admin token."),
             (404, &["unknown_route"], "A key that makes the path another one (empty)."),
             (500, &["panic", "internal"], "A panic, contained to this request."),
-            (503, &["source_unavailable"], "The shared tier could not be told."),
+            (503, &["cache_unavailable", "breaker_open"], "The shared tier (Redis) could not be told, or its breaker is open."),
         ],
     },
     Route {
@@ -86,7 +86,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/readyz",
-        summary: "Ready once warm-up reached its fraction or deadline.",
+        summary: "Ready once warm-up reached its fraction (and, with Redis, the notice subscription is up), or at the deadline.",
         responses: &[
             (200, &[], "Ready, with each resource's warm-up progress."),
             (503, &[], "Still warming (the readiness body), or shed/timed out (the error body)."),
@@ -150,6 +150,7 @@ pub const ERROR_CODES: &[&str] = &[
     "lease_timeout",
     "retry_budget",
     "source_timeout",
+    "cache_unavailable",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -572,6 +573,18 @@ fn components() -> Value {
                                 "expected": { "type": ["integer", "null"], "minimum": 0 },
                                 "finished": { "type": "boolean" },
                             },
+                        },
+                    },
+                    "redis": {
+                        "description": "With Redis configured: the notice subscription that carries other instances' invalidations.",
+                        "type": "object",
+                        "required": ["subscribed", "subscribed_through", "subscriptions", "gaps"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "subscribed": { "type": "boolean" },
+                            "subscribed_through": { "type": ["string", "null"] },
+                            "subscriptions": { "type": "integer", "minimum": 0 },
+                            "gaps": { "type": "integer", "minimum": 0 },
                         },
                     },
                 },
