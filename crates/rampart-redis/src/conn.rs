@@ -113,29 +113,20 @@ impl Redis {
         &self.breaker
     }
 
-    /// Runs one Redis call through the breaker, bounded by the timeout.
+    /// Runs one Redis call through the breaker, bounded by the timeout: the
+    /// library's [`Guarded`](rampart::guarded::Guarded) call, as the cache's
+    /// loads are, so both count failures the same way.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
         F: FnOnce(RedisConn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let permit = self.breaker.try_acquire()?;
-        match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
-            Ok(Ok(value)) => {
-                permit.success();
-                Ok(value)
-            }
-            Ok(Err(err)) => {
-                permit.failure();
-                Err(Error::tier(err))
-            }
-            Err(_) => {
-                permit.failure();
-                Err(Error::tier(format!(
-                    "redis did not answer within {:?}",
-                    self.timeout
-                )))
-            }
-        }
+        let conn = self.conn.clone();
+        rampart::guarded::Guarded::new(self.timeout)
+            .breaker(&self.breaker)
+            .call(async move { call(conn).await.map_err(Error::tier) }, |waited| {
+                Error::tier(format!("redis did not answer within {waited:?}"))
+            })
+            .await
     }
 }

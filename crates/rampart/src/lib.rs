@@ -14,8 +14,10 @@
 //! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
 //! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
 //!
-//! Supporting pieces: [`clock`] (one cheap, mockable time source for every
-//! guard) and [`Error`] (the crate's one error type).
+//! Supporting pieces: [`guarded`] (one call behind breaker + bulkhead +
+//! timeout, the outcome reported: how the guards compose), [`clock`] (one
+//! cheap, mockable time source for every guard) and [`Error`] (the crate's
+//! one error type).
 //!
 //! The read path that ties them together is described in `ARCHITECTURE.md`.
 
@@ -24,6 +26,7 @@ pub mod cache;
 pub mod clock;
 mod error;
 pub mod flight;
+pub mod guarded;
 pub mod limit;
 mod sync;
 pub mod warm;

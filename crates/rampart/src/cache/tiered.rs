@@ -3,14 +3,12 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 
 use super::config::{CacheConfig, LeaseTimeoutPolicy};
 use super::entry::{Entry, Freshness, L1Slot, Lookup, Source};
@@ -21,6 +19,7 @@ use super::tier::{FillOutcome, Stored, Tier, TierRead};
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, Instant, WallClock};
 use crate::flight::{Flight, Role};
+use crate::guarded::Guarded;
 use crate::limit::{Bulkhead, BulkheadConfig};
 use crate::{Error, ErrorKind};
 
@@ -962,47 +961,14 @@ where
         &self,
         load: impl std::future::Future<Output = Result<T, crate::BoxError>>,
     ) -> Result<T, Error> {
-        // Breaker first: when the source is down, refuse at once instead of
-        // queueing in the bulkhead for a call that would be refused anyway.
-        let permit = match &self.breaker {
-            Some(breaker) => Some(breaker.try_acquire()?),
-            None => None,
-        };
-        // A bulkhead that cannot admit the call within its queue wait means
-        // the source is not finishing calls: that counts against it, as
-        // Hystrix counts its pool and semaphore rejections. Without this, a
-        // stalled source opens the breaker only after `minimum_calls` loads
-        // have each run into `load_timeout` (measured: ~10 s at 200 req/s);
-        // with it, the queued callers' rejections open it within about one
-        // bulkhead wait.
-        let _slot = match &self.bulkhead {
-            Some(bulkhead) => match bulkhead.acquire().await {
-                Ok(slot) => Some(slot),
-                Err(rejected) => {
-                    if let Some(permit) = permit {
-                        permit.failure();
-                    }
-                    return Err(rejected);
-                }
-            },
-            None => None,
-        };
-        let timeout = self.config.load_timeout;
-        let outcome = tokio::time::timeout(timeout, AssertUnwindSafe(load).catch_unwind()).await;
-        let result = match outcome {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(err))) => Err(Error::source(err)),
-            Ok(Err(panic)) => Err(Error::from_panic(&*panic)),
-            Err(_) => Err(ErrorKind::LoadTimeout(timeout).into()),
-        };
-        if let Some(permit) = permit {
-            if result.is_ok() {
-                permit.success();
-            } else {
-                permit.failure();
-            }
-        }
-        result
+        Guarded::new(self.config.load_timeout)
+            .maybe_breaker(self.breaker.as_ref())
+            .maybe_bulkhead(self.bulkhead.as_ref())
+            .call(
+                async { load.await.map_err(Error::source) },
+                |waited| ErrorKind::LoadTimeout(waited).into(),
+            )
+            .await
     }
 
     /// Builds what a fill stores: deadlines from the settings, the TTL
