@@ -124,9 +124,10 @@ impl Redis {
         let conn = self.conn.clone();
         rampart::guarded::Guarded::new(self.timeout)
             .breaker(&self.breaker)
-            .call(async move { call(conn).await.map_err(Error::tier) }, |waited| {
-                Error::tier(format!("redis did not answer within {waited:?}"))
-            })
+            .call(
+                async move { call(conn).await.map_err(Error::tier) },
+                |waited| Error::tier(format!("redis did not answer within {waited:?}")),
+            )
             .await
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
-use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
+use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::conn::Redis;
 use rampart_redis::deploy::{RedisDeployment, TierOptions};
@@ -167,7 +167,7 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
     let mut misses = 0;
     for task in tasks {
         let answer = task.await.expect("task").expect("get");
-        misses += usize::from(answer.source() == Source::Miss);
+        misses += usize::from(answer.status() == CacheStatus::Miss);
     }
     assert_eq!(rows.loads.load(Ordering::SeqCst), 1);
     assert_eq!(misses, 1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
-use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
+use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::bounds::max_entry_life;
 use rampart_redis::conn::Redis;
@@ -165,7 +165,10 @@ async fn bookkeeping_keys_expire_after_the_longest_entry_life() {
         );
     };
     // A miss on a key that does not exist (anyone can cause those).
-    assert_eq!(cache.get(&404).await.expect("get").source(), Source::Miss);
+    assert_eq!(
+        cache.get(&404).await.expect("get").status(),
+        CacheStatus::Miss
+    );
     let keys = KeySet::new("bounded", "404");
     for key in [&keys.generation, &keys.fence, &keys.value] {
         bounded(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow, State};
-use rampart::cache::{CacheConfig, Source, TieredCache};
+use rampart::cache::{CacheConfig, CacheStatus, TieredCache};
 use rampart::{BoxError, Loader};
 use rampart_redis::deploy::{RedisDeployment, TierOptions};
 use support::PrivateRedis;
@@ -72,10 +72,10 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
             .expect("cache")
     };
     let a = build();
-    assert_eq!(a.get(&1).await.expect("get").source(), Source::Miss);
+    assert_eq!(a.get(&1).await.expect("get").status(), CacheStatus::Miss);
     assert_eq!(
-        build().get(&1).await.expect("get").source(),
-        Source::L2,
+        build().get(&1).await.expect("get").status(),
+        CacheStatus::L2,
         "the tier works"
     );
 
@@ -85,7 +85,7 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
     for k in 10..30 {
         let started = Instant::now();
         let answer = build().get(&k).await.expect("served without Redis");
-        assert_eq!(answer.source(), Source::Miss);
+        assert_eq!(answer.status(), CacheStatus::Miss);
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "key {k} took {:?}",
@@ -101,8 +101,8 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
         fast.elapsed()
     );
     assert_eq!(
-        a.get(&1).await.expect("get").source(),
-        Source::Hit,
+        a.get(&1).await.expect("get").status(),
+        CacheStatus::Hit,
         "L1 unaffected"
     );
 
@@ -113,7 +113,7 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
     loop {
         let writer = build();
         writer.get(&500).await.expect("get");
-        if build().get(&500).await.expect("get").source() == Source::L2 {
+        if build().get(&500).await.expect("get").status() == CacheStatus::L2 {
             break;
         }
         assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
-use rampart::cache::{Acquired, CacheConfig, FillOutcome, Source, Stored, TieredCache};
+use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::conn::Redis;
 use rampart_redis::deploy::{local_cache, RedisDeployment, TierOptions};
@@ -255,19 +255,19 @@ async fn three_processes_load_a_cold_key_once() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     open.send(true).expect("open");
-    let mut by_source: HashMap<Source, usize> = HashMap::new();
+    let mut by_source: HashMap<CacheStatus, usize> = HashMap::new();
     for task in tasks {
         let answer = task.await.expect("task").expect("get");
         assert_eq!(answer.value().map(|v| v.as_ref()), Some(&b"77:v1"[..]));
-        *by_source.entry(answer.source()).or_default() += 1;
+        *by_source.entry(answer.status()).or_default() += 1;
     }
     assert_eq!(
         rows.loads.load(Ordering::SeqCst),
         1,
         "one load across three processes: {by_source:?}"
     );
-    assert_eq!(by_source.get(&Source::Miss), Some(&1), "{by_source:?}");
-    assert_eq!(by_source.get(&Source::L2), Some(&2), "{by_source:?}");
+    assert_eq!(by_source.get(&CacheStatus::Miss), Some(&1), "{by_source:?}");
+    assert_eq!(by_source.get(&CacheStatus::L2), Some(&2), "{by_source:?}");
 }
 
 #[tokio::test]
@@ -308,8 +308,8 @@ async fn a_holder_that_outlived_its_lease_cannot_overwrite_newer_data() {
         .expect("del");
     let from_b = b.get(&5).await.expect("get");
     assert_eq!(
-        (from_b.source(), from_b.value().map(|v| v.as_ref())),
-        (Source::Miss, Some(&b"5:new"[..]))
+        (from_b.status(), from_b.value().map(|v| v.as_ref())),
+        (CacheStatus::Miss, Some(&b"5:new"[..]))
     );
     // A wakes up with its old row and tries to fill: refused by the fence.
     open_a.send(true).expect("open");
@@ -323,8 +323,8 @@ async fn a_holder_that_outlived_its_lease_cannot_overwrite_newer_data() {
     let c = process(&rows_b, &name, Duration::from_secs(30)).await;
     let shared = c.get(&5).await.expect("get");
     assert_eq!(
-        (shared.source(), shared.value().map(|v| v.as_ref())),
-        (Source::L2, Some(&b"5:new"[..])),
+        (shared.status(), shared.value().map(|v| v.as_ref())),
+        (CacheStatus::L2, Some(&b"5:new"[..])),
         "L2 still holds the newer row"
     );
 }
@@ -342,8 +342,8 @@ async fn an_invalidation_reaches_every_process_l1() {
     let a = process(&rows, &name, Duration::from_secs(5)).await;
     let b = process(&rows, &name, Duration::from_secs(5)).await;
     a.get(&3).await.expect("get");
-    assert_eq!(b.get(&3).await.expect("get").source(), Source::L2);
-    assert_eq!(b.get(&3).await.expect("get").source(), Source::Hit);
+    assert_eq!(b.get(&3).await.expect("get").status(), CacheStatus::L2);
+    assert_eq!(b.get(&3).await.expect("get").status(), CacheStatus::Hit);
     *rows.version.lock() = "v2".into();
     a.invalidate(&3).await.expect("invalidate");
     let mut dropped = false;
@@ -372,13 +372,13 @@ async fn a_batch_is_read_and_filled_through_redis_in_one_go() {
     let b = process(&rows, &name, Duration::from_secs(5)).await;
     let keys: Vec<u64> = (1..=50).collect();
     for answer in a.get_many(&keys).await {
-        assert_eq!(answer.expect("answer").source(), Source::Miss);
+        assert_eq!(answer.expect("answer").status(), CacheStatus::Miss);
     }
     for (key, answer) in keys.iter().zip(b.get_many(&keys).await) {
         let answer = answer.expect("answer");
         assert_eq!(
-            answer.source(),
-            Source::L2,
+            answer.status(),
+            CacheStatus::L2,
             "key {key} from the shared tier"
         );
         assert_eq!(

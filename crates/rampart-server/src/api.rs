@@ -82,7 +82,7 @@ fn count_answer(state: &AppState, resource: &str, outcome: &str) {
 }
 
 fn x_cache(lookup: &Lookup<Bytes>) -> HeaderValue {
-    HeaderValue::from_static(lookup.source().as_str())
+    HeaderValue::from_static(lookup.status().as_str())
 }
 
 /// `GET /v1/r/{resource}/{key}`: the row as JSON.
@@ -100,7 +100,7 @@ async fn get_one(
             return Err(err);
         }
     };
-    count_answer(&state, &name, lookup.source().as_str());
+    count_answer(&state, &name, lookup.status().as_str());
     let mut response = match lookup.value() {
         Some(row) => (
             [(
@@ -206,10 +206,10 @@ async fn get_batch(
         .zip(&raws)
         .map(|((key, answer), raw)| match answer {
             Ok(lookup) => {
-                count_answer(&state, &name, lookup.source().as_str());
+                count_answer(&state, &name, lookup.status().as_str());
                 BatchItem {
                     key,
-                    x_cache: Some(lookup.source().as_str()),
+                    x_cache: Some(lookup.status().as_str()),
                     value: Some(raw.as_deref()),
                     error: None,
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rampart::cache::{CacheConfig, Source, TieredCache};
+use rampart::cache::{CacheConfig, CacheStatus, TieredCache};
 use rampart::{BoxError, Loader};
 
 const CALLERS: usize = 1_000;
@@ -58,7 +58,7 @@ fn main() {
         .build()
         .expect("cache");
     let mut latencies = Vec::with_capacity(CALLERS * ROUNDS as usize);
-    let mut sources: HashMap<Source, usize> = HashMap::new();
+    let mut sources: HashMap<CacheStatus, usize> = HashMap::new();
     let mut bad_rounds = 0;
     runtime.block_on(async {
         for round in 0..ROUNDS {
@@ -69,7 +69,7 @@ fn main() {
                     tokio::spawn(async move {
                         let start = Instant::now();
                         let answer = cache.get(&round).await.expect("get");
-                        (start.elapsed(), answer.source())
+                        (start.elapsed(), answer.status())
                     })
                 })
                 .collect();

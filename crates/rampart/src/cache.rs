@@ -2,18 +2,18 @@
 //!
 //! The read path (see ARCHITECTURE.md for the picture):
 //!
-//! 1. **L1 hit** — fresh: answer ([`Source::Hit`], or [`Source::Negative`]
+//! 1. **L1 hit** — fresh: answer ([`CacheStatus::Hit`], or [`CacheStatus::Negative`]
 //!    for a key known not to exist). Within grace: answer the stale value
-//!    ([`Source::Stale`]) and start one background refresh.
+//!    ([`CacheStatus::Stale`]) and start one background refresh.
 //! 2. **Miss** — through [`Flight`](crate::flight::Flight): one task per key
-//!    per process goes on, the others wait ([`Source::Coalesced`]).
-//! 3. **L2** — a fresh entry fills L1 ([`Source::L2`]).
+//!    per process goes on, the others wait ([`CacheStatus::Coalesced`]).
+//! 3. **L2** — a fresh entry fills L1 ([`CacheStatus::L2`]).
 //! 4. **Lease** — across processes, one holder loads; the others wait for
 //!    its release (bounded), then re-read L2.
 //! 5. **Double check** L2, then the [`Loader`] behind the circuit breaker and
-//!    the bulkhead; fill L2 and L1 ([`Source::Miss`]).
+//!    the bulkhead; fill L2 and L1 ([`CacheStatus::Miss`]).
 //! 6. If the source fails or a guard refuses, an expired value still inside
-//!    its stale-if-error window is answered ([`Source::StaleIfError`]).
+//!    its stale-if-error window is answered ([`CacheStatus::StaleIfError`]).
 //!
 //! **No stale sets.** Invalidation bumps a per-key generation before it
 //! deletes; a fill carries the generation it read *before* loading and is
@@ -30,7 +30,7 @@ mod tier;
 mod tiered;
 
 pub use config::{CacheConfig, LeaseTimeoutPolicy};
-pub use entry::{Entry, Lookup, Source};
+pub use entry::{CacheStatus, Entry, Lookup};
 pub use lease::{Acquired, Lease, LeaseGuard, LeaseWait};
 pub use loader::Loader;
 pub use local_lease::LocalLease;

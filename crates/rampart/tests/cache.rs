@@ -1,4 +1,4 @@
-//! The tiered read-through cache, path by path: every `Source` an answer can
+//! The tiered read-through cache, path by path: every `CacheStatus` an answer can
 //! come from, the guards on the miss path, and no stale sets.
 #![cfg(not(rampart_loom))]
 
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use rampart::cache::{
-    CacheConfig, LeaseTimeoutPolicy, LocalLease, MemoryTier, Source, Tier, TieredCache,
+    CacheConfig, CacheStatus, LeaseTimeoutPolicy, LocalLease, MemoryTier, Tier, TieredCache,
 };
 use rampart::clock::{Clock, Mock};
 use rampart::{BoxError, Error, ErrorKind, Loader};
@@ -165,7 +165,7 @@ async fn a_hit_future_is_ready_at_once_and_refuses_a_second_poll() {
     let mut get = std::pin::pin!(cache.get(&1));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match get.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(Ok(lookup)) => assert_eq!(lookup.source(), Source::Hit),
+        std::task::Poll::Ready(Ok(lookup)) => assert_eq!(lookup.status(), CacheStatus::Hit),
         other => panic!("a hit is ready at the first poll, got {other:?}"),
     }
     assert!(matches!(
@@ -181,10 +181,16 @@ async fn miss_then_hit() {
     let source = Source_::with_rows(10);
     let cache = cache(&source, &clock);
     let first = cache.get(&3).await.expect("get");
-    assert_eq!((first.source(), value(&first)), (Source::Miss, Some("v3")));
+    assert_eq!(
+        (first.status(), value(&first)),
+        (CacheStatus::Miss, Some("v3"))
+    );
     mock.increment(Duration::from_secs(2));
     let second = cache.get(&3).await.expect("get");
-    assert_eq!((second.source(), value(&second)), (Source::Hit, Some("v3")));
+    assert_eq!(
+        (second.status(), value(&second)),
+        (CacheStatus::Hit, Some("v3"))
+    );
     assert_eq!(cache.age(&second), Duration::from_secs(2));
     assert_eq!(source.loads(), 1);
 }
@@ -195,9 +201,12 @@ async fn missing_keys_are_cached_negatively_for_the_negative_ttl() {
     let source = Source_::with_rows(1);
     let cache = cache(&source, &clock);
     let first = cache.get(&99).await.expect("get");
-    assert_eq!((first.source(), value(&first)), (Source::Miss, None));
+    assert_eq!((first.status(), value(&first)), (CacheStatus::Miss, None));
     let second = cache.get(&99).await.expect("get");
-    assert_eq!((second.source(), value(&second)), (Source::Negative, None));
+    assert_eq!(
+        (second.status(), value(&second)),
+        (CacheStatus::Negative, None)
+    );
     assert_eq!(
         source.loads(),
         1,
@@ -207,8 +216,8 @@ async fn missing_keys_are_cached_negatively_for_the_negative_ttl() {
     mock.increment(Duration::from_secs(6));
     let third = cache.get(&99).await.expect("get");
     assert_eq!(
-        (third.source(), value(&third)),
-        (Source::Miss, Some("created"))
+        (third.status(), value(&third)),
+        (CacheStatus::Miss, Some("created"))
     );
 }
 
@@ -223,14 +232,20 @@ async fn within_grace_the_stale_value_is_served_and_one_refresh_runs() {
     mock.increment(Duration::from_secs(65));
     for _ in 0..100 {
         let stale = cache.get(&1).await.expect("get");
-        assert_eq!((stale.source(), value(&stale)), (Source::Stale, Some("v1")));
+        assert_eq!(
+            (stale.status(), value(&stale)),
+            (CacheStatus::Stale, Some("v1"))
+        );
     }
     until(|| source.loads() == 2).await;
     assert_eq!(cache.stats().refreshes, 1, "100 stale hits, one refresh");
     gate.send(true).expect("gate");
     until(|| cache.stats().in_flight == 0).await;
     let fresh = cache.get(&1).await.expect("get");
-    assert_eq!((fresh.source(), value(&fresh)), (Source::Hit, Some("new")));
+    assert_eq!(
+        (fresh.status(), value(&fresh)),
+        (CacheStatus::Hit, Some("new"))
+    );
     assert_eq!(source.loads(), 2);
 }
 
@@ -244,8 +259,8 @@ async fn past_grace_a_failing_source_gets_stale_if_error_until_the_window_ends()
     mock.increment(Duration::from_secs(120));
     let kept = cache.get(&2).await.expect("stale-if-error");
     assert_eq!(
-        (kept.source(), value(&kept)),
-        (Source::StaleIfError, Some("v2"))
+        (kept.status(), value(&kept)),
+        (CacheStatus::StaleIfError, Some("v2"))
     );
     assert_eq!(cache.age(&kept), Duration::from_secs(120));
     mock.increment(Duration::from_secs(300));
@@ -306,8 +321,8 @@ async fn an_open_breaker_rejects_fast_and_stale_data_covers_for_it() {
     mock.increment(Duration::from_secs(100));
     let kept = cache.get(&0).await.expect("stale-if-error while open");
     assert_eq!(
-        (kept.source(), value(&kept)),
-        (Source::StaleIfError, Some("v0"))
+        (kept.status(), value(&kept)),
+        (CacheStatus::StaleIfError, Some("v0"))
     );
     assert_eq!(source.loads(), loads_when_opened);
 }
@@ -335,8 +350,8 @@ async fn past_grace_a_stalled_source_gets_stale_if_slow_and_the_load_lands_later
     let started = std::time::Instant::now();
     let kept = cache.get(&2).await.expect("stale-if-slow");
     assert_eq!(
-        (kept.source(), value(&kept)),
-        (Source::StaleIfSlow, Some("v2"))
+        (kept.status(), value(&kept)),
+        (CacheStatus::StaleIfSlow, Some("v2"))
     );
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -348,7 +363,10 @@ async fn past_grace_a_stalled_source_gets_stale_if_slow_and_the_load_lands_later
     gate.send(true).expect("gate");
     until(|| cache.get_cached(&2).is_some()).await;
     let fresh = cache.get(&2).await.expect("get");
-    assert_eq!((fresh.source(), value(&fresh)), (Source::Hit, Some("new")));
+    assert_eq!(
+        (fresh.status(), value(&fresh)),
+        (CacheStatus::Hit, Some("new"))
+    );
     assert_eq!(source.loads(), 2);
 }
 
@@ -428,19 +446,22 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
             tokio::spawn(async move { cache.get(&0).await })
         })
         .collect();
-    let mut by_source: HashMap<Source, usize> = HashMap::new();
+    let mut by_source: HashMap<CacheStatus, usize> = HashMap::new();
     for task in tasks {
         let answer = task.await.expect("task").expect("get");
         assert_eq!(value(&answer), Some("v0"));
-        *by_source.entry(answer.source()).or_default() += 1;
+        *by_source.entry(answer.status()).or_default() += 1;
     }
     assert_eq!(source.loads(), 1);
-    assert_eq!(by_source.get(&Source::Miss), Some(&1), "{by_source:?}");
+    assert_eq!(by_source.get(&CacheStatus::Miss), Some(&1), "{by_source:?}");
     let others: usize = by_source
         .iter()
-        .filter(|(s, _)| **s != Source::Miss)
+        .filter(|(s, _)| **s != CacheStatus::Miss)
         .map(|(s, n)| {
-            assert!(matches!(s, Source::Coalesced | Source::Hit), "{s:?}");
+            assert!(
+                matches!(s, CacheStatus::Coalesced | CacheStatus::Hit),
+                "{s:?}"
+            );
             n
         })
         .sum();
@@ -456,14 +477,17 @@ async fn a_second_process_reads_the_shared_tier() {
         over_tier(&source, &clock, &tier),
         over_tier(&source, &clock, &tier),
     );
-    assert_eq!(a.get(&4).await.expect("get").source(), Source::Miss);
+    assert_eq!(a.get(&4).await.expect("get").status(), CacheStatus::Miss);
     let from_b = b.get(&4).await.expect("get");
-    assert_eq!((from_b.source(), value(&from_b)), (Source::L2, Some("v4")));
-    assert_eq!(b.get(&4).await.expect("get").source(), Source::Hit);
-    assert_eq!(b.get(&77).await.expect("get").source(), Source::Miss);
     assert_eq!(
-        a.get(&77).await.expect("get").source(),
-        Source::Negative,
+        (from_b.status(), value(&from_b)),
+        (CacheStatus::L2, Some("v4"))
+    );
+    assert_eq!(b.get(&4).await.expect("get").status(), CacheStatus::Hit);
+    assert_eq!(b.get(&77).await.expect("get").status(), CacheStatus::Miss);
+    assert_eq!(
+        a.get(&77).await.expect("get").status(),
+        CacheStatus::Negative,
         "negative entries are shared too"
     );
     assert_eq!(source.loads(), 2);
@@ -498,21 +522,21 @@ async fn across_processes_the_lease_lets_one_load_and_the_others_read_l2() {
     until(|| source.loads() == 1).await;
     until(|| processes.iter().map(|p| p.stats().lease_waits).sum::<u64>() == 2).await;
     gate.send(true).expect("gate");
-    let mut by_source: HashMap<Source, usize> = HashMap::new();
+    let mut by_source: HashMap<CacheStatus, usize> = HashMap::new();
     for task in tasks {
         let answer = task.await.expect("task").expect("get");
         assert_eq!(value(&answer), Some("v5"));
-        *by_source.entry(answer.source()).or_default() += 1;
+        *by_source.entry(answer.status()).or_default() += 1;
     }
     assert_eq!(source.loads(), 1, "one load across three processes");
-    assert_eq!(by_source.get(&Source::Miss), Some(&1), "{by_source:?}");
+    assert_eq!(by_source.get(&CacheStatus::Miss), Some(&1), "{by_source:?}");
     assert_eq!(
-        by_source.get(&Source::L2),
+        by_source.get(&CacheStatus::L2),
         Some(&2),
         "the two lease losers read L2: {by_source:?}"
     );
     assert_eq!(
-        by_source.get(&Source::Coalesced),
+        by_source.get(&CacheStatus::Coalesced),
         Some(&27),
         "{by_source:?}"
     );
@@ -556,12 +580,12 @@ async fn a_lease_wait_that_runs_out_follows_the_policy() {
     let loading = build(LeaseTimeoutPolicy::Load);
     let answer = loading.get(&1).await.expect("loads after the wait");
     assert_eq!(
-        (answer.source(), value(&answer)),
-        (Source::Miss, Some("v1"))
+        (answer.status(), value(&answer)),
+        (CacheStatus::Miss, Some("v1"))
     );
     assert_eq!(
-        loading.get(&1).await.expect("get").source(),
-        Source::Hit,
+        loading.get(&1).await.expect("get").status(),
+        CacheStatus::Hit,
         "L1 was filled"
     );
     let l2 = tier.get(&1).await.expect("tier");
@@ -605,8 +629,8 @@ async fn an_orphaned_lease_costs_its_expiry_not_the_whole_wait() {
     let answer = cache.get(&3).await.expect("loaded after the lease expired");
     let took = started.elapsed();
     assert_eq!(
-        (answer.source(), value(&answer)),
-        (Source::Miss, Some("v3"))
+        (answer.status(), value(&answer)),
+        (CacheStatus::Miss, Some("v3"))
     );
     assert!(
         took < Duration::from_secs(5),
@@ -657,8 +681,8 @@ async fn an_invalidation_during_a_load_refuses_its_fill() {
     );
     let next = cache.get(&7).await.expect("get");
     assert_eq!(
-        (next.source(), value(&next)),
-        (Source::Miss, Some("updated")),
+        (next.status(), value(&next)),
+        (CacheStatus::Miss, Some("updated")),
         "no stale set in L1"
     );
 }
@@ -702,8 +726,8 @@ async fn a_fill_refused_by_l2_does_not_land_in_l1() {
         );
         let next = ours.get(&key).await.expect("get");
         assert_eq!(
-            (next.source(), value(&next)),
-            (Source::Miss, Some("updated")),
+            (next.status(), value(&next)),
+            (CacheStatus::Miss, Some("updated")),
             "batch={batch}: the refused old row was kept in L1"
         );
     }
@@ -757,7 +781,10 @@ async fn a_read_during_an_invalidation_does_not_keep_the_old_row() {
         .tier(tier.clone())
         .build()
         .expect("cache");
-    assert_eq!(cache.get(&7).await.expect("get").source(), Source::Miss);
+    assert_eq!(
+        cache.get(&7).await.expect("get").status(),
+        CacheStatus::Miss
+    );
     source.set(7, "updated");
     let invalidating = {
         let cache = cache.clone();
@@ -767,7 +794,7 @@ async fn a_read_during_an_invalidation_does_not_keep_the_old_row() {
     let mut between = None;
     for _ in 0..5_000 {
         let read = cache.get(&7).await.expect("get");
-        if read.source() != Source::Hit {
+        if read.status() != CacheStatus::Hit {
             between = Some(read);
             break;
         }
@@ -775,16 +802,16 @@ async fn a_read_during_an_invalidation_does_not_keep_the_old_row() {
     }
     let between = between.expect("the invalidation never dropped L1");
     assert_eq!(
-        (between.source(), value(&between)),
-        (Source::L2, Some("v7")),
+        (between.status(), value(&between)),
+        (CacheStatus::L2, Some("v7")),
         "the read in between found the old row in L2"
     );
     open.send(true).expect("gate");
     invalidating.await.expect("task").expect("invalidate");
     let after = cache.get(&7).await.expect("get");
     assert_eq!(
-        (after.source(), value(&after)),
-        (Source::Miss, Some("updated")),
+        (after.status(), value(&after)),
+        (CacheStatus::Miss, Some("updated")),
         "the old row survived the invalidation in L1"
     );
 }
@@ -809,7 +836,7 @@ async fn ttl_jitter_spreads_expiry() {
     let count_hits = |cache: TieredCache<u64, String>, keys: std::ops::Range<u64>| async move {
         let mut hits = 0;
         for k in keys {
-            hits += usize::from(cache.get(&k).await.expect("get").source() == Source::Hit);
+            hits += usize::from(cache.get(&k).await.expect("get").status() == CacheStatus::Hit);
         }
         hits
     };
@@ -842,13 +869,13 @@ async fn early_refresh_refreshes_a_hot_key_before_it_expires() {
     cache.get(&1).await.expect("get");
     // Long before expiry the chance is e^-59 per hit: nothing happens.
     for _ in 0..1_000 {
-        assert_eq!(cache.get(&1).await.expect("get").source(), Source::Hit);
+        assert_eq!(cache.get(&1).await.expect("get").status(), CacheStatus::Hit);
     }
     assert_eq!(cache.stats().refreshes, 0);
     // Half a second before expiry the chance is e^-0.5 per hit.
     mock.increment(Duration::from_millis(58_500));
     for _ in 0..100 {
-        assert_eq!(cache.get(&1).await.expect("get").source(), Source::Hit);
+        assert_eq!(cache.get(&1).await.expect("get").status(), CacheStatus::Hit);
         if cache.stats().refreshes > 0 {
             break;
         }
@@ -872,7 +899,10 @@ async fn a_panicking_loader_is_an_error_for_that_call_only() {
         other => panic!("expected LoadPanicked, got {other:?}"),
     }
     source.panic.store(false, Ordering::SeqCst);
-    assert_eq!(cache.get(&1).await.expect("get").source(), Source::Miss);
+    assert_eq!(
+        cache.get(&1).await.expect("get").status(),
+        CacheStatus::Miss
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -909,21 +939,21 @@ async fn get_many_loads_only_the_misses_in_one_batch() {
     a.get(&1).await.expect("into a's L1");
     let loads_before = source.loads();
     let answers = a.get_many(&[1, 2, 3, 42, 3]).await;
-    let got: Vec<(Source, Option<&str>)> = answers
+    let got: Vec<(CacheStatus, Option<&str>)> = answers
         .iter()
         .map(|r| {
             let l = r.as_ref().expect("answer");
-            (l.source(), l.value().map(String::as_str))
+            (l.status(), l.value().map(String::as_str))
         })
         .collect();
     assert_eq!(
         got,
         vec![
-            (Source::Hit, Some("v1")),
-            (Source::L2, Some("v2")),
-            (Source::Miss, Some("v3")),
-            (Source::Miss, None),
-            (Source::Miss, Some("v3")),
+            (CacheStatus::Hit, Some("v1")),
+            (CacheStatus::L2, Some("v2")),
+            (CacheStatus::Miss, Some("v3")),
+            (CacheStatus::Miss, None),
+            (CacheStatus::Miss, Some("v3")),
         ]
     );
     assert_eq!(source.loads(), loads_before + 1, "one batch call");
@@ -932,10 +962,13 @@ async fn get_many_loads_only_the_misses_in_one_batch() {
         Some(&vec![3, 42]),
         "only misses, each once"
     );
-    assert_eq!(a.get(&42).await.expect("get").source(), Source::Negative);
     assert_eq!(
-        b.get(&3).await.expect("get").source(),
-        Source::L2,
+        a.get(&42).await.expect("get").status(),
+        CacheStatus::Negative
+    );
+    assert_eq!(
+        b.get(&3).await.expect("get").status(),
+        CacheStatus::L2,
         "the batch filled L2"
     );
 }
@@ -951,8 +984,8 @@ async fn get_many_falls_back_per_key_when_the_source_fails() {
     let answers = cache.get_many(&[1, 2]).await;
     let first = answers[0].as_ref().expect("fallback");
     assert_eq!(
-        (first.source(), value(first)),
-        (Source::StaleIfError, Some("v1"))
+        (first.status(), value(first)),
+        (CacheStatus::StaleIfError, Some("v1"))
     );
     assert!(matches!(
         answers[1].as_ref().map_err(Error::kind),
@@ -1048,8 +1081,8 @@ async fn clear_local_drops_l1_and_refuses_fills_already_running() {
     cache.clear_local();
     gate.send(true).expect("gate");
     assert_eq!(
-        running.await.expect("task").expect("get").source(),
-        Source::Miss
+        running.await.expect("task").expect("get").status(),
+        CacheStatus::Miss
     );
     assert!(
         cache.get_cached(&1).is_none() && cache.get_cached(&2).is_none(),

@@ -8,7 +8,7 @@ use crate::clock::Instant;
 
 /// Where an answer came from: the `x-cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub enum CacheStatus {
     /// A fresh L1 entry.
     Hit,
     /// An L1 entry past its TTL but within grace; a refresh was started.
@@ -30,35 +30,35 @@ pub enum Source {
     StaleIfSlow,
 }
 
-impl Source {
-    /// Every source, for metrics that pre-register one series each.
-    pub const ALL: [Source; 8] = [
-        Source::Hit,
-        Source::Stale,
-        Source::L2,
-        Source::Miss,
-        Source::Coalesced,
-        Source::Negative,
-        Source::StaleIfError,
-        Source::StaleIfSlow,
+impl CacheStatus {
+    /// Every status, for metrics that pre-register one series each.
+    pub const ALL: [CacheStatus; 8] = [
+        CacheStatus::Hit,
+        CacheStatus::Stale,
+        CacheStatus::L2,
+        CacheStatus::Miss,
+        CacheStatus::Coalesced,
+        CacheStatus::Negative,
+        CacheStatus::StaleIfError,
+        CacheStatus::StaleIfSlow,
     ];
 
     /// The `x-cache` spelling.
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Hit => "hit",
-            Source::Stale => "stale",
-            Source::L2 => "l2",
-            Source::Miss => "miss",
-            Source::Coalesced => "coalesced",
-            Source::Negative => "negative",
-            Source::StaleIfError => "stale-if-error",
-            Source::StaleIfSlow => "stale-if-slow",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Stale => "stale",
+            CacheStatus::L2 => "l2",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Coalesced => "coalesced",
+            CacheStatus::Negative => "negative",
+            CacheStatus::StaleIfError => "stale-if-error",
+            CacheStatus::StaleIfSlow => "stale-if-slow",
         }
     }
 }
 
-impl std::fmt::Display for Source {
+impl std::fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -218,7 +218,7 @@ impl<V> Entry<V> {
 #[derive(Debug, Clone)]
 pub struct Lookup<V> {
     pub(crate) entry: Arc<Entry<V>>,
-    pub(crate) source: Source,
+    pub(crate) status: CacheStatus,
 }
 
 impl<V> Lookup<V> {
@@ -228,8 +228,8 @@ impl<V> Lookup<V> {
     }
 
     /// Where the answer came from (the `x-cache` header).
-    pub fn source(&self) -> Source {
-        self.source
+    pub fn status(&self) -> CacheStatus {
+        self.status
     }
 
     /// Time from when the value was read from the source until `now` (on

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-
 use super::config::{CacheConfig, LeaseTimeoutPolicy};
-use super::entry::{Entry, Freshness, L1Slot, Lookup, Source};
+use super::entry::{CacheStatus, Entry, Freshness, L1Slot, Lookup};
 use super::generation::Generations;
 use super::lease::{Acquired, Lease, LeaseGuard};
 use super::loader::Loader;
@@ -57,14 +56,14 @@ struct Inner<K, V> {
 /// What one flight produced: shared by its leader and followers.
 struct Fetched<V> {
     entry: Arc<Entry<V>>,
-    source: Source,
+    status: CacheStatus,
 }
 
 impl<V> Clone for Fetched<V> {
     fn clone(&self) -> Self {
         Fetched {
             entry: Arc::clone(&self.entry),
-            source: self.source,
+            status: self.status,
         }
     }
 }
@@ -287,7 +286,7 @@ where
         };
         let now = inner.clock.now();
         if now < slot.hit_until {
-            return L1::Answer(lookup(slot.entry, Source::Hit));
+            return L1::Answer(lookup(slot.entry, CacheStatus::Hit));
         }
         self.look_in_l1_slow(key, slot.entry, now)
     }
@@ -301,16 +300,16 @@ where
                         self.spawn_refresh(key, &entry);
                     }
                 }
-                let source = if entry.value.is_none() {
-                    Source::Negative
+                let status = if entry.value.is_none() {
+                    CacheStatus::Negative
                 } else {
-                    Source::Hit
+                    CacheStatus::Hit
                 };
-                L1::Answer(lookup(entry, source))
+                L1::Answer(lookup(entry, status))
             }
             Freshness::Stale => {
                 self.spawn_refresh(key, &entry);
-                L1::Answer(lookup(entry, Source::Stale))
+                L1::Answer(lookup(entry, CacheStatus::Stale))
             }
             Freshness::Fallback => L1::Fallback(entry),
             Freshness::Expired => L1::Miss,
@@ -335,10 +334,10 @@ where
                     Ok(Ok((result, role))) => self.inner.settle(result, role, fallback),
                     // The runtime is shutting down: the kept value is all
                     // there is.
-                    Ok(Err(_)) => Ok(lookup(Arc::clone(kept), Source::StaleIfError)),
+                    Ok(Err(_)) => Ok(lookup(Arc::clone(kept), CacheStatus::StaleIfError)),
                     Err(_) => {
                         bump(&self.inner.stats.stale_if_slow);
-                        Ok(lookup(Arc::clone(kept), Source::StaleIfSlow))
+                        Ok(lookup(Arc::clone(kept), CacheStatus::StaleIfSlow))
                     }
                 };
             }
@@ -366,17 +365,17 @@ where
     ) -> Result<Lookup<V>, Error> {
         match result {
             Ok(fetched) => {
-                let source = match (role, fetched.source) {
-                    (Role::Follower, Source::StaleIfError) => Source::StaleIfError,
-                    (Role::Follower, _) => Source::Coalesced,
-                    (Role::Leader, source) => source,
+                let status = match (role, fetched.status) {
+                    (Role::Follower, CacheStatus::StaleIfError) => CacheStatus::StaleIfError,
+                    (Role::Follower, _) => CacheStatus::Coalesced,
+                    (Role::Leader, status) => status,
                 };
-                Ok(lookup(fetched.entry, source))
+                Ok(lookup(fetched.entry, status))
             }
             // A follower's own fallback, when the leader had none.
             Err(err) => self
                 .or_fallback(err, fallback)
-                .map(|kept| lookup(kept.entry, kept.source)),
+                .map(|kept| lookup(kept.entry, kept.status)),
         }
     }
 }
@@ -517,8 +516,8 @@ fn answered<V>(answer: Option<Result<Lookup<V>, Error>>) -> Result<Lookup<V>, Er
     answer.unwrap_or_else(|| Err(Error::source("internal: a batch key was left unanswered")))
 }
 
-fn lookup<V>(entry: Arc<Entry<V>>, source: Source) -> Lookup<V> {
-    Lookup { entry, source }
+fn lookup<V>(entry: Arc<Entry<V>>, status: CacheStatus) -> Lookup<V> {
+    Lookup { entry, status }
 }
 
 /// Whether an error is one that stale-if-error covers: the source failed or
@@ -614,7 +613,7 @@ where
         };
         Ok(Fetched {
             entry,
-            source: Source::Miss,
+            status: CacheStatus::Miss,
         })
     }
 
@@ -697,7 +696,7 @@ where
                         let fallback = &mut fallbacks[missing[j]];
                         match self.use_tier_read(key, read, l1_generations[j], fallback) {
                             TierLookup::Fresh(f) => {
-                                answers[j] = Some(Ok(lookup(f.entry, f.source)))
+                                answers[j] = Some(Ok(lookup(f.entry, f.status)))
                             }
                             TierLookup::Missing(generation) => tier_generations[j] = generation,
                         }
@@ -782,7 +781,7 @@ where
                                 entry
                             }
                         };
-                        answers[j] = Some(Ok(lookup(entry, Source::Miss)));
+                        answers[j] = Some(Ok(lookup(entry, CacheStatus::Miss)));
                     }
                 }
                 Err(err) => {
@@ -790,7 +789,7 @@ where
                         let fallback = fallbacks[missing[j]].take();
                         answers[j] = Some(
                             self.or_fallback(err.clone(), fallback)
-                                .map(|f| lookup(f.entry, f.source)),
+                                .map(|f| lookup(f.entry, f.status)),
                         );
                     }
                 }
@@ -832,13 +831,13 @@ where
             let entry = self.entry_from_stored(stored);
             match entry.freshness(self.clock.now()) {
                 Freshness::Fresh => {
-                    let source = if entry.value.is_some() {
-                        Source::L2
+                    let status = if entry.value.is_some() {
+                        CacheStatus::L2
                     } else {
-                        Source::Negative
+                        CacheStatus::Negative
                     };
                     let entry = self.fill_l1_entry(key, entry, l1_generation);
-                    return TierLookup::Fresh(Fetched { entry, source });
+                    return TierLookup::Fresh(Fetched { entry, status });
                 }
                 Freshness::Stale | Freshness::Fallback => {
                     if fallback.is_none() {
@@ -929,7 +928,7 @@ where
         match fallback {
             Some(entry) if can_serve_stale(&err) => Ok(Fetched {
                 entry,
-                source: Source::StaleIfError,
+                status: CacheStatus::StaleIfError,
             }),
             _ => Err(err),
         }
@@ -964,10 +963,9 @@ where
         Guarded::new(self.config.load_timeout)
             .maybe_breaker(self.breaker.as_ref())
             .maybe_bulkhead(self.bulkhead.as_ref())
-            .call(
-                async { load.await.map_err(Error::source) },
-                |waited| ErrorKind::LoadTimeout(waited).into(),
-            )
+            .call(async { load.await.map_err(Error::source) }, |waited| {
+                ErrorKind::LoadTimeout(waited).into()
+            })
             .await
     }
 
