@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::start_error::StartError;
 
 /// The name of the generated token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin-token";
@@ -73,7 +74,7 @@ impl std::fmt::Debug for AdminToken {
 impl AdminToken {
     /// The token for `config`: the environment's, the configured file's, or
     /// the data directory's (generated on first start).
-    pub fn resolve(config: &Config) -> Result<AdminToken, Error> {
+    pub fn resolve(config: &Config) -> Result<AdminToken, StartError> {
         if let Some(secret) = &config.server.admin_token {
             return Ok(AdminToken {
                 secret: secret.expose().trim().to_owned(),
@@ -81,7 +82,7 @@ impl AdminToken {
             });
         }
         if let Some(path) = &config.server.admin_token_file {
-            let secret = read_token(path).map_err(|message| Error::Config {
+            let secret = read_token(path).map_err(|message| StartError::Config {
                 file: path.display().to_string(),
                 message: format!("server.admin_token_file: {message}"),
             })?;
@@ -92,7 +93,7 @@ impl AdminToken {
             });
         }
         let path = config.data_dir.join(TOKEN_FILE);
-        let (secret, created) = generated(&path).map_err(|message| Error::Config {
+        let (secret, created) = generated(&path).map_err(|message| StartError::Config {
             file: path.display().to_string(),
             message: format!("admin token: {message}"),
         })?;

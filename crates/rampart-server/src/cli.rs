@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secret};
-use crate::error::Error;
+use crate::start_error::StartError;
 use crate::state::AppState;
 use crate::{demo, drill, server, source, warmup};
 
@@ -87,7 +87,7 @@ fn parse_database_url(url: &str) -> Result<String, String> {
 
 impl ConfigArgs {
     /// The file (or embedded) config with the overrides applied, validated.
-    pub fn load(&self) -> Result<Config, Error> {
+    pub fn load(&self) -> Result<Config, StartError> {
         let (mut config, origin) = match &self.config {
             Some(path) => (Config::from_file(path)?, path.display().to_string()),
             None => (Config::embedded()?, "<embedded>".to_owned()),
@@ -110,7 +110,7 @@ impl ConfigArgs {
         // The admin token has no flag: a command line is visible to every
         // user of the machine (ps), an environment variable is not.
         if let Some(token) = std::env::var_os(ADMIN_TOKEN_ENV) {
-            let token = token.into_string().map_err(|_| Error::Config {
+            let token = token.into_string().map_err(|_| StartError::Config {
                 file: origin.clone(),
                 message: format!("{ADMIN_TOKEN_ENV} is not valid UTF-8"),
             })?;
@@ -118,7 +118,7 @@ impl ConfigArgs {
                 config.server.admin_token = Some(Secret::new(token));
             }
         }
-        config.validate().map_err(|message| Error::Config {
+        config.validate().map_err(|message| StartError::Config {
             file: origin,
             message,
         })?;
@@ -127,7 +127,7 @@ impl ConfigArgs {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<(), Error> {
+pub async fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
         Command::Serve(args) => server::run_until_signal(args.load()?).await,
         Command::DemoData(args) => {
@@ -153,10 +153,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let json = args.json;
             let config = args
                 .into_config()
-                .map_err(|e| Error::BadRequest(e.to_string()))?;
+                .map_err(|e| StartError::Usage(e.to_string()))?;
             let report = drill::run(&config)
                 .await
-                .map_err(|e| Error::BadRequest(e.to_string()))?;
+                .map_err(|e| StartError::Usage(e.to_string()))?;
             if json {
                 println!(
                     "{}",
@@ -167,7 +167,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             if let Some((max_error_rate, max_p99)) = gate {
                 if let Err(reasons) = drill::gate(&report, max_error_rate, max_p99) {
-                    return Err(Error::BadRequest(format!(
+                    return Err(StartError::Usage(format!(
                         "drill gate failed: {}",
                         reasons.join("; ")
                     )));
@@ -179,7 +179,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 }
 
 /// `rampart warm`: the warm-up alone, with a progress bar on a terminal.
-async fn warm_only(config: Config) -> Result<(), Error> {
+async fn warm_only(config: Config) -> Result<(), StartError> {
     let state = AppState::open(config).await?;
     let cancel = CancellationToken::new();
     let bar = indicatif::ProgressBar::new(0);
@@ -234,7 +234,7 @@ async fn warm_only(config: Config) -> Result<(), Error> {
         }
     }
     match failed {
-        Some(e) => Err(Error::Guard(e)),
+        Some(e) => Err(StartError::Guard(e)),
         None => Ok(()),
     }
 }

@@ -15,7 +15,7 @@ use rampart::limit::BulkheadConfig;
 use rampart::warm::WarmConfig;
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::start_error::StartError;
 
 /// The embedded default: the demo resources over SQLite in `./rampart-data`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../rampart.example.toml");
@@ -459,13 +459,13 @@ impl Config {
     }
 
     /// The embedded default configuration.
-    pub fn embedded() -> Result<Self, Error> {
+    pub fn embedded() -> Result<Self, StartError> {
         Self::parse(DEFAULT_CONFIG, Path::new("<embedded rampart.example.toml>"))
     }
 
     /// Reads and validates a config file.
-    pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+    pub fn from_file(path: &Path) -> Result<Self, StartError> {
+        let text = std::fs::read_to_string(path).map_err(|e| StartError::Config {
             file: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
@@ -473,12 +473,12 @@ impl Config {
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &Path) -> Result<Self, Error> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::Config {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, StartError> {
+        let config: Config = toml::from_str(text).map_err(|e| StartError::Config {
             file: origin.display().to_string(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| Error::Config {
+        config.validate().map_err(|message| StartError::Config {
             file: origin.display().to_string(),
             message,
         })?;

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use sqlx::AnyPool;
 
-use crate::error::Error;
 use crate::source::count;
+use crate::start_error::StartError;
 
 /// Rows per INSERT statement.
 const ROWS_PER_INSERT: u64 = 1_000;
@@ -55,8 +55,8 @@ pub async fn ensure(
     url: &str,
     users: u64,
     quiet: bool,
-) -> Result<DemoReport, Error> {
-    let db = |e: sqlx::Error| Error::Database(e.to_string());
+) -> Result<DemoReport, StartError> {
+    let db = |e: sqlx::Error| StartError::Database(e.to_string());
     // SQLite's rowid alias must be spelled INTEGER; PostgreSQL's INTEGER is
     // 32-bit, so it gets BIGINT.
     let int_key = if is_postgres(url) {
@@ -151,8 +151,8 @@ async fn fill(
     total: u64,
     quiet: bool,
     statement: impl Fn(u64, u64) -> String,
-) -> Result<(), Error> {
-    let db = |e: sqlx::Error| Error::Database(e.to_string());
+) -> Result<(), StartError> {
+    let db = |e: sqlx::Error| StartError::Database(e.to_string());
     let mut next = 1;
     let mut reported = 0;
     while next <= total {

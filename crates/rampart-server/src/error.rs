@@ -1,29 +1,15 @@
-//! The crate's one error type, and the one place it becomes an HTTP
-//! response: `{ "error", "code", "detail" }` with a precise status.
+//! The error of a request, and the one place it becomes an HTTP response:
+//! `{ "error", "code", "detail" }` with a precise status. (What stops the
+//! service from starting is a `start_error::StartError`.)
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-/// Everything that can go wrong in the service, at start-up or per request.
+/// Everything that can go wrong with one request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A config file (or the embedded one) is invalid.
-    #[error("config {file}: {message}")]
-    Config { file: String, message: String },
-
-    /// The database could not be reached or a query failed.
-    #[error("database: {0}")]
-    Database(String),
-
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-
     /// No resource by that name.
     #[error("no resource named {:?}", echo(.0))]
     UnknownResource(String),
@@ -126,14 +112,6 @@ impl Error {
     fn classify(&self) -> (StatusCode, &'static str, Option<u64>) {
         use rampart::ErrorKind as G;
         match self {
-            Error::Config { .. } | Error::Bind { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
-            }
-            Error::Database(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "source_unavailable",
-                Some(1),
-            ),
             Error::UnknownResource(_) => (StatusCode::NOT_FOUND, "unknown_resource", None),
             Error::BadKey { .. } => (StatusCode::BAD_REQUEST, "bad_key", None),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),

@@ -16,7 +16,8 @@
 //! | [`extract`] | path and query extractors whose rejections are the crate's errors |
 //! | [`auth`] | the admin token and the layer on write routes |
 //! | [`panic_hook`] | the process's panic hook: counted, rate-limited logging |
-//! | [`error`] | the one error type and its HTTP responses |
+//! | [`error`] | a request's error and its HTTP responses (the one place) |
+//! | [`start_error`] | what stops `rampart` from starting: config, database, bind |
 //! | [`source`] | the SQL pool, rows as JSON, the cache's loader |
 //! | [`demo`] | the demo data set |
 //! | [`warmup`] | start-up warm-up and the readiness gate |
@@ -44,9 +45,11 @@ pub mod pressure;
 pub mod readiness;
 pub mod server;
 pub mod source;
+pub mod start_error;
 pub mod state;
 pub mod warmup;
 
 pub use config::Config;
 pub use error::Error;
 pub use server::Server;
+pub use start_error::StartError;

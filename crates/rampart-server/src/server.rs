@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::Config;
-use crate::error::Error;
+use crate::start_error::StartError;
 use crate::state::AppState;
 use crate::{accept, api, connection, demo, layers, panic_hook, source, warmup};
 
@@ -32,7 +32,7 @@ pub struct Server {
 impl Server {
     /// Starts the service for `config` and returns once it is listening.
     /// Demo data is generated first when the database is the embedded one.
-    pub async fn start(config: Config) -> Result<Server, Error> {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
         let warmup_enabled = config.warmup.enabled;
         let listen = config.listen;
         // Before anything is opened: a bad token file stops the start.
@@ -40,11 +40,11 @@ impl Server {
         let state = AppState::open(config).await?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| Error::Bind {
+            .map_err(|source| StartError::Bind {
                 addr: listen.to_string(),
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: listen.to_string(),
             source,
         })?;
@@ -92,7 +92,7 @@ impl Server {
 
     /// Stops accepting, lets in-flight requests finish (up to the
     /// configured grace), cancels the warm-up.
-    pub async fn shutdown(self) -> Result<(), Error> {
+    pub async fn shutdown(self) -> Result<(), StartError> {
         self.stop.cancel();
         let grace = self.state.config.server.shutdown_grace;
         let mut serving = self.serving;
@@ -100,11 +100,11 @@ impl Server {
         let _ = self.warming.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(source))) => Err(Error::Bind {
+            Ok(Ok(Err(source))) => Err(StartError::Bind {
                 addr: self.addr.to_string(),
                 source,
             }),
-            Ok(Err(join)) => Err(Error::Database(format!("server task failed: {join}"))),
+            Ok(Err(join)) => Err(StartError::Database(format!("server task failed: {join}"))),
             Err(_) => {
                 tracing::warn!(
                     ?grace,
@@ -118,7 +118,7 @@ impl Server {
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run_until_signal(config: Config) -> Result<(), Error> {
+pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     panic_hook::install();
     let database = source::redact(&config.database_url());
     let embedded = config.is_embedded_database();

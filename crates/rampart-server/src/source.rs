@@ -16,8 +16,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow, AnyTypeInfoKind};
 use sqlx::{AnyPool, Column, Row, ValueRef};
 
 use crate::config::{Config, KeyType, ResourceConfig};
-use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::start_error::StartError;
 
 /// Longest string key accepted, in bytes.
 pub const MAX_STRING_KEY: usize = 256;
@@ -84,12 +84,12 @@ impl fmt::Display for Key {
 
 /// Opens the pool for `config`, creating the data directory for the
 /// embedded SQLite database.
-pub async fn connect(config: &Config) -> Result<AnyPool, Error> {
+pub async fn connect(config: &Config) -> Result<AnyPool, StartError> {
     sqlx::any::install_default_drivers();
     let url = config.database_url();
     if config.is_embedded_database() {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::Database(format!(
+            StartError::Database(format!(
                 "cannot create data dir {}: {e}",
                 config.data_dir.display()
             ))
@@ -100,13 +100,13 @@ pub async fn connect(config: &Config) -> Result<AnyPool, Error> {
         .acquire_timeout(config.database.acquire_timeout)
         .connect(&url)
         .await
-        .map_err(|e| Error::Database(format!("cannot connect to {}: {e}", redact(&url))))?;
+        .map_err(|e| StartError::Database(format!("cannot connect to {}: {e}", redact(&url))))?;
     if url.starts_with("sqlite:") {
         // WAL lets readers run while the warm-up or demo data writes.
         sqlx::query("PRAGMA journal_mode=WAL")
             .execute(&pool)
             .await
-            .map_err(|e| Error::Database(e.to_string()))?;
+            .map_err(|e| StartError::Database(e.to_string()))?;
     }
     Ok(pool)
 }
@@ -310,9 +310,9 @@ pub fn warm_keys<'a>(
 }
 
 /// Runs a counting query (`warm_count`, the demo tables' sizes).
-pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, Error> {
-    let db = |e: sqlx::Error| Error::Database(e.to_string());
+pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, StartError> {
+    let db = |e: sqlx::Error| StartError::Database(e.to_string());
     let row = sqlx::query(sql).fetch_one(pool).await.map_err(db)?;
     let count: i64 = row.try_get(0).map_err(db)?;
-    u64::try_from(count).map_err(|_| Error::Database(format!("{sql}: negative count {count}")))
+    u64::try_from(count).map_err(|_| StartError::Database(format!("{sql}: negative count {count}")))
 }

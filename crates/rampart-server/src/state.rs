@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::pressure::{ForegroundLatency, SourcePressure};
 use crate::readiness::Readiness;
 use crate::source::{Key, PoolWait, SqlLoader};
+use crate::start_error::StartError;
 use rampart_redis::deploy::{local_cache, LocalCache, RedisDeployment, TierOptions};
 
 /// The Redis side shared by every resource of a process: the guarded
@@ -36,7 +37,7 @@ impl std::ops::Deref for SharedRedis {
 
 impl SharedRedis {
     /// Connects per `config.redis` (None when no URL is configured).
-    pub async fn connect(config: &Config) -> Result<Option<SharedRedis>, Error> {
+    pub async fn connect(config: &Config) -> Result<Option<SharedRedis>, StartError> {
         if config.redis.urls.is_empty() {
             return Ok(None);
         }
@@ -101,7 +102,7 @@ impl AppState {
     /// Everything `serve` and `warm` start from: the source pool (with the
     /// demo data when the database is the embedded one), Redis if
     /// configured, and a cache per resource.
-    pub async fn open(config: Config) -> Result<Self, Error> {
+    pub async fn open(config: Config) -> Result<Self, StartError> {
         let pool = crate::source::connect(&config).await?;
         if config.is_embedded_database() && config.demo_rows > 0 {
             crate::demo::ensure(&pool, &config.database_url(), config.demo_rows, false).await?;
@@ -112,7 +113,11 @@ impl AppState {
 
     /// Builds a cache per resource over `pool`, sharing `redis` (the L2
     /// tier, leases and notices) when given.
-    pub fn new(config: Config, pool: AnyPool, redis: Option<SharedRedis>) -> Result<Self, Error> {
+    pub fn new(
+        config: Config,
+        pool: AnyPool,
+        redis: Option<SharedRedis>,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::default());
         let pool_wait = Arc::new(PoolWait::default());
         let foreground = Arc::new(ForegroundLatency::new(

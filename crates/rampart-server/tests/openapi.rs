@@ -194,7 +194,6 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
 #[test]
 fn every_error_code_is_in_the_code_enum() {
     let errors = [
-        Error::Database("x".into()),
         Error::UnknownResource("x".into()),
         Error::BadKey {
             resource: "x".into(),
@@ -206,6 +205,7 @@ fn every_error_code_is_in_the_code_enum() {
             key: "x".into(),
         },
         Error::Guard(rampart::Error::source("x")),
+        Error::Guard(rampart::Error::tier("x")),
         Error::Overloaded,
         Error::Timeout,
         Error::Panic,
