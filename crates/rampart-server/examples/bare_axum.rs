@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: Vec<Bytes> = (0..=count)
         .map(|id| {
             Bytes::from(
-                serde_json::to_vec(&rampart_server::demo::user_json(id)).unwrap_or_default(),
+                serde_json::to_vec(&rampart_server::cache::demo::user_json(id)).unwrap_or_default(),
             )
         })
         .collect();

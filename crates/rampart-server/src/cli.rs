@@ -8,10 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{demo, source, warmup};
 use crate::config::{Config, Secret};
 use crate::start_error::StartError;
 use crate::state::AppState;
-use crate::{demo, drill, server, source, warmup};
+use crate::{drill, server};
 
 /// The environment variable holding the admin token (see `auth.rs`).
 pub const ADMIN_TOKEN_ENV: &str = "RAMPART_ADMIN_TOKEN";

@@ -8,11 +8,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AdminToken, TokenOrigin};
+use crate::cache::{demo, source, warmup};
 use crate::config::Config;
+use crate::http::auth::{AdminToken, TokenOrigin};
+use crate::http::{accept, connection, layers};
+use crate::ops::panic_hook;
 use crate::start_error::StartError;
 use crate::state::AppState;
-use crate::{accept, api, connection, demo, layers, panic_hook, source, warmup};
+use crate::{app, cache};
 
 /// Slack past the request timeout for a busy connection to write its
 /// answer before the watchdog calls it stuck.
@@ -48,7 +51,7 @@ impl Server {
             addr: listen.to_string(),
             source,
         })?;
-        let app = layers::wrap(api::routes(state.clone(), Arc::clone(&admin_token)), &state);
+        let app = layers::wrap(app::routes(state.clone(), Arc::clone(&admin_token)), &state);
         let server = &state.config.server;
         let settings = accept::Settings {
             max_connections: server.max_connections,
@@ -125,7 +128,7 @@ pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     let server = Server::start(config).await?;
     let base = format!("http://{}", server.addr);
     println!("rampart serving on {base}  (source: {database})");
-    for name in api::resource_names(&server.state) {
+    for name in cache::routes::resource_names(&server.state) {
         let r = &server.state.resources[&name];
         let example = match r.config.key_type {
             crate::config::KeyType::Integer => "1".to_owned(),

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{config, start};
-use rampart_server::auth::{TokenOrigin, TOKEN_FILE};
 use rampart_server::config::Secret;
+use rampart_server::http::auth::{TokenOrigin, TOKEN_FILE};
 use rampart_server::Server;
 use serde_json::Value;
 

@@ -8,9 +8,9 @@
 mod common;
 
 use common::start;
-use rampart_server::demo;
+use rampart_server::cache::demo;
 use rampart_server::error::Error;
-use rampart_server::openapi::{self, ERROR_CODES, ROUTES};
+use rampart_server::ops::openapi::{self, ERROR_CODES, ROUTES};
 use serde_json::Value;
 
 /// The value at a local `$ref` ("#/a/b"), if it resolves.
@@ -90,7 +90,7 @@ async fn each_resource_has_its_own_paths_and_key_schema() {
     assert_eq!(products["minLength"], 1);
     assert_eq!(
         products["maxLength"],
-        rampart_server::source::MAX_STRING_KEY
+        rampart_server::cache::keys::MAX_STRING_KEY
     );
     let batch = &paths["/v1/r/products"]["get"]["parameters"][0];
     assert_eq!(batch["name"], "keys");

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rampart_server::metrics::Metrics;
-use rampart_server::panic_hook::{self, Limits};
+use rampart_server::ops::metrics::Metrics;
+use rampart_server::ops::panic_hook::{self, Limits};
 
 const PANICS: u64 = 10_000;
 const THREADS: u64 = 4;

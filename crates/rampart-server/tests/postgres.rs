@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{demo_data, x_cache, Schema, ROWS};
-use rampart_server::demo;
+use rampart_server::cache::demo;
 use serde_json::Value;
 use sqlx::Row;
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::x_cache;
-use rampart_server::demo;
+use rampart_server::cache::demo;
 use serde_json::Value;
 
 fn redis_url() -> String {

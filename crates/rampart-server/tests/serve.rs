@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start, x_cache, ROWS};
-use rampart_server::demo;
+use rampart_server::cache::demo;
 use serde_json::Value;
 
 #[tokio::test]
@@ -410,8 +410,8 @@ async fn health_metrics_and_openapi() {
     }
     let doc: Value = t.get("/openapi.json").await.json().await.expect("json");
     let paths = doc["paths"].as_object().expect("paths");
-    for route in rampart_server::openapi::ROUTES {
-        let documented = rampart_server::openapi::concrete_path(route, "users");
+    for route in rampart_server::ops::openapi::ROUTES {
+        let documented = rampart_server::ops::openapi::concrete_path(route, "users");
         assert!(paths.contains_key(&documented), "{documented} undocumented");
         let path = documented.replace("{key}", "1");
         let path = if route.path == "/v1/r/{resource}" {

@@ -41,7 +41,7 @@ impl TestServer {
             .state
             .config
             .data_dir
-            .join(rampart_server::auth::TOKEN_FILE);
+            .join(rampart_server::http::auth::TOKEN_FILE);
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .trim()

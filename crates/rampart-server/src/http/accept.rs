@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Limits};
-use crate::metrics::Metrics;
+use crate::http::connection::{self, Limits};
+use crate::ops::metrics::Metrics;
 
 /// The accept loop's settings.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use rampart::warm::{warm, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
-use crate::source::{count, warm_keys, Key};
+use crate::cache::keys::Key;
+use crate::cache::source::{count, warm_keys};
 use crate::state::AppState;
 
 /// Warms every resource in turn; returns each one's report. Marks the

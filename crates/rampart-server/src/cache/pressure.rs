@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::source::PoolWait;
+use crate::cache::source::PoolWait;
 
 /// Pressure on the source, as the warm-up sees it.
 pub struct SourcePressure {

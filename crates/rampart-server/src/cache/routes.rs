@@ -1,69 +1,20 @@
-//! HTTP handlers: thin. They parse, ask the cache, and shape the answer;
-//! errors become responses in `error.rs`, defences live in `layers.rs`.
-
-use std::sync::Arc;
+//! The read-through cache's HTTP handlers, thin: they parse the key, ask
+//! the resource's cache, and shape the answer (`x-cache`, `age`). Errors
+//! become responses in `error.rs`; defences are the layers in `http/`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
-use axum::middleware;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use rampart::cache::Lookup;
-#[cfg(feature = "test-routes")]
-use serde::Deserialize;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::auth::{self, AdminToken};
+use crate::cache::keys::Key;
 use crate::error::{echo, Error};
-use crate::extract::{Path, Query};
-use crate::openapi;
-use crate::source::Key;
+use crate::http::extract::{Path, Query};
 use crate::state::{AppState, Resource};
-
-/// The routes, without the defence layers (see `layers::wrap`). Write
-/// routes require `admin_token` (see `auth.rs`).
-pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
-    let admin = middleware::from_fn_with_state(admin_token, auth::require_admin);
-    let router = Router::new()
-        .route("/v1/r/{resource}/{key}", get(get_one))
-        .route("/v1/r/{resource}", get(get_batch))
-        .route(
-            "/v1/r/{resource}/{key}/invalidate",
-            post(invalidate).route_layer(admin),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_json));
-    #[cfg(feature = "test-routes")]
-    let router = router
-        .route("/v1/test/panic", get(test_panic))
-        .route("/v1/test/slow", get(test_slow));
-    router
-        // After every route: it applies to the routes present.
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(unknown_route)
-        .with_state(state)
-}
-
-/// Any path no route matches.
-async fn unknown_route(method: Method, uri: Uri) -> Error {
-    Error::UnknownRoute {
-        method: method.to_string(),
-        path: echo(uri.path()),
-    }
-}
-
-/// A route's path with a method it does not have (axum adds `Allow`).
-async fn method_not_allowed(method: Method, uri: Uri) -> Error {
-    Error::MethodNotAllowed {
-        method: method.to_string(),
-        path: echo(uri.path()),
-    }
-}
 
 fn parse_key(resource: &Resource, raw: &str) -> Result<Key, Error> {
     Key::parse(resource.config.key_type, raw).map_err(|detail| Error::BadKey {
@@ -86,7 +37,7 @@ fn x_cache(lookup: &Lookup<Bytes>) -> HeaderValue {
 }
 
 /// `GET /v1/r/{resource}/{key}`: the row as JSON.
-async fn get_one(
+pub async fn get_one(
     State(state): State<AppState>,
     Path((name, raw_key)): Path<(String, String)>,
 ) -> Result<Response, Error> {
@@ -169,7 +120,7 @@ struct BatchError {
 /// `GET /v1/r/{resource}?keys=1,2,3` or `?keys=1&keys=2`: many rows, in
 /// the order asked; a key that does not exist has `"value": null`, one
 /// that failed has `"error"`.
-async fn get_batch(
+pub async fn get_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<BatchQuery>,
@@ -234,7 +185,7 @@ async fn get_batch(
 
 /// `POST /v1/r/{resource}/{key}/invalidate`: drop the key from every tier;
 /// a load that began before this will not store its result.
-async fn invalidate(
+pub async fn invalidate(
     State(state): State<AppState>,
     Path((name, raw_key)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
@@ -242,90 +193,6 @@ async fn invalidate(
     let key = parse_key(resource, &raw_key)?;
     resource.cache.invalidate(&key).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /healthz`: the process is alive.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-/// `GET /readyz`: 200 once warm-up reached its fraction or deadline.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let ready = state.is_ready();
-    let progress: serde_json::Map<String, serde_json::Value> = state
-        .resources
-        .iter()
-        .map(|(name, r)| {
-            let w = &r.warm;
-            (
-                name.clone(),
-                serde_json::json!({
-                    "keys_done": w.keys_done(),
-                    "keys_failed": w.keys_failed(),
-                    "expected": w.expected(),
-                    "finished": w.is_finished(),
-                }),
-            )
-        })
-        .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let mut body = serde_json::json!({
-        "status": if ready { "ready" } else { "warming" },
-        "warmup": progress,
-    });
-    if let Some(shared) = &state.redis {
-        let notices = shared.notices();
-        body["redis"] = serde_json::json!({
-            "subscribed": notices.is_subscribed(),
-            "subscribed_through": notices.subscribed_url().map(|url| crate::source::redact(&url)),
-            "subscriptions": notices.subscriptions(),
-            "gaps": notices.gaps(),
-        });
-    }
-    (status, Json(body)).into_response()
-}
-
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> Response {
-    state.refresh_gauges();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// `GET /openapi.json`: the API description, generated from `openapi.rs`'s
-/// route table (which a test checks against this router).
-async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(openapi::document(&state.config))
-}
-
-/// A route that panics, compiled only for tests (feature `test-routes`).
-#[cfg(feature = "test-routes")]
-async fn test_panic() -> &'static str {
-    panic!("test route panicked on purpose")
-}
-
-#[cfg(feature = "test-routes")]
-#[derive(Deserialize)]
-struct SlowQuery {
-    ms: u64,
-}
-
-/// A route that takes `?ms=` milliseconds, compiled only for tests: for
-/// shedding, timeouts and graceful shutdown.
-#[cfg(feature = "test-routes")]
-async fn test_slow(Query(query): Query<SlowQuery>) -> &'static str {
-    tokio::time::sleep(std::time::Duration::from_millis(query.ms)).await;
-    "done"
 }
 
 /// Resources in a stable order (for listings).

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// The bounds one connection is held to.
 #[derive(Debug, Clone, Copy)]

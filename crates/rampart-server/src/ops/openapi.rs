@@ -10,9 +10,9 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::cache::demo;
+use crate::cache::keys::MAX_STRING_KEY;
 use crate::config::{Config, KeyType, ResourceConfig};
-use crate::demo;
-use crate::source::MAX_STRING_KEY;
 
 /// One documented route, as the router spells it (`{resource}` is expanded
 /// per configured resource in the document).

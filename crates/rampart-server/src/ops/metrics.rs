@@ -237,7 +237,7 @@ impl Collector for ProcessPanics {
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         match IntCounter::new(PROCESS_PANICS.0, PROCESS_PANICS.1) {
             Ok(counter) => {
-                counter.inc_by(crate::panic_hook::total());
+                counter.inc_by(crate::ops::panic_hook::total());
                 counter.collect()
             }
             Err(_) => Vec::new(),

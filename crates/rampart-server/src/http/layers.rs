@@ -30,7 +30,7 @@ use tracing::Level;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::state::AppState;
 
 /// Wraps the routes in the defence layers.

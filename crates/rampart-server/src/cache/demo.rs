@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sqlx::AnyPool;
 
-use crate::source::count;
+use crate::cache::source::count;
 use crate::start_error::StartError;
 
 /// Rows per INSERT statement.

@@ -1,0 +1,226 @@
+//! Assembling the service: the source pool (with the demo data on the
+//! embedded default), Redis when configured, a guarded cache per resource,
+//! and the router over every capability's routes. Runs once at start-up;
+//! what requests use at run time is `state.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{Method, Uri};
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use rampart::breaker::CircuitBreaker;
+use rampart::cache::{LocalLease, MemoryTier, TieredCache};
+use rampart::limit::Bulkhead;
+use rampart::warm::WarmProgress;
+use sqlx::AnyPool;
+
+use crate::cache::keys::Key;
+use crate::cache::pressure::{ForegroundLatency, SourcePressure};
+use crate::cache::routes::{get_batch, get_one, invalidate};
+use crate::cache::source::{PoolWait, SqlLoader};
+use crate::config::Config;
+use crate::error::{echo, Error};
+use crate::http::auth::{self, AdminToken};
+use crate::ops::metrics::Metrics;
+use crate::ops::readiness::Readiness;
+use crate::ops::routes::{healthz, metrics, openapi_json, readyz};
+#[cfg(feature = "test-routes")]
+use crate::ops::routes::{test_panic, test_slow};
+use crate::start_error::StartError;
+use crate::state::{AppState, Resource, Shared};
+use rampart_redis::deploy::{local_cache, LocalCache, RedisDeployment, TierOptions};
+
+/// The Redis side shared by every resource of a process: the guarded
+/// connection, the notice subscriber (over every configured URL) and the
+/// namespace, all set up by [`RedisDeployment`].
+#[derive(Clone)]
+pub struct SharedRedis(pub(crate) RedisDeployment);
+
+impl std::ops::Deref for SharedRedis {
+    type Target = RedisDeployment;
+
+    fn deref(&self) -> &RedisDeployment {
+        &self.0
+    }
+}
+
+impl SharedRedis {
+    /// Connects per `config.redis` (None when no URL is configured).
+    pub async fn connect(config: &Config) -> Result<Option<SharedRedis>, StartError> {
+        if config.redis.urls.is_empty() {
+            return Ok(None);
+        }
+        let breaker = CircuitBreaker::new("redis", config.redis.breaker.clone());
+        let deployment = RedisDeployment::connect(
+            &config.redis.urls,
+            config.redis.timeout,
+            breaker,
+            config.redis.namespace.clone(),
+        )
+        .await?;
+        Ok(Some(SharedRedis(deployment)))
+    }
+
+    /// Invalidations heard on the bus drop the key from this process's L1;
+    /// after a gap in the subscription every L1 is suspect and cleared
+    /// (keys are then revalidated against Redis).
+    fn wire_notices(&self, resources: &HashMap<String, Arc<Resource>>) {
+        self.0.wire_notices(resources.iter().map(|(name, r)| {
+            let key_type = r.config.key_type;
+            let cache: Arc<dyn LocalCache> =
+                local_cache(r.cache.clone(), move |raw| Key::parse(key_type, raw).ok());
+            (name.clone(), cache)
+        }));
+    }
+}
+
+impl AppState {
+    /// Everything `serve` and `warm` start from: the source pool (with the
+    /// demo data when the database is the embedded one), Redis if
+    /// configured, and a cache per resource.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        let pool = crate::cache::source::connect(&config).await?;
+        if config.is_embedded_database() && config.demo_rows > 0 {
+            crate::cache::demo::ensure(&pool, &config.database_url(), config.demo_rows, false)
+                .await?;
+        }
+        let redis = SharedRedis::connect(&config).await?;
+        Self::new(config, pool, redis)
+    }
+
+    /// Builds a cache per resource over `pool`, sharing `redis` (the L2
+    /// tier, leases and notices) when given.
+    pub fn new(
+        config: Config,
+        pool: AnyPool,
+        redis: Option<SharedRedis>,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let pool_wait = Arc::new(PoolWait::default());
+        let foreground = Arc::new(ForegroundLatency::new(
+            config.warmup.pressure_foreground_p99,
+        ));
+        let pressure = Arc::new(SourcePressure {
+            pool_wait: Arc::clone(&pool_wait),
+            pool_wait_limit: config.warmup.pressure_pool_wait,
+            foreground,
+        });
+        let mut resources = HashMap::new();
+        for resource in &config.resources {
+            let breaker = CircuitBreaker::new(resource.name.as_str(), resource.breaker.clone());
+            count_transitions(&breaker, &metrics);
+            let bulkhead = Bulkhead::new(resource.name.as_str(), resource.bulkhead.clone());
+            let loader = SqlLoader::new(
+                resource,
+                pool.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&pool_wait),
+            );
+            let mut builder = TieredCache::builder(resource.name.as_str(), loader)
+                .config(resource.cache.clone())
+                .breaker(Some(breaker))
+                .bulkhead(Some(bulkhead));
+            if let Some(shared) = &redis {
+                // The tier's bookkeeping keys expire after the longest
+                // life these settings give an entry.
+                builder = shared.attach(
+                    builder,
+                    &resource.name,
+                    &resource.cache,
+                    TierOptions {
+                        replicas: resource.replicas,
+                        lease_ttl: config.redis.leases.then_some(config.redis.lease_ttl),
+                    },
+                );
+            } else if resource.l2_capacity > 0 {
+                // In-process L2 and lease: the embedded deployment's stand-ins
+                // for Redis, with the same contracts.
+                builder = builder
+                    .tier(Arc::new(MemoryTier::new(resource.l2_capacity)))
+                    .lease(Arc::new(LocalLease::<Key>::new(
+                        resource.cache.load_timeout * 2,
+                    )));
+            }
+            let cache = builder.build()?;
+            resources.insert(
+                resource.name.clone(),
+                Arc::new(Resource {
+                    config: resource.clone(),
+                    cache,
+                    warm: Arc::new(WarmProgress::default()),
+                }),
+            );
+        }
+        if let Some(shared) = &redis {
+            shared.wire_notices(&resources);
+            count_transitions(shared.redis().breaker(), &metrics);
+        }
+        let readiness = Arc::new(Readiness::new(
+            config.warmup.ready_fraction,
+            config.warmup.ready_deadline,
+        ));
+        Ok(AppState(Arc::new(Shared {
+            config: Arc::new(config),
+            resources: Arc::new(resources),
+            metrics,
+            pool,
+            pressure,
+            readiness,
+            redis,
+        })))
+    }
+}
+
+/// Counts `breaker`'s state changes in `rampart_breaker_transitions_total`.
+fn count_transitions(breaker: &CircuitBreaker, metrics: &Metrics) {
+    let transitions = metrics.breaker_transitions.clone();
+    breaker.on_transition(move |t| {
+        transitions
+            .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
+            .inc();
+    });
+}
+
+/// The routes, without the defence layers (see `layers::wrap`). Write
+/// routes require `admin_token` (see `auth.rs`).
+pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
+    let admin = middleware::from_fn_with_state(admin_token, auth::require_admin);
+    let router = Router::new()
+        .route("/v1/r/{resource}/{key}", get(get_one))
+        .route("/v1/r/{resource}", get(get_batch))
+        .route(
+            "/v1/r/{resource}/{key}/invalidate",
+            post(invalidate).route_layer(admin),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json));
+    #[cfg(feature = "test-routes")]
+    let router = router
+        .route("/v1/test/panic", get(test_panic))
+        .route("/v1/test/slow", get(test_slow));
+    router
+        // After every route: it applies to the routes present.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+/// Any path no route matches.
+async fn unknown_route(method: Method, uri: Uri) -> Error {
+    Error::UnknownRoute {
+        method: method.to_string(),
+        path: echo(uri.path()),
+    }
+}
+
+/// A route's path with a method it does not have (axum adds `Allow`).
+async fn method_not_allowed(method: Method, uri: Uri) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        path: echo(uri.path()),
+    }
+}

@@ -1,0 +1,18 @@
+//! The read-through cache capability: `GET /v1/r/{resource}/{key}` and
+//! friends over a SQL source, one guarded `TieredCache` per resource.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`routes`] | the handlers, thin |
+//! | [`keys`] | a resource's key, checked at the edge |
+//! | [`source`] | the SQL pool, rows as JSON, the cache's `Loader` |
+//! | [`warmup`] | start-up warm-up, bounded and adaptive |
+//! | [`pressure`] | the warm-up's back-off signal (pool waits, foreground p99) |
+//! | [`demo`] | the demo data set of the embedded default |
+
+pub mod demo;
+pub mod keys;
+pub mod pressure;
+pub mod routes;
+pub mod source;
+pub mod warmup;

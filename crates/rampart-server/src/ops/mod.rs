@@ -1,0 +1,16 @@
+//! What operators use: health and readiness, metrics, the OpenAPI
+//! document, and the process's panic hook.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`routes`] | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` |
+//! | [`readiness`] | the `/readyz` gate: warm-up, Redis subscription, deadline |
+//! | [`metrics`] | Prometheus metrics, one registry per server |
+//! | [`openapi`] | `/openapi.json` from one route table |
+//! | [`panic_hook`] | counted, rate-limited panic logging |
+
+pub mod metrics;
+pub mod openapi;
+pub mod panic_hook;
+pub mod readiness;
+pub mod routes;
