@@ -27,7 +27,8 @@
 //!   soon as the failure rate or the slow-call rate reaches its threshold.
 //!   Rates are judged when an outcome is recorded, not when time passes.
 //! * **Open**: every call is rejected with [`ErrorKind::BreakerOpen`], whose
-//!   `retry_after` is the time left until `open_wait` has elapsed.
+//!   `retry_after` is the time left until `open_wait` has elapsed, rounded
+//!   up to the millisecond.
 //! * **HalfOpen**: at most `half_open_probes` trial calls are in flight at
 //!   once, and at most that many are judged: once `half_open_probes` probes
 //!   have *finished* (success or failure), the breaker closes if their rates
@@ -140,6 +141,16 @@ use crate::clock::{Clock, Instant};
 use crate::{Error, ErrorKind};
 
 use self::window::{Totals, Window, FAILED, SLOW};
+
+/// Breaker ids (std atomics even under loom: a counter, not a model subject).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(not(rampart_loom))]
+thread_local! {
+    /// This thread's last rejection: (breaker id, retry_after in ms, error).
+    static LAST_REJECTION: std::cell::RefCell<Option<(u64, u64, Error)>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// The largest count window [`BreakerConfig::validate`] accepts (one byte
 /// per call is kept).
@@ -450,6 +461,9 @@ pub struct CircuitBreaker {
 
 struct Inner {
     name: Arc<str>,
+    /// Unique per breaker and never reused (an address could be, after a
+    /// drop): keys this breaker's entry in the rejection cache.
+    id: u64,
     config: BreakerConfig,
     /// `minimum_calls`, capped at a count window's size.
     minimum_calls: u64,
@@ -523,6 +537,8 @@ impl CircuitBreaker {
         CircuitBreaker {
             inner: Arc::new(Inner {
                 name: name.into(),
+                // Relaxed: uniqueness needs only atomicity.
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 minimum_calls: u64::from(minimum_calls),
                 slow_nanos: saturating_nanos(config.slow_call_duration),
                 open_wait_nanos: saturating_nanos(config.open_wait),
@@ -763,14 +779,49 @@ impl Inner {
         saturating_nanos(self.clock.now().saturating_duration_since(self.epoch))
     }
 
+    /// The error for a rejected call, `retry_after` rounded up to the
+    /// millisecond.
+    ///
+    /// Why a per-thread cache: an `Error` is one allocated pointer (for the
+    /// cache's hit path), so building one per rejection cost an allocation,
+    /// a free and two atomic operations on the name's shared reference
+    /// count (~65 ns). One error shared by every rejection would instead
+    /// put every rejecting core on a single reference count, a contended
+    /// cache line in exactly the storm a breaker exists for. Each thread
+    /// keeps the last rejection it built and hands out clones while the
+    /// breaker and the rounded `retry_after` are the same: one uncontended
+    /// reference-count increment, rebuilt at most once a millisecond per
+    /// thread during a storm (BENCHMARKS.md, "Breaker rejection").
     fn reject(&self, retry_after: Duration) -> Error {
         // Relaxed: a statistic; no other memory depends on it.
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        ErrorKind::BreakerOpen {
-            name: Arc::clone(&self.name),
-            retry_after,
+        let millis = u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let build = || -> Error {
+            ErrorKind::BreakerOpen {
+                name: Arc::clone(&self.name),
+                retry_after: Duration::from_millis(millis),
+            }
+            .into()
+        };
+        #[cfg(not(rampart_loom))]
+        {
+            LAST_REJECTION
+                .try_with(|last| {
+                    let mut last = last.borrow_mut();
+                    match &*last {
+                        Some((id, at, error)) if *id == self.id && *at == millis => error.clone(),
+                        _ => {
+                            let error = build();
+                            *last = Some((self.id, millis, error.clone()));
+                            error
+                        }
+                    }
+                })
+                // The thread is exiting and its cache is gone.
+                .unwrap_or_else(|_| build())
         }
-        .into()
+        #[cfg(rampart_loom)]
+        build()
     }
 
     fn exceeds_thresholds(&self, t: &Totals) -> bool {

@@ -347,7 +347,9 @@ fn half_open_is_entered_lazily_after_open_wait() {
     let (b, mock) = breaker(count_config(4, 4));
     trip(&b);
     mock.increment(Duration::from_secs(5) - Duration::from_nanos(1));
-    assert_eq!(rejection(&b), Duration::from_nanos(1));
+    // retry_after is rounded up to the millisecond: never "retry now" while
+    // the breaker would still reject.
+    assert_eq!(rejection(&b), Duration::from_millis(1));
     mock.increment(Duration::from_nanos(1));
     assert_eq!(b.state(), State::Open, "no timer: nothing moved it yet");
     let probe = permit(&b);
