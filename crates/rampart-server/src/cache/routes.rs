@@ -47,11 +47,11 @@ pub async fn get_one(
         Ok(lookup) => lookup,
         Err(err) => {
             let err = Error::from(err);
-            count_answer(&state, &name, err.code());
+            state.metrics.count_answer(&name, err.code());
             return Err(err);
         }
     };
-    count_answer(&state, &name, lookup.status().as_str());
+    state.metrics.count_answer(&name, lookup.status().as_str());
     let mut response = match lookup.value() {
         Some(row) => (
             [(
@@ -67,12 +67,38 @@ pub async fn get_one(
         }
         .into_response(),
     };
+    /// `age` values below this come from a table of static strings: a
+    /// header value made from an integer is a heap allocation per answer,
+    /// and fresh entries are young.
+    const STATIC_AGES: u64 = 1024;
+    static AGES: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let age = resource.cache.age(&lookup).as_secs();
+    let age = match AGES
+        .get_or_init(|| {
+            // One string for the whole table, kept for the process's life.
+            let text: &'static str = (0..STATIC_AGES)
+                .map(|n| n.to_string())
+                .collect::<String>()
+                .leak();
+            let mut at = 0;
+            (0..STATIC_AGES)
+                .map(|n| {
+                    let len = n.to_string().len();
+                    at += len;
+                    HeaderValue::from_static(&text[at - len..at])
+                })
+                .collect()
+        })
+        .get(usize::try_from(age).unwrap_or(usize::MAX))
+    {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(age),
+    };
+    // A constant name: a string name is parsed and checked on every insert.
+    const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
     let headers = response.headers_mut();
-    headers.insert("x-cache", x_cache(&lookup));
-    headers.insert(
-        header::AGE,
-        HeaderValue::from(resource.cache.age(&lookup).as_secs()),
-    );
+    headers.insert(X_CACHE, x_cache(&lookup));
+    headers.insert(header::AGE, age);
     Ok(response)
 }
 

@@ -19,6 +19,7 @@
 //! connection's own state. The watchdog is one timer per connection, re-armed
 //! when its deadline passes, not per request.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -38,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::Service;
 
 use crate::ops::metrics::Metrics;
 
@@ -262,17 +263,29 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
+    // This connection's own token: the select below polls it on every
+    // wake of the connection (each request, each read), and polling the
+    // server's token itself locks one mutex that every connection shares.
+    // A child is cancelled with its parent and locks only its own node.
+    let stop = stop.child_token();
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         stream,
         activity: Arc::clone(&activity),
     });
+    // One router per connection, called in place: cloning it per request
+    // (as `oneshot` would) is an increment and a decrement on one counter
+    // that every connection's requests share. hyper calls the service with
+    // `&self`, hence the cell; HTTP/1 serves one request at a time, and the
+    // borrow ends before `call` returns, so it is never contended.
+    let router = RefCell::new(app);
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             activity.on_request();
             let done = ResponseDone(Arc::clone(&activity));
-            let answer = app.clone().oneshot(request);
+            // `Router` is always ready (its `poll_ready` is a constant).
+            let answer = router.borrow_mut().call(request);
             async move {
                 // `done` moves into the body; if this future is dropped
                 // first (the connection closed), it is dropped with it.

@@ -1,104 +1,273 @@
-//! The defences every request passes through, as tower layers, outermost
-//! first: request id → trace → HTTP metrics → head limits (URI, headers)
-//! → load shedding (bounded concurrency, never an unbounded queue) →
-//! request timeout → panic isolation → the handler.
+//! The defences every request passes through, in one layer, in this
+//! order: request id → trace span → HTTP metrics → head limits (URI,
+//! headers) → load shedding (bounded concurrency, never an unbounded
+//! queue) → request timeout → panic isolation → the handler.
 //!
 //! hyper's own limits (its read buffer, 100 headers, 64 KiB of URI) stay
 //! the outer bound, answered by hyper with an empty body; the documented
 //! limits checked here are lower, so a client within hyper's bounds always
 //! gets the JSON error.
 
-use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::{BoxError, Router};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, TraceLayer};
-use tracing::Level;
+use axum::Router;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
-use crate::ops::metrics::Metrics;
 use crate::state::AppState;
 
 /// Wraps the routes in the defence layers.
+///
+/// The defences are one hand-written layer rather than a stack of tower
+/// and `from_fn` layers: axum clones a route's whole service for every
+/// request, and each `from_fn` layer clones and boxes what is inside it
+/// again. One layer over one `Arc` costs one increment to clone, and the
+/// checks that need no waiting (head limits, shedding) run before any
+/// future is built (measured: BENCHMARKS.md, HTTP).
 pub fn wrap(routes: Router, state: &AppState) -> Router {
     let server = &state.config.server;
-    let metrics = Arc::clone(&state.metrics);
-    let on_panic = |_: Box<dyn Any + Send + 'static>| panic_response();
-    let on_overload = {
-        let metrics = Arc::clone(&metrics);
-        move |err: BoxError| {
-            let metrics = Arc::clone(&metrics);
-            async move { overload_response(&metrics, &err) }
-        }
+    let defences = Defences {
+        state: state.clone(),
+        limits: HeadLimits {
+            max_uri_bytes: server.max_uri_bytes,
+            max_header_bytes: server.max_header_bytes,
+        },
+        max_in_flight: server.max_concurrent_requests,
+        in_flight: AtomicUsize::new(0),
+        timeout: server.request_timeout,
+        next_id: AtomicU64::new(0),
     };
-    let shed_and_timeout = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(on_overload))
-        // Shed instead of queueing: when all slots are busy the request is
-        // answered 503 at once rather than waiting in an unbounded queue.
-        // The limit is global: axum clones route layers per route, and the
-        // global layer shares one semaphore across the clones.
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(
-            server.max_concurrent_requests,
-        ))
-        .timeout(server.request_timeout);
-    let head_limits = HeadLimits {
-        max_uri_bytes: server.max_uri_bytes,
-        max_header_bytes: server.max_header_bytes,
-    };
-    routes
-        .layer(CatchPanicLayer::custom(on_panic))
-        .layer(shed_and_timeout)
-        .layer(middleware::from_fn_with_state(head_limits, check_head))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(
-            TraceLayer::new_for_http()
-                // Never headers: they carry the admin token.
-                .make_span_with(DefaultMakeSpan::new().include_headers(false))
-                // 5xx answers are counted in metrics and explained in their
-                // bodies; logging each one at error level would flood logs
-                // during an outage (or while /readyz says "warming").
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+    routes.layer(DefenceLayer(Arc::new(defences)))
 }
 
-/// Request ids: a process-unique counter, unless the caller sent one.
-#[derive(Clone, Default)]
-struct NextRequestId(Arc<AtomicU64>);
+/// What every request shares: the settings and the live counts.
+struct Defences {
+    state: AppState,
+    limits: HeadLimits,
+    /// Requests allowed in flight at once (all routes together); past it a
+    /// request is shed, never queued.
+    max_in_flight: usize,
+    in_flight: AtomicUsize,
+    timeout: Duration,
+    /// Request ids: a process-unique counter, unless the caller sent one.
+    next_id: AtomicU64,
+}
 
-impl MakeRequestId for NextRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        // Relaxed: uniqueness needs only atomicity, not ordering.
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{n:016x}"))
-            .ok()
-            .map(RequestId::new)
+#[derive(Clone)]
+struct DefenceLayer(Arc<Defences>);
+
+impl<S> Layer<S> for DefenceLayer {
+    type Service = Defended<S>;
+
+    fn layer(&self, inner: S) -> Defended<S> {
+        Defended {
+            inner,
+            defences: Arc::clone(&self.0),
+        }
     }
 }
 
-/// Marks a response as a contained panic, for `observe` to count by route.
+/// One route's service behind the defences.
+#[derive(Clone)]
+struct Defended<S> {
+    inner: S,
+    defences: Arc<Defences>,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl<S> Service<Request> for Defended<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let defences = Arc::clone(&self.defences);
+        let metrics = &defences.state.metrics;
+        // Request id first: every answer below carries it.
+        let request_id = match request.headers().get(X_REQUEST_ID) {
+            Some(sent) => sent.clone(),
+            None => defences.new_request_id(),
+        };
+        // Never headers in the span: they carry the admin token. Fields
+        // are only evaluated when the span is enabled.
+        let span = tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            uri = %request.uri(),
+            version = ?request.version(),
+            request_id = ?request_id,
+        );
+        let template = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        // The warm-up backs off when the API's own requests get slow.
+        let foreground = template.starts_with("/v1/");
+        let route = metrics.http_route(template);
+        let early = if let Err(refused) = defences.limits.check(&request) {
+            Err(refused.into_response())
+        } else if let Some(permit) = defences.try_enter() {
+            // Synchronous work inside `call` can panic too.
+            match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+                Ok(answer) => Ok((permit, answer)),
+                Err(_) => Err(panic_response()),
+            }
+        } else {
+            metrics.shed.inc();
+            Err(Error::Overloaded.into_response())
+        };
+        Box::pin(
+            async move {
+                tracing::debug!("started processing request");
+                let mut response = match early {
+                    Err(response) => response,
+                    Ok((permit, answer)) => {
+                        let deadline = start + defences.timeout;
+                        let response = match guarded(answer, deadline).await {
+                            Outcome::Answered(response) => response,
+                            Outcome::TimedOut => {
+                                defences.state.metrics.timeouts.inc();
+                                Error::Timeout.into_response()
+                            }
+                            Outcome::Panicked => panic_response(),
+                        };
+                        drop(permit);
+                        response
+                    }
+                };
+                let elapsed = start.elapsed();
+                let metrics = &defences.state.metrics;
+                let status = response.status();
+                metrics.observe_http(&route, status.as_str(), elapsed.as_secs_f64());
+                if foreground {
+                    defences.state.pressure.foreground.record(elapsed);
+                }
+                if response.extensions().get::<PanicContained>().is_some() {
+                    metrics.count_panic(&route);
+                }
+                // 5xx answers are counted in metrics and explained in their
+                // bodies; logging each above debug would flood logs during
+                // an outage (or while /readyz says "warming").
+                tracing::debug!(
+                    ?elapsed,
+                    status = status.as_u16(),
+                    "finished processing request"
+                );
+                response
+                    .headers_mut()
+                    .entry(X_REQUEST_ID)
+                    .or_insert(request_id);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+impl Defences {
+    fn new_request_id(&self) -> HeaderValue {
+        // Relaxed: uniqueness needs only atomicity, not ordering.
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // 16 lower-case hex digits, written without a formatter.
+        let mut text = [0u8; 16];
+        for (i, digit) in text.iter_mut().enumerate() {
+            let nibble = (n >> (60 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        match HeaderValue::from_bytes(&text) {
+            Ok(value) => value,
+            // Hex digits are always a valid header value.
+            Err(_) => HeaderValue::from_static("0"),
+        }
+    }
+
+    /// A slot among the requests in flight, or `None` when all are taken
+    /// (the request is shed).
+    fn try_enter(self: &Arc<Self>) -> Option<InFlight> {
+        // Relaxed: the count is its own only datum; no other memory is
+        // published through it.
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InFlight(Arc::clone(self)))
+    }
+}
+
+/// A request's slot in flight, given back on drop (also when the request's
+/// future is dropped: the client went away).
+struct InFlight(Arc<Defences>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a handler's future ended.
+enum Outcome {
+    Answered(Response),
+    TimedOut,
+    Panicked,
+}
+
+/// A handler's future held to the request deadline, with panics caught.
+/// The handler is polled first and the timer is only made when it has to
+/// wait: a cache hit answers on its first poll and never touches the
+/// runtime's timer wheel.
+async fn guarded<F>(answer: F, deadline: Instant) -> Outcome
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    let mut answer = std::pin::pin!(answer);
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        match catch_unwind(AssertUnwindSafe(|| answer.as_mut().poll(cx))) {
+            Ok(Poll::Ready(Ok(response))) => return Poll::Ready(Outcome::Answered(response)),
+            Ok(Poll::Ready(Err(never))) => match never {},
+            Err(_) => return Poll::Ready(Outcome::Panicked),
+            Ok(Poll::Pending) => {}
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Outcome::TimedOut),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Marks a response as a contained panic, for the metrics to count by
+/// route.
 #[derive(Clone, Copy)]
 struct PanicContained;
 
-/// The answer to a contained panic. Neither logged nor counted here: the
-/// panic hook logs (rate-limited), and `observe`, which knows the route,
-/// counts.
+/// The answer to a contained panic. Not logged here: the panic hook logs
+/// (rate-limited).
 fn panic_response() -> Response {
     let mut response = Error::Panic.into_response();
     response.extensions_mut().insert(PanicContained);
@@ -120,70 +289,31 @@ pub fn hyper_max_buf_size(server: &ServerConfig) -> usize {
     (server.max_uri_bytes + server.max_header_bytes + 16 * 1024).max(8 * 1024)
 }
 
-/// 414 past the URI limit, 431 past the header limit, as JSON.
-async fn check_head(State(limits): State<HeadLimits>, request: Request, next: Next) -> Response {
-    let uri = request.uri();
-    let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.scheme_str().map_or(0, str::len);
-    if uri_len > limits.max_uri_bytes {
-        return Error::UriTooLong {
-            len: uri_len,
-            max: limits.max_uri_bytes,
+impl HeadLimits {
+    /// 414 past the URI limit, 431 past the header limit, as JSON.
+    fn check(&self, request: &Request) -> Result<(), Error> {
+        let uri = request.uri();
+        let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.scheme_str().map_or(0, str::len);
+        if uri_len > self.max_uri_bytes {
+            return Err(Error::UriTooLong {
+                len: uri_len,
+                max: self.max_uri_bytes,
+            });
         }
-        .into_response();
-    }
-    // As on the wire: "name: value\r\n".
-    let header_len: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if header_len > limits.max_header_bytes {
-        return Error::HeadersTooLarge {
-            len: header_len,
-            max: limits.max_header_bytes,
+        // As on the wire: "name: value\r\n".
+        let header_len: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if header_len > self.max_header_bytes {
+            return Err(Error::HeadersTooLarge {
+                len: header_len,
+                max: self.max_header_bytes,
+            });
         }
-        .into_response();
+        Ok(())
     }
-    next.run(request).await
-}
-
-fn overload_response(metrics: &Metrics, err: &BoxError) -> Response {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        metrics.timeouts.inc();
-        Error::Timeout.into_response()
-    } else {
-        // `Overloaded` from load shedding, or anything else a layer raised.
-        metrics.shed.inc();
-        Error::Overloaded.into_response()
-    }
-}
-
-/// Records HTTP latency by route template and status, and feeds foreground
-/// latency to the warm-up's pressure signal.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let start = Instant::now();
-    let response = next.run(request).await;
-    let elapsed = start.elapsed();
-    state
-        .metrics
-        .http_duration
-        .with_label_values(&[route.as_str(), response.status().as_str()])
-        .observe(elapsed.as_secs_f64());
-    if route.starts_with("/v1/") {
-        state.pressure.foreground.record(elapsed);
-    }
-    if response.extensions().get::<PanicContained>().is_some() {
-        state
-            .metrics
-            .panics
-            .with_label_values(&[route.as_str()])
-            .inc();
-    }
-    response
 }

@@ -5,11 +5,15 @@
 //! mirror live state (pool, breakers, warm-up) are refreshed at scrape time.
 //! Names are listed in README.md.
 
+mod children;
+
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use children::Children;
 
 /// Buckets for latencies from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -63,6 +67,26 @@ pub struct Metrics {
     pub redis_subscription_gaps: IntGauge,
     /// HTTP latency by route template and status.
     pub http_duration: HistogramVec,
+    /// `http_duration`'s children by route, then status (request path).
+    http_children: Children<Children<Histogram, MAX_STATUSES>, MAX_ROUTES>,
+    /// `requests`' children by resource, then outcome (request path).
+    answer_children: Children<Children<IntCounter, MAX_OUTCOMES>, MAX_RESOURCES>,
+}
+
+/// Bounds on the request path's label caches (see `metrics/children.rs`):
+/// well above what the router and `Error::code` can produce, and past them
+/// a label still counts, through `with_label_values`.
+const MAX_ROUTES: usize = 32;
+const MAX_STATUSES: usize = 16;
+const MAX_RESOURCES: usize = 32;
+const MAX_OUTCOMES: usize = 32;
+
+/// A route template resolved once per request, before the request moves
+/// on, to its place in the label cache (see [`Metrics::http_route`]).
+pub enum HttpRoute {
+    Cached(usize),
+    /// Past the cache's bound: the template itself.
+    Other(Box<str>),
 }
 
 /// Registers a metric built from a static definition. A failure is a
@@ -213,6 +237,8 @@ impl Default for Metrics {
                 "HTTP requests by route template and status.",
                 &["route", "status"],
             ),
+            http_children: Children::default(),
+            answer_children: Children::default(),
             registry: {
                 register_process_panics(&r);
                 r
@@ -261,6 +287,56 @@ fn register_process_panics(registry: &Registry) {
 }
 
 impl Metrics {
+    /// Counts one answer for `resource` in `rampart_requests_total`:
+    /// `outcome` is the `x-cache` value or the error code.
+    pub fn count_answer(&self, resource: &str, outcome: &str) {
+        let make = || self.requests.with_label_values(&[resource, outcome]);
+        let cached = self
+            .answer_children
+            .get_or_insert(resource, Children::default)
+            .and_then(|outcomes| outcomes.get_or_insert(outcome, make));
+        match cached {
+            Some(counter) => counter.inc(),
+            None => make().inc(),
+        }
+    }
+
+    /// `route` (a matched template, or `unmatched`) for
+    /// [`Metrics::observe_http`] and [`Metrics::count_panic`].
+    pub fn http_route(&self, route: &str) -> HttpRoute {
+        match self.http_children.index_of(route, Children::default) {
+            Some(index) => HttpRoute::Cached(index),
+            None => HttpRoute::Other(route.into()),
+        }
+    }
+
+    /// Records one HTTP answer's latency by route and status.
+    pub fn observe_http(&self, route: &HttpRoute, status: &str, seconds: f64) {
+        let (name, statuses) = match route {
+            HttpRoute::Cached(index) => match self.http_children.at(*index) {
+                Some((name, statuses)) => (name, Some(statuses)),
+                None => return,
+            },
+            HttpRoute::Other(name) => (&**name, None),
+        };
+        let make = || self.http_duration.with_label_values(&[name, status]);
+        match statuses.and_then(|s| s.get_or_insert(status, make)) {
+            Some(histogram) => histogram.observe(seconds),
+            None => make().observe(seconds),
+        }
+    }
+
+    /// Counts a contained panic on `route` (rare: no cache).
+    pub fn count_panic(&self, route: &HttpRoute) {
+        let name = match route {
+            HttpRoute::Cached(index) => self.http_children.at(*index).map(|(name, _)| name),
+            HttpRoute::Other(name) => Some(&**name),
+        };
+        if let Some(name) = name {
+            self.panics.with_label_values(&[name]).inc();
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
