@@ -53,21 +53,31 @@ return {redis.call('GET', KEYS[1]), generation}
 /// the key was invalidated since the generation was read, or its
 /// generation was lost (see the module doc), or a newer fence is stored (a
 /// load that outlived its lease must not overwrite newer data).
+///
+/// Fence 0 is an unfenced fill (a batch: warm-up, batch reads take no
+/// lease). It is judged by the generation alone and keeps the stored fence
+/// (never lowers it), so a late holder of an older lease is still refused
+/// after it. Refusing it for any stored fence instead kept every key once
+/// written under a lease out of reach of batches until its stale-if-error
+/// window ended: warm-up warmed none of them, and batch reads went to the
+/// source each time.
 pub static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local fence = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
-if stored > tonumber(ARGV[2]) then return 0 end
+if fence > 0 and stored > fence then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[3], tostring(math.max(stored, fence)), 'PX', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1
 ",
     )
 });
 
-/// Fill of a copy `r > 0` of a hot key, after copy 0 took the same fill.
+/// Fill of a copy `r > 0` of a hot key, after copy 0 took the same fill
+/// (fences as in [`FILL`]).
 /// The copy's generation mirrors copy 0's: a different one means an
 /// invalidation has passed this copy since the fill's generation was read
 /// (refused); none means the copy is new or was lost (it adopts the
@@ -79,10 +89,11 @@ pub static FILL_COPY: LazyLock<Script> = LazyLock::new(|| {
         r"
 local generation = redis.call('GET', KEYS[2])
 if generation and generation ~= ARGV[1] then return 0 end
+local fence = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
-if stored > tonumber(ARGV[2]) then return 0 end
+if fence > 0 and stored > fence then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[3], tostring(math.max(stored, fence)), 'PX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[5])
 return 1
 ",

@@ -106,6 +106,44 @@ async fn a_fill_that_read_a_generation_before_it_was_lost_is_refused() {
     assert_ne!(tier.get(&2).await.expect("get").generation, before);
 }
 
+/// A batch fill (fence 0: warm-up and batch reads take no lease) replaces
+/// an entry written under a lease when the generation matches, and keeps
+/// the stored fence, so an older lease's late fill is still refused.
+#[tokio::test]
+async fn an_unfenced_batch_fill_replaces_a_fenced_entry_but_keeps_its_fence() {
+    let server = PrivateRedis::start();
+    for replicas in [1, 3] {
+        let tier = RedisTier::<u64>::new(guarded(&server).await, "batch", LIFE).replicas(replicas);
+        let key = u64::from(replicas);
+        let generation = tier.get(&key).await.expect("get").generation;
+        assert_eq!(
+            tier.fill(&key, stored("leased"), generation, 5)
+                .await
+                .expect("fill"),
+            FillOutcome::Stored
+        );
+        assert_eq!(
+            tier.fill(&key, stored("batch"), generation, 0)
+                .await
+                .expect("fill"),
+            FillOutcome::Stored,
+            "replicas={replicas}: a batch could never refresh a key once filled under a lease"
+        );
+        let read = tier.get(&key).await.expect("get");
+        assert_eq!(
+            read.entry.and_then(|e| e.value),
+            Some(Bytes::from_static(b"batch"))
+        );
+        assert_eq!(
+            tier.fill(&key, stored("late"), generation, 3)
+                .await
+                .expect("fill"),
+            FillOutcome::Refused,
+            "replicas={replicas}: the stored fence was lowered by the batch fill"
+        );
+    }
+}
+
 #[tokio::test]
 async fn invalidating_a_lost_generation_starts_from_a_random_epoch() {
     let server = PrivateRedis::start();
