@@ -53,8 +53,9 @@ pub struct Config {
 pub struct RedisConfig {
     #[serde(default)]
     pub urls: Vec<String>,
-    /// Separates deployments (or test runs) sharing one Redis: keys are
-    /// `{rampart:<namespace>:<resource>:<key>}:…`.
+    /// Separates deployments (or test runs) sharing one Redis: each key's
+    /// names carry `<namespace>:<resource>` and the key, length-prefixed
+    /// (`rampart-redis`'s `keys.rs` has the layout).
     #[serde(default = "defaults::redis_namespace")]
     pub namespace: String,
     /// Per-call bound; a slow Redis counts as a failing one.

@@ -6,7 +6,7 @@
 //! the key is free again: results are never cached here — that is the cache's
 //! job — so an error reaches only the followers of that one flight.
 //!
-//! What the pitfalls of other implementations taught (see REFERENCES.md):
+//! What the pitfalls of other implementations taught:
 //!
 //! * **Cancellation.** A leader whose future is dropped (a timeout, a client
 //!   gone) must not strand its followers. The leader's clean-up lives in

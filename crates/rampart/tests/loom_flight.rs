@@ -2,7 +2,7 @@
 //!
 //! Run with:
 //! `RUSTFLAGS="--cfg rampart_loom" cargo test --release -p rampart --test loom_flight`
-//! (`.ci/run` does, into its own target directory). loom explores every
+//! (`scripts/test.sh` does, into its own target directory). loom explores every
 //! interleaving of the flight's locks and wake-ups within the bound and
 //! fails on a deadlock (a waiter nobody wakes), a lost result, or a broken
 //! assertion below.

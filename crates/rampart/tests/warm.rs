@@ -3,7 +3,7 @@
 //!
 //! Most tests run on a paused Tokio clock (`start_paused = true`), so batch
 //! latencies and rate limits are exact and cost no real time. The "source"
-//! is a [`CacheStatus`]: it counts the loads running at once (its high-water mark
+//! is a [`FakeSource`]: it counts the loads running at once (its high-water mark
 //! is the concurrency the source actually saw) and logs every dispatch.
 
 use std::collections::HashSet;
@@ -35,7 +35,7 @@ struct Dispatch {
 /// The batch source: counts live loads (decremented on completion or
 /// drop) and logs dispatches.
 #[derive(Default)]
-struct CacheStatus {
+struct FakeSource {
     live: AtomicUsize,
     high_water: AtomicUsize,
     completed: AtomicU64,
@@ -43,7 +43,7 @@ struct CacheStatus {
 }
 
 /// A load in progress at the source; finishing or dropping it ends it.
-struct LiveLoad(Arc<CacheStatus>);
+struct LiveLoad(Arc<FakeSource>);
 
 impl Drop for LiveLoad {
     fn drop(&mut self) {
@@ -51,7 +51,7 @@ impl Drop for LiveLoad {
     }
 }
 
-impl CacheStatus {
+impl FakeSource {
     /// Records a dispatch; returns its index and the guard for the load.
     fn enter(
         self: &Arc<Self>,
@@ -244,7 +244,7 @@ fn runs_without_timers_when_unlimited() {
 /// and grouped, in order, into full batches and one short last batch.
 #[tokio::test(start_paused = true)]
 async fn keys_are_pulled_lazily_in_full_batches() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     progress.set_expected(1050);
@@ -329,7 +329,7 @@ async fn an_endless_stream_is_never_collected() {
 /// limit is used in full.
 #[tokio::test(start_paused = true)]
 async fn concurrency_never_exceeds_the_limit() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let mut rng = fastrand::Rng::with_seed(7);
@@ -374,7 +374,7 @@ async fn concurrency_never_exceeds_the_limit() {
 async fn rate_limit_bounds_keys_dispatched() {
     const RATE: u32 = 1000;
     const BATCH: usize = 50;
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let start = Instant::now();
@@ -422,7 +422,7 @@ async fn rate_limit_bounds_keys_dispatched() {
 /// `progress.concurrency()` shows it.
 #[tokio::test(start_paused = true)]
 async fn pressure_halves_the_limit_and_calm_grows_it_back() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let high = AtomicBool::new(true);
@@ -503,7 +503,7 @@ async fn pressure_halves_the_limit_and_calm_grows_it_back() {
 /// does a partly loaded batch for the keys it did not load.
 #[tokio::test(start_paused = true)]
 async fn failed_batches_are_counted_and_the_warm_up_goes_on() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     // The limit as the warm-up stood each time it read the pressure.
@@ -561,7 +561,7 @@ async fn failed_batches_are_counted_and_the_warm_up_goes_on() {
 /// error that completed the run; a success in between resets the count.
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_stop_the_warm_up() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let err = warm(
@@ -602,7 +602,7 @@ async fn consecutive_failures_stop_the_warm_up() {
 /// they finish first, and no new batch starts meanwhile.
 #[tokio::test(start_paused = true)]
 async fn a_failure_stop_waits_for_batches_in_flight() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let started = Instant::now();
@@ -650,7 +650,7 @@ async fn a_failure_stop_waits_for_batches_in_flight() {
 /// flight finish; the partly filled batch is skipped, not loaded.
 #[tokio::test(start_paused = true)]
 async fn a_stream_error_stops_the_warm_up() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let keys = counted_keys(0..250, &pulled)
@@ -687,7 +687,7 @@ async fn a_stream_error_stops_the_warm_up() {
 /// returns `Ok` with `cancelled` within one batch latency.
 #[tokio::test(start_paused = true)]
 async fn cancellation_stops_new_batches_and_drains() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let cancel = CancellationToken::new();
@@ -766,7 +766,7 @@ async fn cancelled_before_start_pulls_nothing() {
 /// dispatched, even though it fills up; its keys count as skipped.
 #[tokio::test(start_paused = true)]
 async fn cancel_during_fill_dispatches_nothing_more() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let cancel = CancellationToken::new();
@@ -808,7 +808,7 @@ async fn cancel_during_fill_dispatches_nothing_more() {
 /// (no task left running), and the counters still add up.
 #[tokio::test(start_paused = true)]
 async fn dropping_the_future_drops_the_batches_in_flight() {
-    let source = Arc::new(CacheStatus::default());
+    let source = Arc::new(FakeSource::default());
     let pulled = Arc::new(AtomicU64::new(0));
     let progress = WarmProgress::default();
     let outcome = tokio::time::timeout(
@@ -923,7 +923,7 @@ async fn stress_seeded() {
             max_consecutive_failures: 1_000,
         };
         println!("round {round}: {config:?}");
-        let source = Arc::new(CacheStatus::default());
+        let source = Arc::new(FakeSource::default());
         let pulled = Arc::new(AtomicU64::new(0));
         let progress = WarmProgress::default();
         let cancel = CancellationToken::new();

@@ -6,7 +6,7 @@
 //! | phase | from | deadline |
 //! |---|---|---|
 //! | head | accept, or the first byte of a later request | `header_read_timeout` |
-//! | busy | the head parsed (the request handed to the router) | `request_timeout + idle_timeout` |
+//! | busy | the head parsed (the request handed to the router) | `request_timeout` + 10 s of slack to write the answer |
 //! | idle | the response body done (kept alive) | `idle_timeout` |
 //!
 //! hyper's own `header_read_timeout` is not used: it counts from the moment

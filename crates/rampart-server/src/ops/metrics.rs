@@ -26,11 +26,11 @@ pub struct Metrics {
     registry: Registry,
     /// Answers per resource by where they came from (`x-cache`) or error code.
     pub requests: IntCounterVec,
-    /// CacheStatus load latency per resource and outcome.
+    /// Source load latency per resource and outcome.
     pub load_duration: HistogramVec,
     /// Keys being loaded right now per resource.
     pub loads_in_flight: IntGaugeVec,
-    /// CacheStatus pool: connections by state, and the configured size.
+    /// Source pool: connections by state, and the configured size.
     pub pool_connections: IntGaugeVec,
     pub pool_size: IntGauge,
     /// How long loads waited for a source connection.
@@ -137,7 +137,7 @@ impl Default for Metrics {
             load_duration: histogram_vec(
                 &r,
                 "rampart_load_duration_seconds",
-                "CacheStatus loads per resource and outcome (ok, error).",
+                "Source loads per resource and outcome (ok, error).",
                 &["resource", "outcome"],
             ),
             loads_in_flight: gauge_vec(
@@ -149,7 +149,7 @@ impl Default for Metrics {
             pool_connections: gauge_vec(
                 &r,
                 "rampart_source_pool_connections",
-                "CacheStatus pool connections by state (idle, in_use).",
+                "Source pool connections by state (idle, in_use).",
                 &["state"],
             ),
             pool_size: gauge(

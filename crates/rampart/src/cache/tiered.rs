@@ -69,7 +69,7 @@ impl<V> Clone for Fetched<V> {
 }
 
 /// Counters of the cache's slow paths (hits are counted by the caller from
-/// [`Lookup::source`], so the hit path touches no shared counter).
+/// [`Lookup::status`], so the hit path touches no shared counter).
 #[derive(Default)]
 struct Counters {
     loads: AtomicU64,
