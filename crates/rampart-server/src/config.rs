@@ -413,6 +413,7 @@ mod defaults {
             slow_call_rate_threshold: 1.0,
             open_wait: Duration::from_secs(1),
             half_open_probes: 2,
+            consecutive_failures: 10,
         }
     }
 }

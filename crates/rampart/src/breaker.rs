@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!            failure or slow rate >= threshold
-//!            (after minimum_calls in the window)
+//!            (after minimum_calls in the window),
+//!            or consecutive_failures in a row
 //!   Closed ───────────────────────────────────────▶ Open
 //!     ▲                                              │ open_wait elapsed
 //!     │ probes' rates < thresholds                   │ (checked lazily by the
@@ -89,6 +90,7 @@
 //! | `slow_call_rate_threshold` | 1.0 | 100 % | — |
 //! | `open_wait` | 5 s | 60 s | 5 s (`sleepWindowInMilliseconds`) |
 //! | `half_open_probes` | 3 | 10 | 1 |
+//! | `consecutive_failures` | 20 | — | — (Envoy's outlier detection: 5) |
 //!
 //! * A **time** window, because the source behind a cache sees bursty,
 //!   miss-driven traffic: a count window over a quiet source can still hold
@@ -259,6 +261,14 @@ pub struct BreakerConfig {
     /// Concurrent trial calls allowed in half-open, and how many must finish
     /// before it decides. Default 3.
     pub half_open_probes: u32,
+    /// Open as soon as this many calls in a row failed, whatever the
+    /// window's rate (0 turns it off). Default 20. Why, beside the rate: a
+    /// window full of successes from before an outage dilutes its first
+    /// failures — after 300 good calls, 300 failures are needed to reach a
+    /// 50 % rate (measured: a source killed under 200 req/s opened the
+    /// breaker after ~1.9 s by rate alone). A run of failures with no
+    /// success between them is the outage itself.
+    pub consecutive_failures: u32,
 }
 
 impl Default for BreakerConfig {
@@ -271,6 +281,7 @@ impl Default for BreakerConfig {
             slow_call_rate_threshold: 1.0,
             open_wait: Duration::from_secs(5),
             half_open_probes: 3,
+            consecutive_failures: 20,
         }
     }
 }
@@ -498,6 +509,8 @@ struct Core {
     generation: u64,
     window: Window,
     probes: Probes,
+    /// Closed-state calls in a row that failed.
+    consecutive_failures: u32,
     transitions: u64,
     /// Transitions not yet handed to the listeners, in order.
     pending: VecDeque<Transition>,
@@ -553,6 +566,7 @@ impl CircuitBreaker {
                     generation: 0,
                     window,
                     probes: Probes::default(),
+                    consecutive_failures: 0,
                     transitions: 0,
                     pending: VecDeque::new(),
                 }),
@@ -840,6 +854,7 @@ impl Inner {
         core.transitions += 1;
         core.window.clear();
         core.probes = Probes::default();
+        core.consecutive_failures = 0;
         if to == State::Open {
             // Relaxed: published by the Release store of `word` below.
             self.open_until
@@ -891,8 +906,16 @@ impl Inner {
             PermitKind::Disabled => false,
             PermitKind::Closed => {
                 core.window.record(now / NANOS_PER_SEC, outcome);
+                core.consecutive_failures = if outcome & FAILED != 0 {
+                    core.consecutive_failures.saturating_add(1)
+                } else {
+                    0
+                };
+                let in_a_row = self.config.consecutive_failures;
                 let totals = core.window.totals();
-                if totals.calls >= self.minimum_calls && self.exceeds_thresholds(&totals) {
+                if (in_a_row > 0 && core.consecutive_failures >= in_a_row)
+                    || (totals.calls >= self.minimum_calls && self.exceeds_thresholds(&totals))
+                {
                     self.transition(&mut core, State::Open, now);
                     true
                 } else {

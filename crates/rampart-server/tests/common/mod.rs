@@ -2,6 +2,7 @@
 //! SQLite file (or a private PostgreSQL schema), and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod private_pg;
 pub mod process;
 
 use std::path::Path;
