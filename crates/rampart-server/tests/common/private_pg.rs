@@ -3,7 +3,7 @@
 //! the `postgres` user when run as root (the server refuses root). Stopped
 //! and removed on drop, also when the test panics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A running private PostgreSQL; `kill` stops it at once.
@@ -38,7 +38,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a server binary, as `postgres` when we are root.
-fn run(bin: &PathBuf, tool: &str, args: &[&str]) -> std::process::Output {
+fn run(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
     let program = bin.join(tool);
     let mut command = if is_root() {
         let mut c = Command::new("runuser");
