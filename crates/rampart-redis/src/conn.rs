@@ -88,20 +88,20 @@ impl ConnectionLike for RedisConn {
 /// timeout, and a circuit breaker so that a dead or stalled Redis costs
 /// callers nothing but a fast `ErrorKind::Tier` until it is back.
 #[derive(Clone)]
-pub struct Redis {
+pub struct GuardedRedis {
     conn: RedisConn,
     breaker: rampart::breaker::CircuitBreaker,
     timeout: std::time::Duration,
 }
 
-impl Redis {
+impl GuardedRedis {
     /// Guards `conn` with `breaker` and a per-call `timeout`.
     pub fn new(
         conn: RedisConn,
         breaker: rampart::breaker::CircuitBreaker,
         timeout: std::time::Duration,
-    ) -> Redis {
-        Redis {
+    ) -> GuardedRedis {
+        GuardedRedis {
             conn,
             breaker,
             timeout,

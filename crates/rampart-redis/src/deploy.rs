@@ -33,7 +33,7 @@ use rampart::cache::{CacheConfig, TieredCache, TieredCacheBuilder};
 use rampart::Error;
 
 use crate::bounds::max_entry_life;
-use crate::conn::{Redis, RedisConn};
+use crate::conn::{GuardedRedis, RedisConn};
 use crate::lease::RedisLease;
 use crate::notices::Notices;
 use crate::tier::RedisTier;
@@ -61,7 +61,7 @@ impl Default for TierOptions {
 /// namespace its resources live under. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisDeployment {
-    redis: Redis,
+    redis: GuardedRedis,
     notices: Notices,
     namespace: String,
 }
@@ -79,14 +79,14 @@ impl RedisDeployment {
     ) -> Result<RedisDeployment, Error> {
         let conn = RedisConn::connect(urls).await?;
         Ok(RedisDeployment {
-            redis: Redis::new(conn, breaker, timeout),
+            redis: GuardedRedis::new(conn, breaker, timeout),
             notices: Notices::start(urls, timeout)?,
             namespace: namespace.into(),
         })
     }
 
     /// The guarded connection.
-    pub fn redis(&self) -> &Redis {
+    pub fn redis(&self) -> &GuardedRedis {
         &self.redis
     }
 

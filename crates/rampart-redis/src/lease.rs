@@ -29,14 +29,14 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::bounds::ms;
-use crate::conn::Redis;
+use crate::conn::GuardedRedis;
 use crate::keys::{KeySet, RELEASE_CHANNEL};
 use crate::notices::Notices;
 use crate::scripts::{ACQUIRE, RELEASE, RENEW};
 
 /// Fenced leases for one resource's keys.
 pub struct RedisLease<K> {
-    redis: Redis,
+    redis: GuardedRedis,
     resource: Arc<str>,
     ttl: Duration,
     fence_ms: u64,
@@ -50,7 +50,7 @@ impl<K> RedisLease<K> {
     /// after the last lease granted
     /// ([`bounds::max_entry_life`](crate::bounds::max_entry_life)).
     pub fn new(
-        redis: Redis,
+        redis: GuardedRedis,
         resource: impl Into<Arc<str>>,
         ttl: Duration,
         max_entry_life: Duration,
@@ -76,7 +76,7 @@ fn retry_every(ttl: Duration) -> Duration {
 
 /// Everything needed to release one lease by its token.
 struct Release {
-    redis: Redis,
+    redis: GuardedRedis,
     keys: KeySet,
     token: String,
     ttl: Duration,
@@ -208,7 +208,13 @@ where
 /// length: Redis ran it no earlier than we sent it); a RENEW answered 0
 /// means the lease is gone, and the fence keeps a late fill from
 /// overwriting newer data.
-async fn watchdog(redis: Redis, keys: KeySet, token: String, ttl: Duration, granted: Instant) {
+async fn watchdog(
+    redis: GuardedRedis,
+    keys: KeySet,
+    token: String,
+    ttl: Duration,
+    granted: Instant,
+) {
     let every = ttl / 3;
     let lease_ms = ms(ttl);
     let mut held_until = granted + ttl;

@@ -12,7 +12,7 @@ use rampart::Error;
 
 use crate::bounds::ms;
 use crate::codec;
-use crate::conn::Redis;
+use crate::conn::GuardedRedis;
 use crate::keys::{KeySet, INVALIDATE_CHANNEL};
 use crate::scripts::{FILL, FILL_COPY, INVALIDATE, INVALIDATE_COPY, READ};
 
@@ -50,7 +50,7 @@ fn epoch() -> u64 {
 /// longest entry life; see [`scripts`](crate::scripts) and
 /// [`bounds`](crate::bounds) for why.
 pub struct RedisTier<K> {
-    redis: Redis,
+    redis: GuardedRedis,
     resource: Arc<str>,
     replicas: u32,
     generation_ms: u64,
@@ -62,7 +62,11 @@ impl<K> RedisTier<K> {
     /// keys live `max_entry_life` after their last use
     /// ([`bounds::max_entry_life`](crate::bounds::max_entry_life) computes
     /// it from the cache's settings).
-    pub fn new(redis: Redis, resource: impl Into<Arc<str>>, max_entry_life: Duration) -> Self {
+    pub fn new(
+        redis: GuardedRedis,
+        resource: impl Into<Arc<str>>,
+        max_entry_life: Duration,
+    ) -> Self {
         RedisTier {
             redis,
             resource: resource.into(),

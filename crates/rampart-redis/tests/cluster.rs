@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
 use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
-use rampart_redis::conn::Redis;
+use rampart_redis::conn::GuardedRedis;
 use rampart_redis::deploy::{RedisDeployment, TierOptions};
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
@@ -56,7 +56,7 @@ async fn the_tier_and_lease_work_across_cluster_slots() {
     let cluster = PrivateCluster::start();
     let conn = RedisConn::connect(&cluster.urls()).await.expect("cluster");
     assert!(matches!(conn, RedisConn::Cluster(_)));
-    let redis = Redis::new(
+    let redis = GuardedRedis::new(
         conn,
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(2),
@@ -194,7 +194,7 @@ async fn keyspace_hits(url: &str) -> u64 {
 async fn a_hot_key_is_split_over_replicas_and_invalidated_in_all() {
     let cluster = PrivateCluster::start();
     let conn = RedisConn::connect(&cluster.urls()).await.expect("cluster");
-    let redis = Redis::new(
+    let redis = GuardedRedis::new(
         conn,
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(2),

@@ -16,14 +16,14 @@ use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::bounds::max_entry_life;
-use rampart_redis::conn::Redis;
+use rampart_redis::conn::GuardedRedis;
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
 use support::PrivateRedis;
 
 const LIFE: Duration = Duration::from_secs(600);
 
-async fn guarded(server: &PrivateRedis) -> Redis {
+async fn guarded(server: &PrivateRedis) -> GuardedRedis {
     let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
     let breaker = CircuitBreaker::new(
         "redis",
@@ -33,7 +33,7 @@ async fn guarded(server: &PrivateRedis) -> Redis {
             ..BreakerConfig::default()
         },
     );
-    Redis::new(conn, breaker, Duration::from_secs(2))
+    GuardedRedis::new(conn, breaker, Duration::from_secs(2))
 }
 
 async fn query<T: redis::FromRedisValue>(server: &PrivateRedis, cmd: &redis::Cmd) -> T {
@@ -380,7 +380,7 @@ async fn an_invalidation_clears_every_copy_it_can_and_always_tells_the_others() 
     .await
     .expect("connect");
     let partial = RedisTier::<u64>::new(
-        Redis::new(
+        GuardedRedis::new(
             conn,
             CircuitBreaker::new("partial", BreakerConfig::default()),
             Duration::from_secs(2),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use rampart::cache::Acquired;
 use rampart::Lease;
-use rampart_redis::conn::Redis;
+use rampart_redis::conn::GuardedRedis;
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease};
 use support::PrivateRedis;
@@ -21,7 +21,7 @@ const LIFE: Duration = Duration::from_secs(600);
 
 /// A connection whose breaker never opens here: these tests are about
 /// the lease, not the breaker.
-async fn guarded(server: &PrivateRedis, timeout: Duration) -> Redis {
+async fn guarded(server: &PrivateRedis, timeout: Duration) -> GuardedRedis {
     let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
     let breaker = CircuitBreaker::new(
         "redis",
@@ -31,7 +31,7 @@ async fn guarded(server: &PrivateRedis, timeout: Duration) -> Redis {
             ..BreakerConfig::default()
         },
     );
-    Redis::new(conn, breaker, timeout)
+    GuardedRedis::new(conn, breaker, timeout)
 }
 
 async fn exists(server: &PrivateRedis, key: &str) -> bool {

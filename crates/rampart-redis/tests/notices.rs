@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
 use rampart::Tier;
-use rampart_redis::conn::Redis;
+use rampart_redis::conn::GuardedRedis;
 use rampart_redis::{Notices, RedisConn, RedisTier};
 use support::{PrivateCluster, PrivateRedis};
 
@@ -105,7 +105,7 @@ async fn a_lost_subscription_reports_the_gap_when_it_drops_and_when_it_is_back()
     assert_eq!(notices.subscriptions(), 2);
 
     let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
-    let redis = Redis::new(
+    let redis = GuardedRedis::new(
         conn,
         CircuitBreaker::new("r", BreakerConfig::default()),
         Duration::from_secs(1),
@@ -204,7 +204,7 @@ async fn losing_the_node_that_carries_the_subscription_moves_it_to_another() {
     // over meanwhile) reaches this subscriber.
     let live: Vec<String> = urls.iter().filter(|u| **u != carrier).cloned().collect();
     let conn = RedisConn::connect(&live).await.expect("cluster");
-    let redis = Redis::new(
+    let redis = GuardedRedis::new(
         conn,
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(1),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
 use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
-use rampart_redis::conn::Redis;
+use rampart_redis::conn::GuardedRedis;
 use rampart_redis::deploy::{local_cache, RedisDeployment, TierOptions};
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
@@ -32,11 +32,11 @@ fn resource(test: &str) -> String {
     format!("t{}-{test}-{}", std::process::id(), fastrand::u32(..))
 }
 
-async fn redis() -> Redis {
+async fn redis() -> GuardedRedis {
     let conn = RedisConn::connect(&[url()])
         .await
         .expect("Redis on 127.0.0.1:6379");
-    Redis::new(
+    GuardedRedis::new(
         conn,
         CircuitBreaker::new("redis", BreakerConfig::default()),
         Duration::from_secs(2),
