@@ -57,7 +57,10 @@ return {redis.call('GET', KEYS[1]), generation}
 /// Fence 0 is an unfenced fill (a batch: warm-up, batch reads take no
 /// lease). It is judged by the generation alone and keeps the stored fence
 /// (never lowers it), so a late holder of an older lease is still refused
-/// after it. Refusing it for any stored fence instead kept every key once
+/// after it. The stored fence is written from the caller's string, never
+/// from a Lua number: fences start from Redis `TIME` in µs (16 digits),
+/// which Lua's `tostring` would print as `1.7648e+15`, losing the digits
+/// that order two fences. Refusing it for any stored fence instead kept every key once
 /// written under a lease out of reach of batches until its stale-if-error
 /// window ended: warm-up warmed none of them, and batch reads went to the
 /// source each time.
@@ -69,7 +72,11 @@ local fence = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
 if fence > 0 and stored > fence then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[3], tostring(math.max(stored, fence)), 'PX', ARGV[4])
+if fence >= stored then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1
 ",
@@ -93,7 +100,11 @@ local fence = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
 if fence > 0 and stored > fence then return 0 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[3], tostring(math.max(stored, fence)), 'PX', ARGV[4])
+if fence >= stored then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[5])
 return 1
 ",

@@ -111,6 +111,9 @@ async fn a_fill_that_read_a_generation_before_it_was_lost_is_refused() {
 /// the stored fence, so an older lease's late fill is still refused.
 #[tokio::test]
 async fn an_unfenced_batch_fill_replaces_a_fenced_entry_but_keeps_its_fence() {
+    // Fences as large as real ones (Redis TIME in µs): two of them differ in
+    // digits a Lua number printed by `tostring` would drop.
+    const LEASED: u64 = 1_764_800_000_000_005;
     let server = PrivateRedis::start();
     for replicas in [1, 3] {
         let tier = RedisTier::<u64>::new(guarded(&server).await, "batch", LIFE).replicas(replicas);
