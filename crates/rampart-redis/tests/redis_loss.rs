@@ -30,15 +30,18 @@ impl Loader<u64, Bytes> for Rows {
     }
 }
 
-#[tokio::test]
-async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
-    let mut server = PrivateRedis::start();
+/// The deployment over `server`: 200 ms per call, and a breaker that opens
+/// after 4 calls (count window of 10) and probes again after `open_wait`.
+async fn deployment(
+    server: &PrivateRedis,
+    open_wait: Duration,
+) -> (RedisDeployment, CircuitBreaker) {
     let breaker = CircuitBreaker::new(
         "redis",
         BreakerConfig {
             window: SlidingWindow::Count { calls: 10 },
             minimum_calls: 4,
-            open_wait: Duration::from_millis(300),
+            open_wait,
             half_open_probes: 1,
             ..BreakerConfig::default()
         },
@@ -51,6 +54,13 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
     )
     .await
     .expect("connect");
+    (redis, breaker)
+}
+
+#[tokio::test]
+async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
+    let mut server = PrivateRedis::start();
+    let (redis, breaker) = deployment(&server, Duration::from_millis(300)).await;
     let rows = Rows::default();
     let config = CacheConfig {
         jitter: 0.0,
@@ -135,24 +145,7 @@ async fn a_killed_redis_degrades_to_the_source_and_recovers_by_itself() {
 #[tokio::test]
 async fn invalidations_succeed_soon_after_redis_returns() {
     let mut server = PrivateRedis::start();
-    let breaker = CircuitBreaker::new(
-        "redis",
-        BreakerConfig {
-            window: SlidingWindow::Count { calls: 10 },
-            minimum_calls: 4,
-            open_wait: Duration::from_millis(200),
-            half_open_probes: 1,
-            ..BreakerConfig::default()
-        },
-    );
-    let redis = RedisDeployment::connect(
-        &[server.url()],
-        Duration::from_millis(200),
-        breaker.clone(),
-        "test",
-    )
-    .await
-    .expect("connect");
+    let (redis, breaker) = deployment(&server, Duration::from_millis(200)).await;
     let rows = Rows::default();
     let config = CacheConfig::default();
     let options = TierOptions {
