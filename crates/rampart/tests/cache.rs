@@ -733,6 +733,49 @@ async fn a_fill_refused_by_l2_does_not_land_in_l1() {
     }
 }
 
+/// The in-process tier keeps the Redis tier's fence contract: a batch fill
+/// (fence 0, no lease) replaces an entry written under a lease when the
+/// generation matches, and keeps its fence for later fenced fills.
+#[tokio::test]
+async fn the_memory_tier_takes_unfenced_batch_fills_and_keeps_the_fence() {
+    let clock = Clock::new();
+    let tier = memory_tier(&clock);
+    let generation = tier.get(&1).await.expect("get").generation;
+    let entry = |v: &str| rampart::cache::Stored {
+        value: Some(v.to_owned()),
+        loaded_at_ms: 0,
+        fresh_until_ms: u64::MAX / 2,
+        grace_until_ms: u64::MAX / 2,
+        error_until_ms: u64::MAX / 2,
+        load_micros: 1,
+    };
+    use rampart::cache::FillOutcome::{Refused, Stored};
+    assert_eq!(
+        tier.fill(&1, entry("leased"), generation, 5)
+            .await
+            .expect("fill"),
+        Stored
+    );
+    assert_eq!(
+        tier.fill(&1, entry("batch"), generation, 0)
+            .await
+            .expect("fill"),
+        Stored,
+        "a batch could never refresh a key once filled under a lease"
+    );
+    assert_eq!(
+        tier.get(&1).await.expect("get").entry.and_then(|e| e.value),
+        Some("batch".to_owned())
+    );
+    assert_eq!(
+        tier.fill(&1, entry("late"), generation, 3)
+            .await
+            .expect("fill"),
+        Refused,
+        "the batch fill lowered the stored fence"
+    );
+}
+
 /// A tier whose invalidation waits for a gate, so a read can run between
 /// the cache's L1 step and its L2 step.
 struct SlowInvalidation {

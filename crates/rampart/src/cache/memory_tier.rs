@@ -75,14 +75,18 @@ where
         fence: u64,
     ) -> Result<FillOutcome, Error> {
         let stored = self.generations.fill_if_current(key, generation, || {
-            if self.entries.get(key).is_some_and(|slot| slot.fence > fence) {
+            // As the Redis tier's FILL: fence 0 is an unfenced batch fill
+            // (no lease), judged by the generation alone; it keeps the
+            // stored fence so an older lease's late fill is still refused.
+            let held = self.entries.get(key).map_or(0, |slot| slot.fence);
+            if fence > 0 && held > fence {
                 return false;
             }
             self.entries.insert(
                 key.clone(),
                 Arc::new(Slot {
                     stored: entry,
-                    fence,
+                    fence: fence.max(held),
                 }),
             );
             true
