@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rampart::Error;
 
+use crate::breakers::NodeBreakers;
+
 /// A connection to a node or a cluster.
 #[derive(Clone)]
 pub enum RedisConn {
@@ -85,45 +87,56 @@ impl ConnectionLike for RedisConn {
 }
 
 /// A connection with the two defences every Redis call here gets: a
-/// timeout, and a circuit breaker so that a dead or stalled Redis costs
-/// callers nothing but a fast `ErrorKind::Tier` until it is back.
+/// timeout, and a circuit breaker per node (see [`NodeBreakers`]) so that
+/// a dead or stalled node costs the callers of its slots nothing but a
+/// fast `ErrorKind::Tier` until it is back, and the other nodes' callers
+/// nothing at all.
 #[derive(Clone)]
 pub struct GuardedRedis {
     conn: RedisConn,
-    breaker: rampart::breaker::CircuitBreaker,
+    breakers: NodeBreakers,
     timeout: std::time::Duration,
 }
 
 impl GuardedRedis {
-    /// Guards `conn` with `breaker` and a per-call `timeout`.
+    /// Guards `conn` with a per-call `timeout` and `breaker`: for a single
+    /// node, `breaker` is the one breaker; for a Cluster, every node gets a
+    /// breaker of its own with `breaker`'s settings (named
+    /// `<name>@<host:port>`), following the slot map (needs a tokio
+    /// runtime for that; without one, `breaker` judges every call).
     pub fn new(
         conn: RedisConn,
         breaker: rampart::breaker::CircuitBreaker,
         timeout: std::time::Duration,
     ) -> GuardedRedis {
+        let breakers = NodeBreakers::new(breaker);
+        breakers.watch(conn.clone(), timeout);
         GuardedRedis {
             conn,
-            breaker,
+            breakers,
             timeout,
         }
     }
 
-    /// The breaker (for metrics and operators).
-    pub fn breaker(&self) -> &rampart::breaker::CircuitBreaker {
-        &self.breaker
+    /// The breakers (for metrics and operators).
+    pub fn breakers(&self) -> &NodeBreakers {
+        &self.breakers
     }
 
-    /// Runs one Redis call through the breaker, bounded by the timeout: the
-    /// library's [`Guarded`](rampart::guarded::Guarded) call, as the cache's
-    /// loads are, so both count failures the same way.
-    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    /// Runs one Redis call on the keys of `slot` (see
+    /// [`slot_of`](crate::breakers::slot_of)) through the breaker of the
+    /// node that serves it, bounded by the timeout: the library's
+    /// [`Guarded`](rampart::guarded::Guarded) call, as the cache's loads
+    /// are, so both count failures the same way.
+    pub async fn call<T, F, Fut>(&self, slot: u16, call: F) -> Result<T, Error>
     where
         F: FnOnce(RedisConn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn.clone();
+        let breaker = self.breakers.for_slot(slot);
         rampart::guarded::Guarded::new(self.timeout)
-            .breaker(&self.breaker)
+            .breaker(&breaker)
             .call(
                 async move { call(conn).await.map_err(Error::tier) },
                 |waited| Error::tier(format!("redis did not answer within {waited:?}")),

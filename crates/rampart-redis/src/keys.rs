@@ -73,6 +73,11 @@ impl KeySet {
             tag,
         }
     }
+
+    /// The Cluster hash slot all five keys share.
+    pub fn slot(&self) -> u16 {
+        crate::breakers::slot_of(&self.tag)
+    }
 }
 
 /// The pub/sub channel on which lease holders announce a release.

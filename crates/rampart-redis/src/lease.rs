@@ -99,7 +99,7 @@ impl Release {
         loop {
             let answered = self
                 .redis
-                .call(|mut conn| {
+                .call(self.keys.slot(), |mut conn| {
                     let (keys, token) = (&self.keys, &self.token);
                     async move {
                         RELEASE
@@ -162,7 +162,7 @@ where
         let answer: Result<u64, Error> = {
             let (keys, token) = (keys.clone(), token.clone());
             self.redis
-                .call(|mut conn| async move {
+                .call(keys.slot(), |mut conn| async move {
                     ACQUIRE
                         .key(&keys.lease)
                         .key(&keys.fence)
@@ -223,7 +223,7 @@ async fn watchdog(
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
         let renewed = redis
-            .call(|mut conn| {
+            .call(keys.slot(), |mut conn| {
                 let (keys, token) = (&keys, &token);
                 async move {
                     RENEW

@@ -5,7 +5,8 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`conn`] | one connection type for a single node or a Cluster |
+//! | [`conn`] | one connection type for a single node or a Cluster; `GuardedRedis`, the one guarded call |
+//! | [`breakers`] | one circuit breaker per node, following the Cluster's slot map |
 //! | [`keys`] | key layout: a key's value, generation, lease and fences share a hash tag (one slot) |
 //! | [`codec`] | the compact binary encoding of a stored entry |
 //! | [`scripts`] | the Lua scripts: fenced fill, invalidation, lease acquire / renew / release |
@@ -15,11 +16,13 @@
 //! | [`bounds`] | how long a key's bookkeeping (generation, fence counter) lives |
 //! | [`deploy`] | [`RedisDeployment`]: connect, subscribe, attach tier + lease to caches, wire notices to L1 |
 //!
-//! Every Redis call is bounded by a timeout and goes through a circuit
-//! breaker: while Redis is down or slow the caller is told at once (an
-//! `ErrorKind::Tier`) and the cache goes on without L2.
+//! Every Redis call is bounded by a timeout and goes through the circuit
+//! breaker of the node it is for: while a node is down or slow, the
+//! callers of its slots are told at once (an `ErrorKind::Tier`) and the
+//! cache goes on without L2 for those keys.
 
 pub mod bounds;
+pub mod breakers;
 pub mod codec;
 pub mod conn;
 pub mod deploy;

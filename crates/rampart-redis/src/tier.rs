@@ -11,6 +11,7 @@ use rampart::cache::{FillOutcome, Stored, Tier, TierRead};
 use rampart::Error;
 
 use crate::bounds::ms;
+use crate::breakers::slot_of;
 use crate::codec;
 use crate::conn::GuardedRedis;
 use crate::keys::{KeySet, INVALIDATE_CHANNEL};
@@ -96,7 +97,7 @@ impl<K> RedisTier<K> {
         let generation_ms = self.generation_ms;
         let (value, generation): (Option<Vec<u8>>, u64) = self
             .redis
-            .call(|mut conn| async move {
+            .call(keys.slot(), |mut conn| async move {
                 READ.key(&keys.value)
                     .key(&keys.generation)
                     .arg(epoch())
@@ -118,7 +119,7 @@ impl<K> RedisTier<K> {
     async fn read_with_generation(&self, keys: &KeySet) -> Result<Option<TierRead<Bytes>>, Error> {
         let (value, generation): (Option<Vec<u8>>, Option<u64>) = self
             .redis
-            .call(|mut conn| async move {
+            .call(keys.slot(), |mut conn| async move {
                 redis::cmd("MGET")
                     .arg(&keys.value)
                     .arg(&keys.generation)
@@ -191,7 +192,7 @@ where
         let generation_ms = self.generation_ms;
         let fill = |keys: KeySet, script: &'static redis::Script| {
             let payload = payload.clone();
-            self.redis.call(move |mut conn| async move {
+            self.redis.call(keys.slot(), move |mut conn| async move {
                 script
                     .key(&keys.value)
                     .key(&keys.generation)
@@ -242,7 +243,7 @@ where
         let primary = KeySet::new(&self.resource, &key);
         let bumped = self
             .redis
-            .call(|mut conn| async move {
+            .call(primary.slot(), |mut conn| async move {
                 INVALIDATE
                     .key(&primary.value)
                     .key(&primary.generation)
@@ -264,7 +265,7 @@ where
             let keys = KeySet::replica(&self.resource, &key, r);
             let cleared = self
                 .redis
-                .call(|mut conn| async move {
+                .call(keys.slot(), |mut conn| async move {
                     INVALIDATE_COPY
                         .key(&keys.value)
                         .key(&keys.generation)
@@ -284,7 +285,7 @@ where
         let notice = format!("{}\n{key}", self.resource);
         let published = self
             .redis
-            .call(|mut conn| async move {
+            .call(slot_of(INVALIDATE_CHANNEL), |mut conn| async move {
                 redis::cmd("PUBLISH")
                     .arg(INVALIDATE_CHANNEL)
                     .arg(notice)

@@ -6,36 +6,21 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rampart::breaker::{BreakerConfig, CircuitBreaker};
-use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
+use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::conn::GuardedRedis;
 use rampart_redis::deploy::{RedisDeployment, TierOptions};
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
-use support::PrivateCluster;
+use support::{stored, PrivateCluster};
 
 /// Long enough never to matter in these tests.
 const LIFE: Duration = Duration::from_secs(600);
-
-fn stored(value: &str) -> Stored<Bytes> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    Stored {
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        loaded_at_ms: now,
-        fresh_until_ms: now + 60_000,
-        grace_until_ms: now + 60_000,
-        error_until_ms: now + 60_000,
-        load_micros: 1,
-    }
-}
 
 #[derive(Clone, Default)]
 struct Rows {

@@ -8,33 +8,20 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
-use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, Stored, TieredCache};
+use rampart::breaker::{BreakerConfig, CircuitBreaker};
+use rampart::cache::{Acquired, CacheConfig, CacheStatus, FillOutcome, TieredCache};
 use rampart::{BoxError, Lease, Loader, Tier};
 use rampart_redis::bounds::max_entry_life;
 use rampart_redis::conn::GuardedRedis;
 use rampart_redis::keys::KeySet;
 use rampart_redis::{Notices, RedisConn, RedisLease, RedisTier};
-use support::PrivateRedis;
+use support::{guarded, stored, PrivateRedis};
 
 const LIFE: Duration = Duration::from_secs(600);
-
-async fn guarded(server: &PrivateRedis) -> GuardedRedis {
-    let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
-    let breaker = CircuitBreaker::new(
-        "redis",
-        BreakerConfig {
-            window: SlidingWindow::Count { calls: 1_000 },
-            minimum_calls: 1_000,
-            ..BreakerConfig::default()
-        },
-    );
-    GuardedRedis::new(conn, breaker, Duration::from_secs(2))
-}
 
 async fn query<T: redis::FromRedisValue>(server: &PrivateRedis, cmd: &redis::Cmd) -> T {
     let mut conn = server
@@ -45,25 +32,10 @@ async fn query<T: redis::FromRedisValue>(server: &PrivateRedis, cmd: &redis::Cmd
     cmd.query_async(&mut conn).await.expect("probe command")
 }
 
-fn stored(value: &str) -> Stored<Bytes> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    Stored {
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        loaded_at_ms: now,
-        fresh_until_ms: now + 60_000,
-        grace_until_ms: now + 60_000,
-        error_until_ms: now + 60_000,
-        load_micros: 1,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_that_read_a_generation_before_it_was_lost_is_refused() {
     let mut server = PrivateRedis::start();
-    let tier = RedisTier::<u64>::new(guarded(&server).await, "aba", LIFE);
+    let tier = RedisTier::<u64>::new(guarded(&server, Duration::from_secs(2)).await, "aba", LIFE);
 
     // Lost to FLUSHALL (or eviction).
     let before = tier.get(&1).await.expect("get").generation;
@@ -116,7 +88,12 @@ async fn an_unfenced_batch_fill_replaces_a_fenced_entry_but_keeps_its_fence() {
     const LEASED: u64 = 1_764_800_000_000_005;
     let server = PrivateRedis::start();
     for replicas in [1, 3] {
-        let tier = RedisTier::<u64>::new(guarded(&server).await, "batch", LIFE).replicas(replicas);
+        let tier = RedisTier::<u64>::new(
+            guarded(&server, Duration::from_secs(2)).await,
+            "batch",
+            LIFE,
+        )
+        .replicas(replicas);
         let key = u64::from(replicas);
         let generation = tier.get(&key).await.expect("get").generation;
         assert_eq!(
@@ -150,7 +127,11 @@ async fn an_unfenced_batch_fill_replaces_a_fenced_entry_but_keeps_its_fence() {
 #[tokio::test]
 async fn invalidating_a_lost_generation_starts_from_a_random_epoch() {
     let server = PrivateRedis::start();
-    let tier = RedisTier::<u64>::new(guarded(&server).await, "epoch", LIFE);
+    let tier = RedisTier::<u64>::new(
+        guarded(&server, Duration::from_secs(2)).await,
+        "epoch",
+        LIFE,
+    );
     // Counting from 0 would make this 1, the same in every life.
     tier.invalidate(&1).await.expect("invalidate");
     let first = tier.get(&1).await.expect("get").generation;
@@ -174,7 +155,7 @@ impl Loader<u64, Bytes> for Nothing {
 #[tokio::test]
 async fn bookkeeping_keys_expire_after_the_longest_entry_life() {
     let server = PrivateRedis::start();
-    let redis = guarded(&server).await;
+    let redis = guarded(&server, Duration::from_secs(2)).await;
     let config = CacheConfig {
         ttl: Duration::from_secs(10),
         jitter: 0.0,
@@ -229,7 +210,7 @@ async fn bookkeeping_keys_expire_after_the_longest_entry_life() {
 #[tokio::test]
 async fn a_lost_fence_counter_restarts_above_the_fences_it_issued() {
     let server = PrivateRedis::start();
-    let redis = guarded(&server).await;
+    let redis = guarded(&server, Duration::from_secs(2)).await;
     let lease = RedisLease::<u64>::new(
         redis.clone(),
         "fence",
@@ -281,7 +262,9 @@ async fn a_lost_fence_counter_restarts_above_the_fences_it_issued() {
 #[tokio::test]
 async fn hot_key_copies_of_different_keys_never_share_a_name() {
     let server = PrivateRedis::start();
-    let tier = RedisTier::<String>::new(guarded(&server).await, "hot", LIFE).replicas(3);
+    let tier =
+        RedisTier::<String>::new(guarded(&server, Duration::from_secs(2)).await, "hot", LIFE)
+            .replicas(3);
     let (k, k1) = ("K".to_owned(), "K~1".to_owned());
     for key in [&k, &k1] {
         let generation = tier.get(key).await.expect("get").generation;
@@ -336,7 +319,12 @@ async fn hot_key_copies_of_different_keys_never_share_a_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_clears_every_copy_it_can_and_always_tells_the_others() {
     let server = PrivateRedis::start();
-    let tier = RedisTier::<u64>::new(guarded(&server).await, "partial", LIFE).replicas(3);
+    let tier = RedisTier::<u64>::new(
+        guarded(&server, Duration::from_secs(2)).await,
+        "partial",
+        LIFE,
+    )
+    .replicas(3);
     let notices = Notices::start(&[server.url()], Duration::from_secs(2)).expect("notices");
     let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
     {

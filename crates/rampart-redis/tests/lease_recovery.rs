@@ -8,32 +8,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use rampart::cache::Acquired;
 use rampart::Lease;
-use rampart_redis::conn::GuardedRedis;
 use rampart_redis::keys::KeySet;
-use rampart_redis::{Notices, RedisConn, RedisLease};
-use support::PrivateRedis;
+use rampart_redis::{Notices, RedisLease};
+use support::{guarded, PrivateRedis};
 
 /// Long enough never to matter in these tests.
 const LIFE: Duration = Duration::from_secs(600);
 
 /// A connection whose breaker never opens here: these tests are about
 /// the lease, not the breaker.
-async fn guarded(server: &PrivateRedis, timeout: Duration) -> GuardedRedis {
-    let conn = RedisConn::connect(&[server.url()]).await.expect("connect");
-    let breaker = CircuitBreaker::new(
-        "redis",
-        BreakerConfig {
-            window: SlidingWindow::Count { calls: 1_000 },
-            minimum_calls: 1_000,
-            ..BreakerConfig::default()
-        },
-    );
-    GuardedRedis::new(conn, breaker, timeout)
-}
-
 async fn exists(server: &PrivateRedis, key: &str) -> bool {
     let mut conn = server
         .client()

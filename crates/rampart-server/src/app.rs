@@ -10,7 +10,7 @@ use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
-use rampart::breaker::CircuitBreaker;
+use rampart::breaker::{CircuitBreaker, Transition};
 use rampart::cache::{LocalLease, MemoryTier, TieredCache};
 use rampart::limit::Bulkhead;
 use rampart::warm::WarmProgress;
@@ -110,7 +110,7 @@ impl AppState {
         let mut resources = HashMap::new();
         for resource in &config.resources {
             let breaker = CircuitBreaker::new(resource.name.as_str(), resource.breaker.clone());
-            count_transitions(&breaker, &metrics);
+            breaker.on_transition(transition_counter(&metrics));
             let bulkhead = Bulkhead::new(resource.name.as_str(), resource.bulkhead.clone());
             let loader = SqlLoader::new(
                 resource,
@@ -155,7 +155,10 @@ impl AppState {
         }
         if let Some(shared) = &redis {
             shared.wire_notices(&resources);
-            count_transitions(shared.redis().breaker(), &metrics);
+            shared
+                .redis()
+                .breakers()
+                .on_transition(transition_counter(&metrics));
         }
         let readiness = Arc::new(Readiness::new(
             config.warmup.ready_fraction,
@@ -173,14 +176,14 @@ impl AppState {
     }
 }
 
-/// Counts `breaker`'s state changes in `rampart_breaker_transitions_total`.
-fn count_transitions(breaker: &CircuitBreaker, metrics: &Metrics) {
+/// Counts a breaker's state changes in `rampart_breaker_transitions_total`.
+fn transition_counter(metrics: &Metrics) -> impl Fn(&Transition) + Send + Sync + 'static {
     let transitions = metrics.breaker_transitions.clone();
-    breaker.on_transition(move |t| {
+    move |t| {
         transitions
             .with_label_values(&[&*t.name, t.from.as_str(), t.to.as_str()])
             .inc();
-    });
+    }
 }
 
 /// The routes, without the defence layers (see `layers::wrap`). Write

@@ -117,9 +117,13 @@ impl AppState {
                 .set(i64::try_from(warm.concurrency()).unwrap_or(i64::MAX));
         }
         if let Some(shared) = &self.redis {
-            m.breaker_state
-                .with_label_values(&["redis"])
-                .set(breaker_state_value(shared.redis().breaker()));
+            // One breaker per Redis node (`redis@host:port`; plain
+            // `redis` for a single node and a Cluster's unmapped slots).
+            for breaker in shared.redis().breakers().all() {
+                m.breaker_state
+                    .with_label_values(&[breaker.name()])
+                    .set(breaker_state_value(&breaker));
+            }
             let notices = shared.notices();
             m.redis_subscribed.set(i64::from(notices.is_subscribed()));
             m.redis_subscription_gaps

@@ -635,6 +635,12 @@ impl PrivateCluster {
     /// the masters; a killed master's replica takes over after the node
     /// timeout (≈ 2–4 s).
     pub fn start_with_replicas(replicas: usize) -> Self {
+        Self::start_with_args(replicas, &[])
+    }
+
+    /// Like [`start_with_replicas`](Self::start_with_replicas), with `extra`
+    /// arguments for every node's `redis-server`.
+    pub fn start_with_args(replicas: usize, extra: &[&str]) -> Self {
         let size = MASTERS * (1 + replicas);
         let began = Instant::now();
         let mut failures = Vec::new();
@@ -646,14 +652,22 @@ impl PrivateCluster {
                     .prefix("rampart-redis-cluster-")
                     .tempdir()
                     .expect("create temp dir for cluster node");
-                let args = vec![
+                let args: Vec<String> = [
                     "--cluster-enabled".to_string(),
                     "yes".to_string(),
                     "--cluster-config-file".to_string(),
                     format!("nodes-{port}.conf"),
                     "--cluster-node-timeout".to_string(),
                     "2000".to_string(),
-                ];
+                    // A replica syncs at once instead of after Redis's
+                    // default 5 s: a replica that never synced refuses to
+                    // fail over, and tests kill masters right after start.
+                    "--repl-diskless-sync-delay".to_string(),
+                    "0".to_string(),
+                ]
+                .into_iter()
+                .chain(extra.iter().map(|arg| arg.to_string()))
+                .collect();
                 let mut server = ServerProc::new(
                     format!("PrivateCluster node :{port}"),
                     port,
@@ -675,6 +689,7 @@ impl PrivateCluster {
             };
             cluster.create(replicas);
             cluster.wait_cluster_ok(CLUSTER_OK_TIMEOUT);
+            cluster.wait_replicas_synced(CLUSTER_OK_TIMEOUT);
             cluster.startup = began.elapsed();
             return cluster;
         }
@@ -785,6 +800,32 @@ impl PrivateCluster {
         }
     }
 
+    /// Waits until every replica's link to its master is up (its first
+    /// sync done): only then can it take over from a killed master.
+    fn wait_replicas_synced(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let replicas: Vec<usize> = (MASTERS..self.nodes.len()).collect();
+        loop {
+            let synced = |i: &usize| {
+                query_port::<String>(
+                    self.nodes[*i].server.port,
+                    redis::cmd("INFO").arg("replication"),
+                )
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+            };
+            if replicas.iter().all(synced) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "PrivateCluster: replicas not synced after {timeout:?}\n{}",
+                    self.all_log_tails()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until some running node reports `cluster_state:fail` — e.g. after [`kill_node`](Self::kill_node), once
     /// the survivors have agreed the dead master FAILed (≈ node timeout + gossip).
     pub fn wait_cluster_fail_seen(&self, timeout: Duration) {
@@ -879,4 +920,45 @@ impl Drop for PrivateCluster {
             node.server.hard_kill();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers the tier and lease tests share
+// ---------------------------------------------------------------------------
+
+/// An entry holding `value`, fresh (and kept) for a minute from now.
+pub fn stored(value: &str) -> rampart::cache::Stored<bytes::Bytes> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    rampart::cache::Stored {
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        loaded_at_ms: now,
+        fresh_until_ms: now + 60_000,
+        grace_until_ms: now + 60_000,
+        error_until_ms: now + 60_000,
+        load_micros: 1,
+    }
+}
+
+/// A guarded connection to `server` whose breaker does not open within a
+/// test (a window of 1,000 calls), so the test sees Redis's own answers.
+pub async fn guarded(
+    server: &PrivateRedis,
+    timeout: Duration,
+) -> rampart_redis::conn::GuardedRedis {
+    use rampart::breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
+    let conn = rampart_redis::RedisConn::connect(&[server.url()])
+        .await
+        .expect("connect");
+    let breaker = CircuitBreaker::new(
+        "redis",
+        BreakerConfig {
+            window: SlidingWindow::Count { calls: 1_000 },
+            minimum_calls: 1_000,
+            ..BreakerConfig::default()
+        },
+    );
+    rampart_redis::conn::GuardedRedis::new(conn, breaker, timeout)
 }
