@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # HTTP hit path: `rampart serve` (cache warm, every request an L1 hit with all
-# layers on) against a bare axum handler returning the same bytes, driven
-# alternately with the same settings in the same run: `rounds` rounds of
-# `rampart drill` (Zipf keys), then, if `wrk` is installed, `rounds` rounds
-# of `wrk -t2` with uniformly random keys over the warm set. Each round runs
-# rampart then bare axum back to back; the ratio is per round.
+# layers on) against two bare axum handlers returning the same bytes, one
+# from a `Vec` indexed by key ("table": the cheapest lookup there is) and
+# one from a quick_cache map holding every row ("map": what a service with
+# an in-process cache would write), driven alternately with the same
+# settings in the same run: `rounds` rounds of `rampart drill` (Zipf keys),
+# then, if `wrk` is installed, `rounds` rounds of `wrk -t2` with uniformly
+# random keys over the warm set. Each round runs the three back to back;
+# the ratios are per round.
 #
 #   scripts/bench-http.sh [duration] [connections] [rounds]
 #
@@ -33,9 +36,11 @@ grep -q '^ttl = "1h"' "$data/bench.toml"
 RAMPART_LOG="warn,sqlx::query=error" "$bin" serve --config "$data/bench.toml" --listen 127.0.0.1:7070 \
   --data-dir "$data" --demo-rows $keys >/dev/null &
 rampart_pid=$!
-"$bare" 127.0.0.1:7071 $keys >/dev/null &
+"$bare" 127.0.0.1:7071 $keys table >/dev/null &
 bare_pid=$!
-for port in 7070 7071; do
+"$bare" 127.0.0.1:7072 $keys map >/dev/null &
+map_pid=$!
+for port in 7070 7071 7072; do
   for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$port/v1/r/users/1" >/dev/null && break
     sleep 0.1
@@ -55,13 +60,14 @@ echo "== rampart drill, $connections connections, zipf keys, $duration per targe
 for round in $(seq 1 "$rounds"); do
   rampart_json=$(drill 'http://127.0.0.1:7070/v1/r/users/{key}')
   bare_json=$(drill 'http://127.0.0.1:7071/v1/r/users/{key}')
-  python3 - "$round" "$rampart_json" "$bare_json" <<'PY'
+  map_json=$(drill 'http://127.0.0.1:7072/v1/r/users/{key}')
+  python3 - "$round" "$rampart_json" "$bare_json" "$map_json" <<'PY'
 import json, sys
-n, r, b = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-for name, x in (("rampart serve", r), ("bare axum", b)):
+n, r, b, m = sys.argv[1], *(json.loads(a) for a in sys.argv[2:5])
+for name, x in (("rampart serve", r), ("bare table", b), ("bare map", m)):
     l = x["latency_us"]
     print(f"  {name:14} {x['throughput_rps']:>10.0f} req/s  p50 {l['p50']} us  p99 {l['p99']} us  errors {x['errors']}  x-cache {x['by_header']}")
-print(f"round {n} ratio (rampart / bare axum): {r['throughput_rps'] / b['throughput_rps']:.2f}")
+print(f"round {n} ratio rampart / bare table: {r['throughput_rps'] / b['throughput_rps']:.2f}, / bare map: {r['throughput_rps'] / m['throughput_rps']:.2f}")
 PY
 done
 
@@ -89,14 +95,19 @@ LUA
   for round in $(seq 1 "$rounds"); do
     r=$(wrk_run http://127.0.0.1:7070 "$rampart_pid")
     b=$(wrk_run http://127.0.0.1:7071 "$bare_pid")
-    python3 - "$round" "$(getconf CLK_TCK)" $r $b <<'PY'
+    m=$(wrk_run http://127.0.0.1:7072 "$map_pid")
+    python3 - "$round" "$(getconf CLK_TCK)" $r $b $m <<'PY'
 import sys
 n, hz = sys.argv[1], float(sys.argv[2])
-r_rps, r_n, r_cpu, b_rps, b_n, b_cpu = map(float, sys.argv[3:9])
-r_us, b_us = r_cpu / hz / r_n * 1e6, b_cpu / hz / b_n * 1e6
-print(f"  rampart {r_rps:.0f} req/s  {r_us:.1f} us server CPU per request")
-print(f"  bare    {b_rps:.0f} req/s  {b_us:.1f} us server CPU per request")
-print(f"round {n} ratio (rampart / bare axum): {r_rps / b_rps:.2f} throughput, {b_us / r_us:.2f} by server CPU per request")
+v = list(map(float, sys.argv[3:12]))
+runs = {name: (v[3 * i], v[3 * i + 2] / hz / v[3 * i + 1] * 1e6)
+        for i, name in enumerate(("rampart", "table", "map"))}
+for name, (rps, us) in runs.items():
+    print(f"  {name:8} {rps:.0f} req/s  {us:.1f} us server CPU per request")
+(r_rps, r_us) = runs["rampart"]
+for base in ("table", "map"):
+    b_rps, b_us = runs[base]
+    print(f"round {n} rampart / bare {base}: {r_rps / b_rps:.2f} throughput, {b_us / r_us:.2f} by server CPU per request")
 PY
   done
 fi

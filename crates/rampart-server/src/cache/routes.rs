@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::cache::keys::Key;
 use crate::error::{echo, Error};
-use crate::http::extract::{Path, Query};
+use crate::http::extract::{segments_after, Path, Query, RawUri};
 use crate::state::{AppState, Resource};
 
 fn parse_key(resource: &Resource, raw: &str) -> Result<Key, Error> {
@@ -39,8 +39,9 @@ fn x_cache(lookup: &Lookup<Bytes>) -> HeaderValue {
 /// `GET /v1/r/{resource}/{key}`: the row as JSON.
 pub async fn get_one(
     State(state): State<AppState>,
-    Path((name, raw_key)): Path<(String, String)>,
+    RawUri(uri): RawUri,
 ) -> Result<Response, Error> {
+    let [name, raw_key] = segments_after::<2>(uri.path(), "/v1/r/")?;
     let resource = state.resource(&name)?;
     let key = parse_key(resource, &raw_key)?;
     let lookup = match resource.cache.get(&key).await {
@@ -62,7 +63,7 @@ pub async fn get_one(
         )
             .into_response(),
         None => Error::NotFound {
-            resource: name,
+            resource: name.into_owned(),
             key: echo(&raw_key),
         }
         .into_response(),

@@ -302,7 +302,11 @@ pub async fn serve(
         .header_read_timeout(None);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
+    // Biased, the connection first: it is the branch that is ready on
+    // nearly every wake, and an unbiased select draws a random number per
+    // wake to pick the order.
     tokio::select! {
+        biased;
         result = connection.as_mut() => log_end(result),
         phase = activity.expired(&limits) => {
             metrics.connection_timeouts.with_label_values(&[phase.label()]).inc();
@@ -312,6 +316,7 @@ pub async fn serve(
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             tokio::select! {
+                biased;
                 result = connection.as_mut() => log_end(result),
                 phase = activity.expired(&limits) => {
                     metrics.connection_timeouts.with_label_values(&[phase.label()]).inc();
