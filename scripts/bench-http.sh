@@ -15,6 +15,7 @@
 # compare); by default both are built here in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 duration=${1:-10s}
 connections=${2:-32}
 rounds=${3:-3}
@@ -41,16 +42,10 @@ bare_pid=$!
 "$bare" 127.0.0.1:7072 $keys map >/dev/null &
 map_pid=$!
 for port in 7070 7071 7072; do
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$port/v1/r/users/1" >/dev/null && break
-    sleep 0.1
-  done
+  wait_for "http://127.0.0.1:$port/v1/r/users/1"
 done
 # rampart warms 100k users at start; wait until it is ready.
-for _ in $(seq 1 600); do
-  curl -sf http://127.0.0.1:7070/readyz >/dev/null && break
-  sleep 0.1
-done
+wait_for http://127.0.0.1:7070/readyz
 
 drill() {
   "$bin" drill --target "$1" --keys "zipf:$keys" --connections "$connections" \

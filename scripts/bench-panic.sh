@@ -10,6 +10,7 @@
 #   scripts/bench-panic.sh [duration] [healthy connections] [storm connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 duration=${1:-10s}
 healthy=${2:-16}
 storm=${3:-16}
@@ -34,10 +35,7 @@ for backtrace in 0 1; do
     "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data/db" --demo-rows $keys \
     >/dev/null 2>"$log" &
   server=$!
-  for _ in $(seq 1 600); do
-    curl -sf "$base/readyz" >/dev/null && break
-    sleep 0.1
-  done
+  wait_for "$base/readyz"
   for storm_kind in none 404 panic; do
     case $storm_kind in
       none) storm_json='null' ;;

@@ -47,6 +47,22 @@ return {redis.call('GET', KEYS[1]), generation}
     )
 });
 
+/// The fence check and the store that [`FILL`] and [`FILL_COPY`] share,
+/// after each has checked its generation: refuse a fenced fill older than
+/// the stored entry's fence, store the entry, and keep the larger fence
+/// (see [`FILL`]). KEYS[1] value, KEYS[3] stored fence; ARGV[2] fence,
+/// ARGV[3] payload, ARGV[4] ttl ms.
+const FENCED_STORE: &str = "local fence = tonumber(ARGV[2])
+local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
+if fence > 0 and stored > fence then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if fence >= stored then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+";
+
 /// Fenced, generation-checked fill.
 /// KEYS: value, generation, stored fence. ARGV: expected generation, fence,
 /// payload, ttl ms, generation ttl ms. Returns 1 if stored, 0 if refused:
@@ -65,22 +81,13 @@ return {redis.call('GET', KEYS[1]), generation}
 /// window ended: warm-up warmed none of them, and batch reads went to the
 /// source each time.
 pub static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local fence = tonumber(ARGV[2])
-local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
-if fence > 0 and stored > fence then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-if fence >= stored then
-  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
-else
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+{FENCED_STORE}redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1
 ",
-    )
+    ))
 });
 
 /// Fill of a copy `r > 0` of a hot key, after copy 0 took the same fill
@@ -92,23 +99,14 @@ return 1
 /// KEYS: value, generation, stored fence. ARGV: generation, fence,
 /// payload, ttl ms, generation ttl ms. Returns 1 if stored, 0 if refused.
 pub static FILL_COPY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local generation = redis.call('GET', KEYS[2])
 if generation and generation ~= ARGV[1] then return 0 end
-local fence = tonumber(ARGV[2])
-local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
-if fence > 0 and stored > fence then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-if fence >= stored then
-  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
-else
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[5])
+{FENCED_STORE}redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[5])
 return 1
 ",
-    )
+    ))
 });
 
 /// Invalidation of a copy `r > 0`, after copy 0's: its generation becomes
