@@ -37,11 +37,23 @@ fn x_cache(lookup: &Lookup<Bytes>) -> HeaderValue {
 }
 
 /// `GET /v1/r/{resource}/{key}`: the row as JSON.
-pub async fn get_one(
-    State(state): State<AppState>,
-    RawUri(uri): RawUri,
-) -> Result<Response, Error> {
-    let [name, raw_key] = segments_after::<2>(uri.path(), "/v1/r/")?;
+/// Also reached without the router, for `GET` (see `http::layers::App`):
+/// this route serves `HEAD`.
+pub async fn get_one(State(state): State<AppState>, RawUri(uri): RawUri) -> Response {
+    read_one(&state, uri.path()).await
+}
+
+/// The answer to a read of `path` (`/v1/r/{resource}/{key}`), errors
+/// included.
+pub async fn read_one(state: &AppState, path: &str) -> Response {
+    match lookup_one(state, path).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn lookup_one(state: &AppState, path: &str) -> Result<Response, Error> {
+    let [name, raw_key] = segments_after::<2>(path, "/v1/r/")?;
     let resource = state.resource(&name)?;
     let key = parse_key(resource, &raw_key)?;
     let lookup = match resource.cache.get(&key).await {

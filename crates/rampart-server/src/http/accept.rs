@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use crate::http::layers::App;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ pub struct Settings {
 /// lets every connection finish its in-flight requests and returns.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     settings: Settings,
     metrics: Arc<Metrics>,
     stop: CancellationToken,

@@ -6,7 +6,7 @@
 //! | phase | from | deadline |
 //! |---|---|---|
 //! | head | accept, or the first byte of a later request | `header_read_timeout` |
-//! | busy | the head parsed (the request handed to the router) | `request_timeout` + 10 s of slack to write the answer |
+//! | busy | the head parsed (the request handed to the service) | `request_timeout` + 10 s of slack to write the answer |
 //! | idle | the response body done (kept alive) | `idle_timeout` |
 //!
 //! hyper's own `header_read_timeout` is not used: it counts from the moment
@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::http::layers::App;
 use axum::body::Body;
-use axum::Router;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -82,7 +82,7 @@ struct Activity {
     origin: Instant,
     /// When the current head's first byte came (head phase), or 0.
     head_since: AtomicU64,
-    /// When the current request was handed to the router (busy phase), or 0.
+    /// When the current request was handed to the service (busy phase), or 0.
     busy_since: AtomicU64,
     /// When the last response finished (idle phase).
     idle_since: AtomicU64,
@@ -116,7 +116,7 @@ impl Activity {
         }
     }
 
-    /// A head was parsed and handed to the router.
+    /// A head was parsed and handed to the service.
     fn on_request(&self) {
         self.busy_since.store(self.now(), Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
@@ -258,7 +258,7 @@ impl http_body::Body for TrackedBody {
 /// finish, then the connection closes).
 pub async fn serve(
     stream: TcpStream,
-    app: Router,
+    app: App,
     limits: Limits,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -273,19 +273,19 @@ pub async fn serve(
         stream,
         activity: Arc::clone(&activity),
     });
-    // One router per connection, called in place: cloning it per request
+    // One app per connection, called in place: cloning it per request
     // (as `oneshot` would) is an increment and a decrement on one counter
     // that every connection's requests share. hyper calls the service with
     // `&self`, hence the cell; HTTP/1 serves one request at a time, and the
     // borrow ends before `call` returns, so it is never contended.
-    let router = RefCell::new(app);
+    let app = RefCell::new(app);
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             activity.on_request();
             let done = ResponseDone(Arc::clone(&activity));
-            // `Router` is always ready (its `poll_ready` is a constant).
-            let answer = router.borrow_mut().call(request);
+            // `App` is always ready (its `poll_ready` is a constant).
+            let answer = app.borrow_mut().call(request.map(Body::new));
             async move {
                 // `done` moves into the body; if this future is dropped
                 // first (the connection closed), it is dropped with it.

@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::ops::metrics::HttpRoute;
 use crate::state::AppState;
 
 /// Wraps the routes in the defence layers.
@@ -37,9 +38,13 @@ use crate::state::AppState;
 /// again. One layer over one `Arc` costs one increment to clone, and the
 /// checks that need no waiting (head limits, shedding) run before any
 /// future is built (measured: BENCHMARKS.md, HTTP).
-pub fn wrap(routes: Router, state: &AppState) -> Router {
+///
+/// The cache's `GET /v1/r/{resource}/{key}` — nearly all of the traffic —
+/// is dispatched before the router (see [`App`]): behind the same
+/// defences, without the router's per-request work.
+pub fn wrap(routes: Router, state: &AppState) -> App {
     let server = &state.config.server;
-    let defences = Defences {
+    let defences = Arc::new(Defences {
         state: state.clone(),
         limits: HeadLimits {
             max_uri_bytes: server.max_uri_bytes,
@@ -49,8 +54,78 @@ pub fn wrap(routes: Router, state: &AppState) -> Router {
         in_flight: AtomicUsize::new(0),
         timeout: server.request_timeout,
         next_id: AtomicU64::new(0),
-    };
-    routes.layer(DefenceLayer(Arc::new(defences)))
+    });
+    App {
+        router: routes.layer(DefenceLayer(Arc::clone(&defences))),
+        defences,
+    }
+}
+
+/// The template of the route [`App`] dispatches itself.
+pub const HOT_ROUTE: &str = "/v1/r/{resource}/{key}";
+
+/// What a connection calls: the cache's GET route directly, every other
+/// request through the router; both behind the one set of defences.
+///
+/// Why: through the router, a hit paid for matching, a map of URL
+/// parameters (allocated), the matched path (an extension insert), and two
+/// boxed route services cloned per request (the defended route, and the
+/// handler's route inside it) — about a third of the user-space
+/// instructions of a hit (callgrind, BENCHMARKS.md). The shape test in
+/// [`is_hot`] is the router's own for this template (a test checks the two
+/// agree on every kind of path); `HEAD` and every other method go to the
+/// router.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    defences: Arc<Defences>,
+}
+
+/// Whether `request` is `GET` on [`HOT_ROUTE`]: `/v1/r/`, a segment, `/`,
+/// and a last, non-empty segment.
+pub fn is_hot(method: &axum::http::Method, path: &str) -> bool {
+    if method != axum::http::Method::GET {
+        return false;
+    }
+    match path
+        .strip_prefix("/v1/r/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        // As the router: the resource may be empty (then unknown), the
+        // key may not.
+        Some((_resource, key)) => !key.is_empty() && !key.contains('/'),
+        None => false,
+    }
+}
+
+impl Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+        <Router as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both sides are always ready (the router's `poll_ready` is a
+        // constant).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        use futures_util::future::Either;
+        if is_hot(request.method(), request.uri().path()) {
+            let state = self.defences.state.clone();
+            Either::Left(
+                self.defences
+                    .run(request, HOT_ROUTE, move |request| async move {
+                        Ok(crate::cache::routes::read_one(&state, request.uri().path()).await)
+                    }),
+            )
+        } else {
+            Either::Right(self.router.call(request))
+        }
+    }
 }
 
 /// What every request shares: the settings and the live counts.
@@ -103,8 +178,51 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let template = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        // The template outlives the request: the route table is the
+        // router's, and labels are interned by the metrics.
+        let route = self.defences.state.metrics.http_route(template);
+        let foreground = template.starts_with("/v1/");
+        let inner = &mut self.inner;
+        self.defences
+            .run_labelled(request, route, foreground, |request| inner.call(request))
+    }
+}
+
+impl Defences {
+    /// Runs `call` behind the defences for a request on the route
+    /// `template` (see [`App`]).
+    fn run<F>(
+        self: &Arc<Self>,
+        request: Request,
+        template: &str,
+        call: impl FnOnce(Request) -> F,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
+    where
+        F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    {
+        let route = self.state.metrics.http_route(template);
+        self.run_labelled(request, route, template.starts_with("/v1/"), call)
+    }
+
+    /// The defences, in the module doc's order, around `call`. `route`
+    /// labels the metrics; `foreground` requests (the API's own, not
+    /// operators') feed the warm-up's back-off when they get slow.
+    fn run_labelled<F>(
+        self: &Arc<Self>,
+        request: Request,
+        route: HttpRoute,
+        foreground: bool,
+        call: impl FnOnce(Request) -> F,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
+    where
+        F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    {
         let start = Instant::now();
-        let defences = Arc::clone(&self.defences);
+        let defences = Arc::clone(self);
         let metrics = &defences.state.metrics;
         // Request id first: every answer below carries it.
         let request_id = match request.headers().get(X_REQUEST_ID) {
@@ -120,18 +238,11 @@ where
             version = ?request.version(),
             request_id = ?request_id,
         );
-        let template = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        // The warm-up backs off when the API's own requests get slow.
-        let foreground = template.starts_with("/v1/");
-        let route = metrics.http_route(template);
         let early = if let Err(refused) = defences.limits.check(&request) {
             Err(refused.into_response())
         } else if let Some(permit) = defences.try_enter() {
             // Synchronous work inside `call` can panic too.
-            match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            match catch_unwind(AssertUnwindSafe(|| call(request))) {
                 Ok(answer) => Ok((permit, answer)),
                 Err(_) => Err(panic_response()),
             }
@@ -185,9 +296,7 @@ where
             .instrument(span),
         )
     }
-}
 
-impl Defences {
     fn new_request_id(&self) -> HeaderValue {
         // Relaxed: uniqueness needs only atomicity, not ordering.
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -315,5 +424,76 @@ impl HeadLimits {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Method;
+    use axum::routing::on;
+    use tower::ServiceExt;
+
+    /// The router's own answer to "which template does this path match",
+    /// for every route the service has.
+    async fn matched(method: Method, path: &str) -> Option<String> {
+        let mut router = Router::new();
+        for route in crate::ops::openapi::ROUTES {
+            let filter = match route.method {
+                "get" => axum::routing::MethodFilter::GET,
+                "post" => axum::routing::MethodFilter::POST,
+                other => panic!("a method this test does not know: {other}"),
+            };
+            router = router.route(
+                route.path,
+                on(filter, |path: MatchedPath| async move {
+                    path.as_str().to_owned()
+                }),
+            );
+        }
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_hot_dispatch_takes_exactly_what_the_router_gives_its_route() {
+        let paths = [
+            "/v1/r/users/42",
+            "/v1/r/users/a%2Fb",
+            "/v1/r/users/..",
+            "/v1/r/users/.",
+            "/v1/r/users/",
+            "/v1/r/users",
+            "/v1/r//42",
+            "/v1/r//",
+            "/v1/r/users/42/",
+            "/v1/r/users/42/invalidate",
+            "/v1/r/users/42/x/y",
+            "/v1/r/%FF/1",
+            "/v1/rr/users/42",
+            "/v1/r/users/42?x=1",
+            "/healthz",
+            "/",
+        ];
+        for path in paths {
+            for method in [Method::GET, Method::POST, Method::HEAD] {
+                let router_says = matched(method.clone(), path).await.as_deref() == Some(HOT_ROUTE)
+                    && method == Method::GET;
+                let uri: axum::http::Uri = path.parse().expect("uri");
+                assert_eq!(is_hot(&method, uri.path()), router_says, "{method} {path}");
+            }
+        }
     }
 }
