@@ -27,6 +27,8 @@ pub mod clock;
 mod error;
 pub mod flight;
 pub mod guarded;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod limit;
 mod sync;
 pub mod warm;
