@@ -6,6 +6,7 @@
 //! budget caps retries at a fraction of real traffic (see
 //! [`RetryBudget`]). `max_attempts` still bounds one call's latency.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use tower::retry::Policy;
@@ -38,18 +39,19 @@ where
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RetryErrors;
 
-impl<Req, Res, E> Retryable<Req, Res, E> for RetryErrors
-where
-    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
-{
+impl<Req, Res, E: 'static> Retryable<Req, Res, E> for RetryErrors {
     fn retryable(&self, _req: &Req, result: &Result<Res, E>) -> bool {
-        match result {
-            Ok(_) => false,
-            Err(error) => !error
-                .as_ref()
-                .downcast_ref::<crate::Error>()
-                .is_some_and(crate::Error::is_rejection),
-        }
+        let Err(error) = result else {
+            return false;
+        };
+        // The refusal is a `rampart::Error`, boxed by the layers or bare;
+        // any other error type is a plain failure.
+        let error: &dyn Any = error;
+        let refusal = match error.downcast_ref::<BoxError>() {
+            Some(boxed) => boxed.downcast_ref::<crate::Error>(),
+            None => error.downcast_ref::<crate::Error>(),
+        };
+        !refusal.is_some_and(crate::Error::is_rejection)
     }
 }
 
@@ -170,9 +172,3 @@ where
     }
 }
 
-/// `BoxError` is what every rampart layer returns, so [`RetryErrors`] works
-/// on top of them.
-const _: fn() = || {
-    fn retryable<T: Retryable<(), (), BoxError>>() {}
-    retryable::<RetryErrors>();
-};
