@@ -19,6 +19,8 @@
 //! breaker: while Redis is down or slow the caller is told at once (an
 //! `ErrorKind::Tier`) and the cache goes on without L2.
 
+#![warn(missing_docs)]
+
 pub mod bounds;
 pub mod codec;
 pub mod conn;

@@ -21,6 +21,8 @@
 //!
 //! The read path that ties them together is described in `ARCHITECTURE.md`.
 
+#![warn(missing_docs)]
+
 pub mod breaker;
 pub mod cache;
 pub mod clock;

@@ -171,4 +171,3 @@ where
         Some(req.clone())
     }
 }
-
