@@ -10,6 +10,9 @@
 //! tower's plumbing, and each case's surplus over it is the layer.
 //!
 //! * `bare`: the inner service alone.
+//! * `breaker_guard_only`, `bulkhead_guard_only`: the guard's own work
+//!   without tower (`try_acquire` + `success`; `try_acquire` + drop), so the
+//!   layer's own share is the difference to the layered case.
 //! * `breaker_closed`: `CircuitBreakerLayer`, breaker closed (permit from
 //!   one atomic load and a coarse clock read; success recorded under the
 //!   window mutex).
@@ -68,12 +71,21 @@ fn bench_layers(c: &mut Criterion) {
     });
 
     let breaker = CircuitBreaker::new("bench", BreakerConfig::default());
+    group.bench_function("breaker_guard_only", |b| {
+        b.iter(|| match breaker.try_acquire() {
+            Ok(permit) => permit.success(),
+            Err(_) => panic!("the breaker stays closed"),
+        })
+    });
     let mut with_breaker = CircuitBreakerLayer::new(breaker.clone()).layer(inner());
     group.bench_function("breaker_closed", |b| {
         b.iter(|| black_box(one_call(&mut with_breaker, &mut cx, black_box(7))))
     });
 
     let bulkhead = Bulkhead::new("bench", BulkheadConfig::default());
+    group.bench_function("bulkhead_guard_only", |b| {
+        b.iter(|| black_box(bulkhead.try_acquire().is_ok()))
+    });
     let mut with_bulkhead = BulkheadLayer::new(bulkhead.clone()).layer(inner());
     group.bench_function("bulkhead_uncontended", |b| {
         b.iter(|| black_box(one_call(&mut with_bulkhead, &mut cx, black_box(7))))
