@@ -135,3 +135,47 @@ impl<S, L: tower::Layer<S>> LayerService<S> for L {
         self.layer(inner)
     }
 }
+
+/// A caller that gives up while the policy waits out its back-off stops
+/// the retrying: no attempt is made after the drop.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_makes_no_more_attempts() {
+    let calls = Calls::default();
+    let backoff = Backoff {
+        base: Duration::from_secs(10),
+        cap: Duration::from_secs(10),
+    };
+    let policy = RetryPolicy::new(budget(10, 0.2), backoff).max_attempts(5);
+    let svc = RetryLayer::new(policy).layer_service(fails_first(usize::MAX, calls.clone()));
+    let call = tokio::spawn(svc.oneshot(1));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(calls.get(), 1);
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(calls.get(), 1, "an attempt was made after the caller left");
+}
+
+/// tower's `Retry` does not catch panics, and neither does the policy: a
+/// panicking inner service panics the caller (put a catch-panic layer
+/// outside), and spends nothing from the budget.
+#[tokio::test]
+async fn a_panic_in_the_inner_service_reaches_the_caller_and_spends_no_retry() {
+    let policy = RetryPolicy::new(budget(10, 0.2), no_wait()).max_attempts(5);
+    let before = policy.budget().available();
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let svc = RetryLayer::new(policy.clone()).layer_service(service_fn(move |_: u32| {
+        counted.hit();
+        async {
+            if true {
+                panic!("inner future panicked");
+            }
+            Ok::<u32, BoxError>(0)
+        }
+    }));
+    let joined = tokio::spawn(svc.oneshot(1)).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(calls.get(), 1);
+    assert_eq!(policy.budget().available(), before);
+}
