@@ -35,8 +35,11 @@
 //! Conventions shared by every layer, as tower's own middleware does them:
 //!
 //! * The service's error is [`BoxError`](crate::BoxError): the inner
-//!   service's error boxed as it was, or a boxed [`Error`](crate::Error)
-//!   when a guard refused. `err.downcast_ref::<rampart::Error>()` tells them
+//!   service's error boxed as it was (except behind [`SingleFlightLayer`],
+//!   where one error is shared by every waiter and so arrives as an
+//!   [`Error`](crate::Error) of kind `Source` wrapping it), or a boxed
+//!   [`Error`](crate::Error) when a guard refused. [`RetryPolicy`] leaves
+//!   the error type as it is. `err.downcast_ref::<rampart::Error>()` tells them
 //!   apart; [`Error::is_rejection`](crate::Error::is_rejection) and
 //!   [`Error::retry_after`](crate::Error::retry_after) say what to answer.
 //! * Guards are shared, not owned: the layer holds a clone of the guard you
