@@ -6,8 +6,9 @@
 //! script that invalidates a whole table in parallel would otherwise queue
 //! unbounded work on it; with the bulkhead it gets at most
 //! [`MAX_CONCURRENT`] at once, [`MAX_QUEUED`] waiting, and a 503 with
-//! `Retry-After` beyond that — back-pressure it can act on. The read
-//! routes are not behind it: their sources have the cache's own bulkheads.
+//! `Retry-After` (code `overloaded`) beyond that — back-pressure it can
+//! act on. The read routes are not behind it: their sources have the
+//! cache's own bulkheads.
 //!
 //! The layer sits inside the admin check, so unauthenticated requests never
 //! take a slot.
@@ -55,9 +56,12 @@ where
     )
 }
 
-/// The bulkhead's refusal as the crate's error (503, `Retry-After`).
+/// The bulkhead's refusal as the crate's `overloaded` (503, `Retry-After`):
+/// the same answer as the edge's shedding, which the OpenAPI document
+/// already lists for every route; the write's source is not what is busy.
 async fn refused(error: BoxError) -> Error {
     match error.downcast::<rampart::Error>() {
+        Ok(guard) if guard.is_rejection() => Error::Overloaded,
         Ok(guard) => Error::Guard(*guard),
         // The routes behind it are infallible: only the bulkhead errs.
         Err(other) => Error::Guard(rampart::Error::source(other)),
@@ -108,6 +112,11 @@ mod tests {
         let refused = app.clone().oneshot(request()).await.unwrap();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(refused.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "overloaded");
 
         gate.add_permits(1);
         assert_eq!(
