@@ -50,7 +50,51 @@
 //!   held and reports nothing; a panic inside the inner service releases
 //!   it too, and the breaker counts it as a failure.
 //!
-//! Order, outermost first: retry → breaker → bulkhead → the call. The
+//! # In axum
+//!
+//! axum wants middleware whose error is `Infallible`: put a
+//! `HandleErrorLayer` outside the guards to turn a refusal into a response.
+//!
+//! ```
+//! use axum::error_handling::HandleErrorLayer;
+//! use axum::http::{header, StatusCode};
+//! use axum::response::IntoResponse;
+//! use axum::routing::post;
+//! use axum::Router;
+//! use rampart::layer::BulkheadLayer;
+//! use rampart::limit::{Bulkhead, BulkheadConfig};
+//! use rampart::BoxError;
+//! use tower::ServiceBuilder;
+//!
+//! async fn refused(error: BoxError) -> impl IntoResponse {
+//!     let retry_after = error
+//!         .downcast_ref::<rampart::Error>()
+//!         .and_then(rampart::Error::retry_after)
+//!         .map_or(1, |wait| wait.as_secs().max(1));
+//!     (
+//!         StatusCode::SERVICE_UNAVAILABLE,
+//!         [(header::RETRY_AFTER, retry_after.to_string())],
+//!         error.to_string(),
+//!     )
+//! }
+//!
+//! let exports = Bulkhead::new("exports", BulkheadConfig::default());
+//! let app: Router = Router::new()
+//!     .route("/export", post(|| async { "started" }))
+//!     .route_layer(
+//!         ServiceBuilder::new()
+//!             .layer(HandleErrorLayer::new(refused))
+//!             .layer(BulkheadLayer::new(exports)),
+//!     );
+//! # let _ = app;
+//! ```
+//!
+//! `rampart serve` puts its write routes behind a bulkhead this way
+//! (`crates/rampart-server/src/http/write_limit.rs`).
+//!
+//! # Order
+//!
+//! Outermost first: retry → breaker → bulkhead → the call. The
 //! breaker before the bulkhead refuses at once when the dependency is down
 //! instead of queueing for a call that would be refused anyway (the same
 //! order as [`Guarded`](crate::guarded::Guarded)); retry outside the
