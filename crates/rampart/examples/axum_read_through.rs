@@ -146,6 +146,8 @@ async fn main() -> Result<(), BoxError> {
     }
     let stats = users.stats();
     println!("database loads: {} (5 requests)", stats.loads);
+    // The repeated id and the repeated absent id were answered from memory.
+    assert_eq!(stats.loads, 3);
     server.abort();
     Ok(())
 }
