@@ -6,6 +6,7 @@ mod breaker;
 mod bulkhead;
 mod retry;
 mod single_flight;
+mod stress;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
