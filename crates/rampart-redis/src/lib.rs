@@ -21,6 +21,8 @@
 //! callers of its slots are told at once (an `ErrorKind::Tier`) and the
 //! cache goes on without L2 for those keys.
 
+#![warn(missing_docs)]
+
 pub mod bounds;
 pub mod breakers;
 pub mod codec;

@@ -23,6 +23,7 @@ use crate::cache::source::{PoolWait, SqlLoader};
 use crate::config::Config;
 use crate::error::{echo, Error};
 use crate::http::auth::{self, AdminToken};
+use crate::http::write_limit;
 use crate::ops::metrics::Metrics;
 use crate::ops::readiness::Readiness;
 use crate::ops::routes::{healthz, metrics, openapi_json, readyz};
@@ -190,13 +191,14 @@ fn transition_counter(metrics: &Metrics) -> impl Fn(&Transition) + Send + Sync +
 /// routes require `admin_token` (see `auth.rs`).
 pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     let admin = middleware::from_fn_with_state(admin_token, auth::require_admin);
+    // Writes: the admin check outside, the write bulkhead inside it.
+    let writes = Router::new().route("/v1/r/{resource}/{key}/invalidate", post(invalidate));
+    let writes =
+        write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin);
     let router = Router::new()
         .route("/v1/r/{resource}/{key}", get(get_one))
         .route("/v1/r/{resource}", get(get_batch))
-        .route(
-            "/v1/r/{resource}/{key}/invalidate",
-            post(invalidate).route_layer(admin),
-        )
+        .merge(writes)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,6 +1,28 @@
 //! A circuit breaker: stop calling a dependency that is failing, give it time
 //! to recover, then let a few trial calls decide whether it has.
 //!
+//! ```
+//! use rampart::breaker::{BreakerConfig, CircuitBreaker, State};
+//!
+//! let breaker = CircuitBreaker::new(
+//!     "payments-api",
+//!     BreakerConfig { consecutive_failures: 3, ..BreakerConfig::default() },
+//! );
+//! for _ in 0..3 {
+//!     let permit = breaker.try_acquire().expect("closed: the call may be made");
+//!     // ... make the call; say it failed:
+//!     permit.failure();
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! // Now calls are refused at once, with a hint of when to come back.
+//! let refused = breaker.try_acquire().unwrap_err();
+//! assert!(refused.is_rejection());
+//! assert!(refused.retry_after().is_some());
+//! ```
+//!
+//! Around a future, [`CircuitBreaker::call`] does the permit for you; around
+//! a tower service, `rampart::layer::CircuitBreakerLayer` (feature `tower`).
+//!
 //! # States
 //!
 //! ```text

@@ -1,5 +1,35 @@
 //! Tiered read-through cache: L1 in process → L2 [`Tier`] → [`Loader`].
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart::Error> {
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use rampart::cache::{CacheStatus, TieredCache};
+//! use rampart::{BoxError, Loader};
+//!
+//! /// The source of truth: a database query in real life.
+//! struct Users;
+//!
+//! #[async_trait]
+//! impl Loader<u64, Arc<str>> for Users {
+//!     async fn load(&self, id: &u64) -> Result<Option<Arc<str>>, BoxError> {
+//!         Ok((*id < 100).then(|| Arc::from(format!("user {id}")))) // None: no such user
+//!     }
+//! }
+//!
+//! // Breaker and bulkhead in front of the loader are on by default.
+//! let users: TieredCache<u64, Arc<str>> = TieredCache::builder("users", Users).build()?;
+//! let first = users.get(&7).await?;
+//! assert_eq!((first.value().map(|v| &**v), first.status()), (Some("user 7"), CacheStatus::Miss));
+//! assert_eq!(users.get(&7).await?.status(), CacheStatus::Hit);
+//! assert_eq!(users.get(&404).await?.value(), None); // remembered as absent
+//! # Ok(()) }
+//! ```
+//!
+//! Add an L2 shared between processes with [`TieredCacheBuilder::tier`] and
+//! [`TieredCacheBuilder::lease`] (the `rampart-redis` crate provides both).
+//!
 //! The read path (see ARCHITECTURE.md for the picture):
 //!
 //! 1. **L1 hit** — fresh: answer ([`CacheStatus::Hit`], or [`CacheStatus::Negative`]

@@ -1,5 +1,24 @@
 //! Per-key single-flight: one load, many waiters.
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use rampart::flight::{Flight, Role};
+//!
+//! let flight: Flight<u64, String> = Flight::new();
+//! // Two callers ask for key 7 at once: one query runs, both get its row.
+//! let (first, second) = tokio::join!(
+//!     flight.run(7, || async {
+//!         tokio::task::yield_now().await; // the query, in flight
+//!         Ok("row 7".to_owned())
+//!     }),
+//!     flight.run(7, || async { Ok("a second query: never runs".to_owned()) }),
+//! );
+//! assert_eq!((first.0.ok().as_deref(), first.1), (Some("row 7"), Role::Leader));
+//! assert_eq!((second.0.ok().as_deref(), second.1), (Some("row 7"), Role::Follower));
+//! # }
+//! ```
+//!
 //! The first caller for a key becomes the *leader* and runs its load; callers
 //! that arrive while it runs become *followers*, wait, and share the result
 //! (and learn, through [`Role`], that they shared it). Once the load finishes

@@ -1,6 +1,34 @@
 //! A cache warm-up that cannot take its source down: bounded, batched,
 //! rate-limited, adaptive, observable and cancellable.
 //!
+//! ```
+//! use futures_util::stream;
+//! use rampart::warm::{warm, NoPressure, WarmConfig, WarmProgress};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rampart::Error> {
+//! let keys = stream::iter((0..10_000u64).map(Ok));
+//! let progress = WarmProgress::default();
+//! progress.set_expected(10_000);
+//! let report = warm(
+//!     keys,
+//!     |batch: Vec<u64>| async move {
+//!         // e.g. `cache.get_many(&batch)`, counting the `Ok` answers
+//!         Ok(batch.len() as u64)
+//!     },
+//!     &WarmConfig { max_keys_per_sec: None, ..WarmConfig::default() },
+//!     &NoPressure,
+//!     &progress,
+//!     &CancellationToken::new(),
+//! )
+//! .await?;
+//! assert_eq!(report.keys_done, 10_000);
+//! assert_eq!(progress.fraction(), Some(1.0));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Why this exists
 //!
 //! The incident this module answers: a payment service's start-up warm-up
@@ -88,36 +116,6 @@
 //! `'static`. The cost is that all batches are polled by the one task
 //! awaiting [`warm`]: right for I/O-bound loads; a loader with heavy CPU
 //! work should move it to `spawn_blocking` itself.
-//!
-//! # Example
-//!
-//! ```
-//! use futures_util::stream;
-//! use rampart::warm::{warm, NoPressure, WarmConfig, WarmProgress};
-//! use tokio_util::sync::CancellationToken;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), rampart::Error> {
-//! let keys = stream::iter((0..10_000u64).map(Ok));
-//! let progress = WarmProgress::default();
-//! progress.set_expected(10_000);
-//! let report = warm(
-//!     keys,
-//!     |batch: Vec<u64>| async move {
-//!         // e.g. `cache.get_many(&batch)`, counting the `Ok` answers
-//!         Ok(batch.len() as u64)
-//!     },
-//!     &WarmConfig { max_keys_per_sec: None, ..WarmConfig::default() },
-//!     &NoPressure,
-//!     &progress,
-//!     &CancellationToken::new(),
-//! )
-//! .await?;
-//! assert_eq!(report.keys_done, 10_000);
-//! assert_eq!(progress.fraction(), Some(1.0));
-//! # Ok(())
-//! # }
-//! ```
 
 use std::future::Future;
 use std::mem;

@@ -294,7 +294,7 @@ fn rate_arg(s: &str) -> Result<f64, String> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct DrillArgs {
     /// Target URL, repeatable; `{key}` is replaced per request. Loopback only
-    /// (127.0.0.0/8, [::1], localhost).
+    /// (`127.0.0.0/8`, `[::1]`, `localhost`).
     #[arg(long = "target", value_name = "URL", required = true)]
     pub targets: Vec<String>,
     /// Concurrent keep-alive connections (closed loop).
@@ -312,7 +312,7 @@ pub struct DrillArgs {
     /// Per-request timeout; a timeout counts as an error.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
     pub timeout: Duration,
-    /// How `{key}` is chosen: fixed:KEY | uniform:MAX | zipf:MAX[:EXP].
+    /// How `{key}` is chosen: `fixed:KEY | uniform:MAX | zipf:MAX[:EXP]`.
     #[arg(long, value_name = "SPEC", default_value = "fixed:1", value_parser = keys_arg)]
     pub keys: KeySpace,
     /// Print the report as JSON instead of a table.

@@ -9,9 +9,11 @@
 //! | [`layers`] | request id, tracing, metrics, head limits, shedding, timeout, panic isolation |
 //! | [`extract`] | path and query extractors |
 //! | [`auth`] | the admin token and the layer on write routes |
+//! | [`write_limit`] | a bulkhead on the write routes (the library's `BulkheadLayer`) |
 
 pub mod accept;
 pub mod auth;
 pub mod connection;
 pub mod extract;
 pub mod layers;
+pub mod write_limit;
