@@ -40,6 +40,14 @@ fi
 echo "== tests (unit, integration, stress, end to end)"
 cargo test --workspace --locked
 
+# The examples a newcomer copies from, run as they would run them (the
+# test run above built them and ran the doctests).
+echo "== examples"
+for example in axum_read_through guarded_http_client bounded_warmup; do
+  cargo run --locked -q -p rampart --example "$example" >/dev/null
+done
+cargo run --locked -q -p rampart-redis --example redis_tier >/dev/null
+
 # The service against its own /openapi.json: a property-based fuzzer
 # (schemathesis, installed pinned under target/ on first use).
 echo "== OpenAPI fuzzing"
