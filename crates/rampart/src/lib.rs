@@ -12,6 +12,7 @@
 //! | [`breaker`] | circuit breaker | calls piling onto a dead dependency |
 //! | [`limit`] | bulkhead, retry budget | unbounded concurrency, retry storms |
 //! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
+//! | [`existence`] | concurrent Bloom filter of the keys that exist | distinct missing keys each reaching the source |
 //! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
 //!
 //! Supporting pieces: [`guarded`] (one call behind breaker + bulkhead +
@@ -25,6 +26,7 @@ pub mod breaker;
 pub mod cache;
 pub mod clock;
 mod error;
+pub mod existence;
 pub mod flight;
 pub mod guarded;
 pub mod limit;
