@@ -11,12 +11,15 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use rampart::breaker::CircuitBreaker;
-use rampart::cache::{LocalLease, MemoryTier, TieredCache};
+use rampart::cache::{Admission, LocalLease, MemoryTier, TieredCache};
+use rampart::existence::ExistenceFilter;
 use rampart::limit::Bulkhead;
 use rampart::warm::WarmProgress;
 use sqlx::AnyPool;
 
+use crate::cache::filter::rebuild;
 use crate::cache::keys::Key;
+use crate::cache::miss_budget::MissBudget;
 use crate::cache::pressure::{ForegroundLatency, SourcePressure};
 use crate::cache::routes::{get_batch, get_one, invalidate};
 use crate::cache::source::{PoolWait, SqlLoader};
@@ -107,6 +110,13 @@ impl AppState {
             pool_wait_limit: config.warmup.pressure_pool_wait,
             foreground,
         });
+        let miss_budget = (config.server.misses_per_client > 0).then(|| {
+            let per_sec = config.server.misses_per_client;
+            Arc::new(MissBudget::new(
+                per_sec,
+                config.server.miss_burst.unwrap_or(per_sec),
+            ))
+        });
         let mut resources = HashMap::new();
         for resource in &config.resources {
             let breaker = CircuitBreaker::new(resource.name.as_str(), resource.breaker.clone());
@@ -143,6 +153,12 @@ impl AppState {
                         resource.cache.load_timeout * 2,
                     )));
             }
+            if resource.filter.as_ref().is_some_and(|f| f.enabled) {
+                builder = builder.existence(ExistenceFilter::new());
+            }
+            if let Some(budget) = &miss_budget {
+                builder = builder.admission(Arc::clone(budget) as Arc<dyn Admission>);
+            }
             let cache = builder.build()?;
             resources.insert(
                 resource.name.clone(),
@@ -169,6 +185,7 @@ impl AppState {
             pressure,
             readiness,
             redis,
+            miss_budget,
         })))
     }
 }
@@ -192,7 +209,11 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .route("/v1/r/{resource}", get(get_batch))
         .route(
             "/v1/r/{resource}/{key}/invalidate",
-            post(invalidate).route_layer(admin),
+            post(invalidate).route_layer(admin.clone()),
+        )
+        .route(
+            "/v1/filter/{resource}/rebuild",
+            post(rebuild).route_layer(admin),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
