@@ -262,9 +262,9 @@ fn false_positive_rate_within_target_over_1m_random_misses() {
         stats.estimated_false_positive_rate
     );
     assert!(rate <= 0.01, "false-positive rate {rate}");
-    // Memory per key: a classic Bloom filter needs 1.20 bytes per key at
-    // 1 %; blocking costs ~15 % more.
-    assert!(bytes_per_key <= 1.45, "{bytes_per_key} bytes per key");
+    // A classic Bloom filter needs 1.20 bytes per key at 1 %; asked for a
+    // tenth less, 1.23.
+    assert!(bytes_per_key <= 1.3, "{bytes_per_key} bytes per key");
     assert!((stats.estimated_false_positive_rate - rate).abs() < 0.005);
 }
 

@@ -9,7 +9,11 @@
 //! still after the rebuild finished. The naive hand-over (build a new
 //! filter from the rows, swap it in; inserts go only to the filter in use)
 //! fails this model: the rows are read before the row exists, the insert
-//! lands in the old filter, and the swap drops it.
+//! lands in the old filter, and the swap drops it (checked: with the
+//! insert into the filter being built removed, the first model fails).
+//! What loom explores is the hand-over (the state cell, the order of the
+//! insert against the rebuild's steps); the filters' bits are `fastbloom`'s
+//! own atomics, outside the model.
 #![cfg(rampart_loom)]
 
 use loom::sync::atomic::{AtomicBool, Ordering};
