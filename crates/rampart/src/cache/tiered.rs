@@ -171,8 +171,8 @@ where
 
     /// An existence filter consulted when L1 misses (default: none). A key
     /// it reports certainly absent is answered [`CacheStatus::Negative`]
-    /// without L2 or a load, and nothing is cached for it: the filter is as
-    /// cheap as an L1 lookup, and caching would let a stream of random keys
+    /// without L2 or a load, and nothing is cached for it: a check costs
+    /// tens of nanoseconds, and caching would let a stream of random keys
     /// push real entries out of L1. Loads and L2 reads that find a value,
     /// and invalidations, insert their key (a row created behind the
     /// cache's back becomes visible by invalidating its key, or at the
