@@ -153,6 +153,9 @@ impl AppState {
                 m.filter_ready
                     .with_label_values(label)
                     .set(i64::from(f.ready));
+                m.filter_build_keys
+                    .with_label_values(label)
+                    .set(as_i64(f.building_keys.unwrap_or(0)));
             }
         }
         if let Some(shared) = &self.redis {

@@ -185,3 +185,38 @@ async fn the_miss_budget_isolates_an_abusive_client() {
     }
     assert!(t.metric("rampart_miss_budget_refused_total").await >= refused as f64);
 }
+
+/// A `keys` query slow enough to watch: two million generated ids.
+const SLOW_KEYS: &str = "WITH RECURSIVE k(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM k WHERE id < 2000000) SELECT id FROM k";
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_build_at_most_ready_wait_and_misses_load_meanwhile() {
+    // Waiting for the build: not ready while it runs, ready once it is done.
+    let t = start(|c| {
+        with_filter(c);
+        let filter = c.resources[0].filter.as_mut().expect("filter");
+        filter.keys = SLOW_KEYS.into();
+        filter.ready_wait = Duration::from_secs(60);
+    })
+    .await;
+    let building = t.get("/readyz").await;
+    assert_eq!(building.status(), 503, "ready before the filter was built");
+    // Meanwhile a missing key goes to the source, as without a filter.
+    let before = t.metric(LOADS_OK).await;
+    assert_eq!(t.get("/v1/r/users/9000001").await.status(), 404);
+    assert_eq!(t.metric(LOADS_OK).await - before, 1.0);
+    wait_for(&t, "rampart_filter_ready{resource=\"users\"}", 1.0).await;
+    assert_eq!(t.get("/readyz").await.status(), 200);
+
+    // Not waiting past ready_wait: ready while the build still runs.
+    let t = start(|c| {
+        with_filter(c);
+        let filter = c.resources[0].filter.as_mut().expect("filter");
+        filter.keys = SLOW_KEYS.into();
+        filter.ready_wait = Duration::ZERO;
+    })
+    .await;
+    assert_eq!(t.get("/readyz").await.status(), 200);
+    assert!(t.metric("rampart_filter_ready{resource=\"users\"}").await < 1.0);
+    wait_for(&t, "rampart_filter_build_keys{resource=\"users\"}", 1.0).await;
+}

@@ -190,6 +190,8 @@ pub struct FilterStats {
     pub estimated_false_positive_rate: f64,
     /// Time since the filter in use was built; `None` before the first.
     pub age: Option<std::time::Duration>,
+    /// Keys in the filter being built, while a rebuild runs (its progress).
+    pub building_keys: Option<u64>,
 }
 
 impl Default for ExistenceFilter {
@@ -307,6 +309,10 @@ impl ExistenceFilter {
             checks: self.shared.checks.sum(),
             rejections: self.shared.rejections.sum(),
             age: state.built_at.map(|at| at.elapsed()),
+            building_keys: state
+                .next
+                .as_ref()
+                .map(|next| next.keys.load(Ordering::Relaxed)),
             ..FilterStats::default()
         };
         if let Some(current) = &state.current {
@@ -491,7 +497,9 @@ mod tests {
         let filter = ExistenceFilter::from_keys(size(100, 0.01), 0..100u64).unwrap();
         let rebuild = filter.begin_rebuild(size(100, 0.01)).unwrap();
         rebuild.insert(&7u64);
+        assert_eq!(filter.stats().building_keys, Some(1));
         drop(rebuild);
+        assert_eq!(filter.stats().building_keys, None);
         assert!((0..100u64).all(|k| filter.may_contain(&k)));
         assert!(!filter.stats().rebuilding);
     }

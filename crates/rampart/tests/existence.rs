@@ -150,6 +150,11 @@ async fn a_row_created_behind_the_cache_is_visible_once_invalidated() {
     }
     cache.invalidate(&777).await.unwrap();
     assert_eq!(cache.get(&777).await.unwrap().value(), Some(&777));
+    // Another process's invalidation, heard as a notice, adds it too.
+    source.rows.write().insert(778, 778);
+    cache.invalidate_local(&778);
+    assert!(filter.may_contain(&778u64));
+    assert_eq!(cache.get(&778).await.unwrap().value(), Some(&778));
     // And a rebuild absorbs rows without any invalidation.
     source.rows.write().insert(888, 888);
     build(

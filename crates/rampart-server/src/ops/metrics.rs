@@ -76,6 +76,8 @@ pub struct Metrics {
     pub filter_false_positive_rate: GaugeVec,
     pub filter_age_seconds: GaugeVec,
     pub filter_ready: IntGaugeVec,
+    /// Keys streamed into the running build so far (0 when none runs).
+    pub filter_build_keys: IntGaugeVec,
     /// Misses refused by the per-client miss budget (429).
     pub misses_refused: IntGauge,
     /// HTTP latency by route template and status.
@@ -292,6 +294,12 @@ impl Default for Metrics {
                 &r,
                 "rampart_filter_ready",
                 "1 once the resource's first existence filter build completed.",
+                &["resource"],
+            ),
+            filter_build_keys: gauge_vec(
+                &r,
+                "rampart_filter_build_keys",
+                "Keys streamed into the existence filter build running now (0 when none runs).",
                 &["resource"],
             ),
             misses_refused: gauge(
