@@ -100,7 +100,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/readyz",
-        summary: "Ready once warm-up reached its fraction (and, with Redis, the notice subscription is up), or at the deadline.",
+        summary: "Ready once warm-up reached its fraction (and, with Redis, the notice subscription is up, and each existence filter's first build is done or waited its ready_wait out), or at the deadline.",
         responses: &[
             (200, &[], "Ready, with each resource's warm-up progress."),
             (503, &[], "Still warming (the readiness body), or shed/timed out (the error body)."),
