@@ -220,3 +220,32 @@ async fn readiness_waits_for_the_first_build_at_most_ready_wait_and_misses_load_
     assert!(t.metric("rampart_filter_ready{resource=\"users\"}").await < 1.0);
     wait_for(&t, "rampart_filter_build_keys{resource=\"users\"}", 1.0).await;
 }
+
+#[tokio::test]
+async fn a_failed_build_leaves_the_service_answering_from_the_source() {
+    let t = start(|c| {
+        with_filter(c);
+        let filter = c.resources[0].filter.as_mut().expect("filter");
+        filter.keys = "SELECT no_such_column FROM users".into();
+        filter.ready_wait = Duration::ZERO;
+    })
+    .await;
+    assert_eq!(t.get("/readyz").await.status(), 200);
+    assert_eq!(t.get("/v1/r/users/1").await.status(), 200);
+    let before = t.metric(LOADS_OK).await;
+    assert_eq!(t.get("/v1/r/users/9000002").await.status(), 404);
+    assert_eq!(
+        t.metric(LOADS_OK).await - before,
+        1.0,
+        "the missing key went to the source"
+    );
+    assert_eq!(
+        t.metric("rampart_filter_ready{resource=\"users\"}").await,
+        0.0
+    );
+    assert_eq!(
+        t.metric("rampart_filter_build_keys{resource=\"users\"}")
+            .await,
+        0.0
+    );
+}

@@ -25,6 +25,9 @@ use crate::error::Error;
 use crate::http::extract::Path;
 use crate::state::{AppState, Resource};
 
+/// How soon a failed build is tried again.
+const FAILED_BUILD_RETRY: Duration = Duration::from_secs(30);
+
 /// How often a running build logs its progress.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -40,22 +43,30 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         let (state, resource, stop) = (state.clone(), Arc::clone(resource), stop.clone());
         tasks.spawn(async move {
             loop {
-                match start(&resource) {
+                let built = match start(&resource) {
                     Ok(rebuild) => {
                         tokio::select! {
                             () = stop.cancelled() => return,
-                            _ = build(&state, &resource, rebuild) => {}
+                            built = build(&state, &resource, rebuild) => built,
                         }
                     }
                     // An on-demand rebuild is running: it does this one's work.
-                    Err(err) => tracing::debug!(resource = %resource.config.name, error = %err, "filter rebuild skipped"),
-                }
-                if interval.is_zero() {
-                    return;
-                }
+                    Err(err) => {
+                        tracing::debug!(resource = %resource.config.name, error = %err, "filter rebuild skipped");
+                        true
+                    }
+                };
+                // A failed build (the source down at start, say) is retried
+                // soon, not after a whole interval: until one completes the
+                // resource has no penetration defence.
+                let wait = match (built, interval.is_zero()) {
+                    (false, _) => FAILED_BUILD_RETRY,
+                    (true, true) => return,
+                    (true, false) => interval,
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(interval) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });
@@ -84,7 +95,7 @@ fn size_for(configured: FilterSize, filter: &ExistenceFilter) -> FilterSize {
 
 /// Streams the resource's `keys` query into `rebuild` and puts the new
 /// filter in use; on a source error the rebuild is abandoned (the filter in
-/// use stays) and the error logged.
+/// use stays) and the error logged. Whether the new filter is in use.
 pub async fn build(state: &AppState, resource: &Resource, rebuild: Rebuild) -> bool {
     let name = &resource.config.name;
     let Some(config) = &resource.config.filter else {
