@@ -58,4 +58,4 @@ scripts/fuzz-openapi.sh
 # (loom explores thousands of interleavings).
 echo "== loom models"
 RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
-  cargo test --locked --release -p rampart --test loom_flight --test loom_breaker
+  cargo test --locked --release -p rampart --test loom_flight --test loom_breaker --test loom_existence

@@ -11,12 +11,15 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use rampart::breaker::{CircuitBreaker, Transition};
-use rampart::cache::{LocalLease, MemoryTier, TieredCache};
+use rampart::cache::{Admission, LocalLease, MemoryTier, TieredCache};
+use rampart::existence::ExistenceFilter;
 use rampart::limit::Bulkhead;
 use rampart::warm::WarmProgress;
 use sqlx::AnyPool;
 
+use crate::cache::filter::rebuild;
 use crate::cache::keys::Key;
+use crate::cache::miss_budget::MissBudget;
 use crate::cache::pressure::{ForegroundLatency, SourcePressure};
 use crate::cache::routes::{get_batch, get_one, invalidate};
 use crate::cache::source::{PoolWait, SqlLoader};
@@ -108,6 +111,13 @@ impl AppState {
             pool_wait_limit: config.warmup.pressure_pool_wait,
             foreground,
         });
+        let miss_budget = (config.server.misses_per_client > 0).then(|| {
+            let per_sec = config.server.misses_per_client;
+            Arc::new(MissBudget::new(
+                per_sec,
+                config.server.miss_burst.unwrap_or(per_sec),
+            ))
+        });
         let mut resources = HashMap::new();
         for resource in &config.resources {
             let breaker = CircuitBreaker::new(resource.name.as_str(), resource.breaker.clone());
@@ -144,6 +154,12 @@ impl AppState {
                         resource.cache.load_timeout * 2,
                     )));
             }
+            if resource.filter.as_ref().is_some_and(|f| f.enabled) {
+                builder = builder.existence(ExistenceFilter::new());
+            }
+            if let Some(budget) = &miss_budget {
+                builder = builder.admission(Arc::clone(budget) as Arc<dyn Admission>);
+            }
             let cache = builder.build()?;
             resources.insert(
                 resource.name.clone(),
@@ -173,6 +189,7 @@ impl AppState {
             pressure,
             readiness,
             redis,
+            miss_budget,
         })))
     }
 }
@@ -192,7 +209,9 @@ fn transition_counter(metrics: &Metrics) -> impl Fn(&Transition) + Send + Sync +
 pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     let admin = middleware::from_fn_with_state(admin_token, auth::require_admin);
     // Writes: the admin check outside, the write bulkhead inside it.
-    let writes = Router::new().route("/v1/r/{resource}/{key}/invalidate", post(invalidate));
+    let writes = Router::new()
+        .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
+        .route("/v1/filter/{resource}/rebuild", post(rebuild));
     let writes =
         write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin);
     let router = Router::new()

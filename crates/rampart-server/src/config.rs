@@ -157,6 +157,16 @@ pub struct ServerConfig {
     /// secret does not belong in a config file or on a command line).
     #[serde(skip)]
     pub admin_token: Option<Secret>,
+    /// Misses (requests that neither L1 nor an existence filter answered)
+    /// per second one client address may cause, all resources together;
+    /// past it its misses get 429 with `Retry-After` while its hits are
+    /// still served. 0 = no budget.
+    #[serde(default)]
+    pub misses_per_client: u32,
+    /// Misses a client may cause in a burst above `misses_per_client`
+    /// (default: one second's worth).
+    #[serde(default)]
+    pub miss_burst: Option<u32>,
 }
 
 /// A secret that `Debug` does not print.
@@ -201,6 +211,8 @@ impl Default for ServerConfig {
             max_header_bytes: defaults::max_header_bytes(),
             admin_token_file: None,
             admin_token: None,
+            misses_per_client: 0,
+            miss_burst: None,
         }
     }
 }
@@ -310,6 +322,54 @@ pub struct ResourceConfig {
     /// The bulkhead on source loads (`[resource.bulkhead]`).
     #[serde(default)]
     pub bulkhead: BulkheadConfig,
+    /// The existence filter (`[resource.filter]`); absent = off.
+    #[serde(default)]
+    pub filter: Option<FilterConfig>,
+}
+
+/// A resource's existence filter: a Bloom filter of every key, built from
+/// `keys` at start and rebuilt every `rebuild_interval`, that answers a key
+/// certainly absent 404 without a source load (cache penetration).
+///
+/// A row created in the database directly (not through rampart) is
+/// answered "not found" until the next rebuild, `rebuild_interval` at
+/// most, unless its key is invalidated through rampart, which also adds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Off keeps the section (and its SQL) without using it.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// SQL returning every key of the resource, one per row, first column;
+    /// streamed, never held whole.
+    pub keys: String,
+    /// Keys the filter is sized for; a rebuild sizes for more if the
+    /// resource has grown past it.
+    pub capacity: u64,
+    /// Target false-positive rate at `capacity` keys, in (0, 0.5].
+    #[serde(default = "defaults::filter_false_positive_rate")]
+    pub false_positive_rate: f64,
+    /// Rebuild from `keys` this often, absorbing rows created behind
+    /// rampart's back; `0s` = only at start and on demand.
+    #[serde(
+        default = "defaults::filter_rebuild_interval",
+        with = "humantime_serde"
+    )]
+    pub rebuild_interval: Duration,
+    /// `/readyz` waits at most this long for the first build; until it
+    /// completes, misses go to the source as without a filter.
+    #[serde(default = "defaults::filter_ready_wait", with = "humantime_serde")]
+    pub ready_wait: Duration,
+}
+
+impl FilterConfig {
+    /// The library's sizing for this section.
+    pub fn size(&self) -> rampart::existence::FilterSize {
+        rampart::existence::FilterSize {
+            capacity: self.capacity,
+            false_positive_rate: self.false_positive_rate,
+        }
+    }
 }
 
 /// Defaults fitted to a small machine (2 cores), all overridable.
@@ -390,6 +450,15 @@ mod defaults {
     pub fn replicas() -> u32 {
         1
     }
+    pub fn filter_false_positive_rate() -> f64 {
+        0.01
+    }
+    pub fn filter_rebuild_interval() -> Duration {
+        Duration::from_secs(3_600)
+    }
+    pub fn filter_ready_wait() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn l2_capacity() -> usize {
         500_000
     }
@@ -449,6 +518,12 @@ impl Config {
                     "RAMPART_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
                 ));
             }
+        }
+        if server.miss_burst == Some(0) {
+            return Err("server.miss_burst must be at least 1 (or absent)".into());
+        }
+        if server.miss_burst.is_some() && server.misses_per_client == 0 {
+            return Err("server.miss_burst needs server.misses_per_client".into());
         }
         if server
             .admin_token_file
@@ -624,6 +699,17 @@ impl Config {
                 .bulkhead
                 .validate()
                 .map_err(|e| field(format!("bulkhead.{e}")))?;
+            if let Some(filter) = &resource.filter {
+                if filter.keys.trim().is_empty() {
+                    return Err(field("filter.keys must be a SQL query".into()));
+                }
+                filter.size().validate().map_err(|e| match e.kind() {
+                    rampart::ErrorKind::InvalidConfig(message) => {
+                        field(format!("filter.{message}"))
+                    }
+                    other => field(format!("filter: {other}")),
+                })?;
+            }
         }
         Ok(())
     }

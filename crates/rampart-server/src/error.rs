@@ -71,6 +71,14 @@ pub enum Error {
     #[error("this endpoint needs an admin token: Authorization: Bearer <token>")]
     Unauthorized,
 
+    /// A filter rebuild was asked for a resource without an existence filter.
+    #[error("resource {:?} has no existence filter ([resource.filter])", echo(.0))]
+    NoFilter(String),
+
+    /// A filter rebuild was asked for while one is running.
+    #[error("a rebuild of {:?}'s existence filter is already running", echo(.0))]
+    RebuildRunning(String),
+
     /// A write endpoint was called with a token that is not the admin token.
     #[error("the admin token does not match")]
     Forbidden,
@@ -133,6 +141,8 @@ impl Error {
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query", None),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+            Error::NoFilter(_) => (StatusCode::NOT_FOUND, "no_filter", None),
+            Error::RebuildRunning(_) => (StatusCode::CONFLICT, "rebuild_running", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -145,6 +155,12 @@ impl Error {
                 G::LeaseWaitTimeout(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "lease_timeout", Some(1))
                 }
+                // This client's misses, not the service: hits still work.
+                G::Throttled { retry_after } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "miss_budget",
+                    Some(retry_after.as_secs().max(1)),
+                ),
                 G::RetryBudgetExhausted => {
                     (StatusCode::SERVICE_UNAVAILABLE, "retry_budget", Some(1))
                 }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{demo, source, warmup};
+use crate::cache::{demo, filter, source, warmup};
 use crate::config::Config;
 use crate::http::auth::{AdminToken, TokenOrigin};
 use crate::http::{accept, connection, layers};
@@ -30,6 +30,8 @@ pub struct Server {
     stop: CancellationToken,
     serving: JoinHandle<Result<(), std::io::Error>>,
     warming: JoinHandle<()>,
+    /// Existence filter builds and rebuilds; stops with `stop`.
+    filtering: JoinHandle<()>,
 }
 
 impl Server {
@@ -61,6 +63,7 @@ impl Server {
                 busy_timeout: server.request_timeout + WRITE_SLACK,
                 max_buf_size: layers::hyper_max_buf_size(server),
             },
+            charge_misses: state.miss_budget.is_some(),
         };
         let stop = CancellationToken::new();
 
@@ -74,6 +77,7 @@ impl Server {
                 }
             })
         };
+        let filtering = tokio::spawn(filter::run(state.clone(), stop.clone()));
         let serving = {
             let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
             tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
@@ -85,6 +89,7 @@ impl Server {
             stop,
             serving,
             warming,
+            filtering,
         })
     }
 
@@ -94,13 +99,14 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the
-    /// configured grace), cancels the warm-up.
+    /// configured grace), cancels the warm-up and filter builds.
     pub async fn shutdown(self) -> Result<(), StartError> {
         self.stop.cancel();
         let grace = self.state.config.server.shutdown_grace;
         let mut serving = self.serving;
         let drained = tokio::time::timeout(grace, &mut serving).await;
         let _ = self.warming.await;
+        let _ = self.filtering.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(source))) => Err(StartError::Bind {

@@ -13,6 +13,7 @@ use sqlx::AnyPool;
 
 use crate::app::SharedRedis;
 use crate::cache::keys::Key;
+use crate::cache::miss_budget::MissBudget;
 use crate::cache::pressure::SourcePressure;
 use crate::config::{Config, ResourceConfig};
 use crate::error::Error;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub readiness: Arc<Readiness>,
     /// The shared tier's connection, when Redis is configured.
     pub redis: Option<SharedRedis>,
+    /// The per-client miss budget, when `server.misses_per_client` is set.
+    pub miss_budget: Option<Arc<MissBudget>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,7 +72,20 @@ impl AppState {
                 .filter(|r| r.config.warm.is_some())
                 .map(|r| &*r.warm),
             self.redis_subscribed(),
+            self.filters_built(),
         )
+    }
+
+    /// Whether every enabled existence filter has completed its first
+    /// build or waited its `ready_wait` out.
+    fn filters_built(&self) -> bool {
+        let waited = self.readiness.waited();
+        self.resources
+            .values()
+            .all(|r| match (&r.config.filter, r.cache.existence()) {
+                (Some(config), Some(filter)) => waited >= config.ready_wait || filter.stats().ready,
+                _ => true,
+            })
     }
 
     /// Whether this process hears other instances' invalidations: true
@@ -115,6 +131,32 @@ impl AppState {
             m.warm_concurrency
                 .with_label_values(&[name])
                 .set(i64::try_from(warm.concurrency()).unwrap_or(i64::MAX));
+            if let Some(filter) = resource.cache.existence() {
+                let f = filter.stats();
+                let label = &[name.as_str()];
+                m.filter_keys.with_label_values(label).set(as_i64(f.keys));
+                m.filter_bytes.with_label_values(label).set(as_i64(f.bytes));
+                m.filter_checks
+                    .with_label_values(label)
+                    .set(as_i64(f.checks));
+                m.filter_rejections
+                    .with_label_values(label)
+                    .set(as_i64(f.rejections));
+                m.filter_false_positive_rate
+                    .with_label_values(label)
+                    .set(f.estimated_false_positive_rate);
+                if let Some(age) = f.age {
+                    m.filter_age_seconds
+                        .with_label_values(label)
+                        .set(age.as_secs_f64());
+                }
+                m.filter_ready
+                    .with_label_values(label)
+                    .set(i64::from(f.ready));
+                m.filter_build_keys
+                    .with_label_values(label)
+                    .set(as_i64(f.building_keys.unwrap_or(0)));
+            }
         }
         if let Some(shared) = &self.redis {
             // One breaker per Redis node (`redis@host:port`; plain
@@ -128,6 +170,10 @@ impl AppState {
             m.redis_subscribed.set(i64::from(notices.is_subscribed()));
             m.redis_subscription_gaps
                 .set(i64::try_from(notices.gaps()).unwrap_or(i64::MAX));
+        }
+        if let Some(budget) = &self.miss_budget {
+            m.misses_refused
+                .set(i64::try_from(budget.refused()).unwrap_or(i64::MAX));
         }
         m.ready.set(i64::from(self.is_ready()));
     }

@@ -96,6 +96,22 @@ fn bad_files_are_refused_naming_file_and_field() {
             example_with("urls = []", "urls = [\"http://x\"]"),
             "redis.urls",
         ),
+        (
+            example_with("capacity = 2000000", "capacity = 0"),
+            "resource \"users\": filter.capacity must be at least 1",
+        ),
+        (
+            example_with("false_positive_rate = 0.01", "false_positive_rate = 1.5"),
+            "filter.false_positive_rate must be in (0, 0.5]",
+        ),
+        (
+            example_with("keys = \"SELECT id FROM users\"", "keys = \" \""),
+            "filter.keys must be a SQL query",
+        ),
+        (
+            example_with("misses_per_client = 0", "misses_per_client = 0\nmiss_burst = 0"),
+            "server.miss_burst must be at least 1",
+        ),
         ("listen = [".to_owned(), "TOML"),
     ];
     for (text, expected) in cases {

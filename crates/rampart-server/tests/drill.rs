@@ -543,10 +543,24 @@ fn key_specs_parse() {
             exponent: 1.5
         })
     );
+    assert_eq!(
+        parse_keys("range:2000000:2000009"),
+        Ok(KeySpace::Range {
+            low: 2_000_000,
+            high: 2_000_009
+        })
+    );
+    let mut sampler =
+        rampart_server::drill::KeySampler::new(&parse_keys("range:5:7").unwrap(), 1).unwrap();
+    let drawn: std::collections::BTreeSet<String> = (0..200).map(|_| sampler.next_key()).collect();
+    assert_eq!(drawn.into_iter().collect::<Vec<_>>(), ["5", "6", "7"]);
     for bad in [
         "",
         "uniform",
         "uniform:0",
+        "range:7:5",
+        "range:5",
+        "range:a:5",
         "zipf:10:0",
         "zipf:10:nan",
         "zipf:x:1",

@@ -35,6 +35,10 @@
 //! 1. **L1 hit** — fresh: answer ([`CacheStatus::Hit`], or [`CacheStatus::Negative`]
 //!    for a key known not to exist). Within grace: answer the stale value
 //!    ([`CacheStatus::Stale`]) and start one background refresh.
+//!    On an L1 miss, an [`ExistenceFilter`](crate::existence::ExistenceFilter)
+//!    (if configured) answers a key that certainly does not exist
+//!    ([`CacheStatus::Negative`], no load, nothing cached), and an
+//!    [`Admission`] (if configured) may refuse the miss (a per-caller budget).
 //! 2. **Miss** — through [`Flight`](crate::flight::Flight): one task per key
 //!    per process goes on, the others wait ([`CacheStatus::Coalesced`]).
 //! 3. **L2** — a fresh entry fills L1 ([`CacheStatus::L2`]).
@@ -49,6 +53,7 @@
 //! deletes; a fill carries the generation it read *before* loading and is
 //! refused if it moved (the problem memcache leases solve).
 
+mod admission;
 mod config;
 mod entry;
 mod generation;
@@ -59,6 +64,7 @@ mod memory_tier;
 mod tier;
 mod tiered;
 
+pub use admission::Admission;
 pub use config::{CacheConfig, LeaseTimeoutPolicy};
 pub use entry::{CacheStatus, Entry, Lookup};
 pub use lease::{Acquired, Lease, LeaseGuard, LeaseWait};

@@ -77,6 +77,14 @@ pub enum ErrorKind {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// The caller's miss budget is spent: it asked for more misses per
+    /// second than it is allowed (see [`Admission`](crate::cache::Admission)).
+    #[error("miss budget spent; retry after {retry_after:?}")]
+    Throttled {
+        /// How long until the budget lets the next miss through.
+        retry_after: Duration,
+    },
+
     /// A cache tier (L2) failed.
     #[error("cache tier failed: {0}")]
     Tier(Arc<dyn std::error::Error + Send + Sync + 'static>),

@@ -69,6 +69,7 @@
 //! | [`breaker`] | circuit breaker | calls piling onto a dead dependency |
 //! | [`limit`] | bulkhead, retry budget, backoff | unbounded concurrency, retry storms |
 //! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
+//! | [`existence`] | concurrent Bloom filter of the keys that exist | distinct missing keys each reaching the source |
 //! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
 //! | [`layer`] | the guards as tower layers (feature `tower`) | — |
 //!
@@ -105,6 +106,7 @@ pub mod breaker;
 pub mod cache;
 pub mod clock;
 mod error;
+pub mod existence;
 pub mod flight;
 pub mod guarded;
 #[cfg(feature = "tower")]

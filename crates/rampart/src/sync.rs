@@ -39,3 +39,44 @@ pub(crate) mod atomic {
     #[cfg(not(rampart_loom))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 }
+
+/// A shared `Arc` that readers load without a lock and a writer replaces
+/// whole: `arc-swap` (a load is a few uncontended instructions, no shared
+/// reference count touched), loom's mutex under `--cfg rampart_loom` so the
+/// models see every order of loads and stores.
+#[cfg(not(rampart_loom))]
+pub(crate) struct ArcCell<T>(arc_swap::ArcSwap<T>);
+
+#[cfg(not(rampart_loom))]
+impl<T> ArcCell<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        ArcCell(arc_swap::ArcSwap::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<T>> {
+        self.0.load()
+    }
+
+    pub(crate) fn store(&self, value: Arc<T>) {
+        self.0.store(value);
+    }
+}
+
+#[cfg(rampart_loom)]
+pub(crate) struct ArcCell<T>(Mutex<Arc<T>>);
+
+#[cfg(rampart_loom)]
+impl<T> ArcCell<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        ArcCell(Mutex::new(value))
+    }
+
+    pub(crate) fn load(&self) -> Arc<T> {
+        Arc::clone(&self.0.lock())
+    }
+
+    pub(crate) fn store(&self, value: Arc<T>) {
+        *self.0.lock() = value;
+    }
+}

@@ -147,6 +147,9 @@ pub enum KeySpace {
     Fixed(String),
     /// Keys `1..=max`, uniformly.
     Uniform { max: u64 },
+    /// Keys `low..=high`, uniformly: with a range past the last row, a
+    /// storm of distinct missing keys (cache penetration).
+    Range { low: u64, high: u64 },
     /// Keys `1..=max`, key `k` with probability proportional to
     /// `1 / k^exponent` (key 1 hottest).
     Zipf { max: u64, exponent: f64 },
@@ -166,6 +169,10 @@ impl KeySpace {
             Self::Fixed(_) => Ok(()),
             Self::Uniform { max: 0 } => Err("--keys uniform:MAX needs MAX >= 1".to_owned()),
             Self::Uniform { .. } => Ok(()),
+            Self::Range { low, high } if low > high => Err(format!(
+                "--keys range:LOW:HIGH needs LOW <= HIGH (got {low} > {high})"
+            )),
+            Self::Range { .. } => Ok(()),
             Self::Zipf { max: 0, .. } => Err("--keys zipf:MAX needs MAX >= 1".to_owned()),
             Self::Zipf { exponent, .. } if !(exponent.is_finite() && *exponent > 0.0) => Err(
                 format!("--keys zipf:MAX:EXP needs a finite EXP > 0 (got {exponent})"),
@@ -180,17 +187,18 @@ impl std::fmt::Display for KeySpace {
         match self {
             Self::Fixed(key) => write!(f, "fixed:{key}"),
             Self::Uniform { max } => write!(f, "uniform:{max}"),
+            Self::Range { low, high } => write!(f, "range:{low}:{high}"),
             Self::Zipf { max, exponent } => write!(f, "zipf:{max}:{exponent}"),
         }
     }
 }
 
-/// Parses `fixed:KEY`, `uniform:MAX` or `zipf:MAX[:EXP]` (EXP defaults to
+/// Parses `fixed:KEY`, `uniform:MAX`, `range:LOW:HIGH` or `zipf:MAX[:EXP]` (EXP defaults to
 /// [`DEFAULT_ZIPF_EXPONENT`]).
 pub fn parse_keys(spec: &str) -> Result<KeySpace, String> {
-    let (kind, rest) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("`{spec}`: expected fixed:KEY, uniform:MAX or zipf:MAX[:EXP]"))?;
+    let (kind, rest) = spec.split_once(':').ok_or_else(|| {
+        format!("`{spec}`: expected fixed:KEY, uniform:MAX, range:LOW:HIGH or zipf:MAX[:EXP]")
+    })?;
     let parse_max = |s: &str| {
         s.parse::<u64>()
             .map_err(|_| format!("`{spec}`: MAX must be a whole number >= 1, got `{s}`"))
@@ -200,6 +208,19 @@ pub fn parse_keys(spec: &str) -> Result<KeySpace, String> {
         "uniform" => KeySpace::Uniform {
             max: parse_max(rest)?,
         },
+        "range" => {
+            let (low, high) = rest
+                .split_once(':')
+                .ok_or_else(|| format!("`{spec}`: expected range:LOW:HIGH"))?;
+            let bound = |s: &str| {
+                s.parse::<u64>()
+                    .map_err(|_| format!("`{spec}`: LOW and HIGH must be whole numbers, got `{s}`"))
+            };
+            KeySpace::Range {
+                low: bound(low)?,
+                high: bound(high)?,
+            }
+        }
         "zipf" => {
             let (max, exponent) = match rest.split_once(':') {
                 Some((max, exp)) => (
@@ -213,7 +234,7 @@ pub fn parse_keys(spec: &str) -> Result<KeySpace, String> {
         }
         other => {
             return Err(format!(
-                "`{spec}`: unknown key space `{other}` (expected fixed, uniform or zipf)"
+                "`{spec}`: unknown key space `{other}` (expected fixed, uniform, range or zipf)"
             ))
         }
     };
@@ -312,7 +333,7 @@ pub struct DrillArgs {
     /// Per-request timeout; a timeout counts as an error.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
     pub timeout: Duration,
-    /// How `{key}` is chosen: `fixed:KEY | uniform:MAX | zipf:MAX[:EXP]`.
+    /// How `{key}` is chosen: `fixed:KEY | uniform:MAX | range:LOW:HIGH | zipf:MAX[:EXP]`.
     #[arg(long, value_name = "SPEC", default_value = "fixed:1", value_parser = keys_arg)]
     pub keys: KeySpace,
     /// Print the report as JSON instead of a table.
@@ -693,6 +714,7 @@ fn helper2(x: f64) -> f64 {
 enum KeyKind {
     Fixed(String),
     Uniform(u64),
+    Range(u64, u64),
     Zipf(Zipf),
 }
 
@@ -710,6 +732,7 @@ impl KeySampler {
         let kind = match space {
             KeySpace::Fixed(key) => KeyKind::Fixed(key.clone()),
             KeySpace::Uniform { max } => KeyKind::Uniform(*max),
+            KeySpace::Range { low, high } => KeyKind::Range(*low, *high),
             KeySpace::Zipf { max, exponent } => KeyKind::Zipf(Zipf::new(*max, *exponent)),
         };
         Ok(Self {
@@ -723,6 +746,14 @@ impl KeySampler {
         match &self.kind {
             KeyKind::Fixed(key) => key.clone(),
             KeyKind::Uniform(max) => (1 + self.rng.below(*max)).to_string(),
+            KeyKind::Range(low, high) => {
+                let span = high - low;
+                let offset = match span.checked_add(1) {
+                    Some(n) => self.rng.below(n),
+                    None => self.rng.next_u64(),
+                };
+                (low + offset).to_string()
+            }
             KeyKind::Zipf(zipf) => zipf.sample(&mut self.rng).to_string(),
         }
     }

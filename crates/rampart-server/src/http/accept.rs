@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::miss_budget;
 use crate::http::connection::{self, Limits};
 use crate::ops::metrics::Metrics;
 
@@ -25,6 +26,9 @@ use crate::ops::metrics::Metrics;
 pub struct Settings {
     pub max_connections: usize,
     pub connection: Limits,
+    /// Run each connection with its client address set, for the miss
+    /// budget (`cache/miss_budget.rs`); off, nothing is added per poll.
+    pub charge_misses: bool,
 }
 
 /// Accepts and serves connections until `stop`, then stops accepting
@@ -49,7 +53,7 @@ pub async fn serve(
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backoff.succeeded();
                     if metrics.connections_open.get() >= max_open {
                         metrics.connections_refused.inc();
@@ -61,10 +65,15 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let open = OpenConnection::new(Arc::clone(&metrics));
                     let (app, metrics, stop) = (app.clone(), Arc::clone(&metrics), stop.clone());
-                    connections.spawn(async move {
+                    let serving = async move {
                         connection::serve(stream, app, settings.connection, metrics, stop).await;
                         drop(open);
-                    });
+                    };
+                    if settings.charge_misses {
+                        connections.spawn(miss_budget::serving(peer.ip(), serving));
+                    } else {
+                        connections.spawn(serving);
+                    }
                 }
                 Err(err) if is_per_connection(&err) => {}
                 Err(err) => {

@@ -9,7 +9,7 @@ mod children;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -65,6 +65,21 @@ pub struct Metrics {
     /// Times the notice subscription was lost and came back (each time
     /// every L1 was cleared, as notices may have been missed).
     pub redis_subscription_gaps: IntGauge,
+    /// Existence filters per resource (refreshed at scrape): keys held,
+    /// bytes, checks and rejections since start, the false-positive rate
+    /// estimated from the fill, seconds since the last completed build,
+    /// and 1 once the first build completed.
+    pub filter_keys: IntGaugeVec,
+    pub filter_bytes: IntGaugeVec,
+    pub filter_checks: IntGaugeVec,
+    pub filter_rejections: IntGaugeVec,
+    pub filter_false_positive_rate: GaugeVec,
+    pub filter_age_seconds: GaugeVec,
+    pub filter_ready: IntGaugeVec,
+    /// Keys streamed into the running build so far (0 when none runs).
+    pub filter_build_keys: IntGaugeVec,
+    /// Misses refused by the per-client miss budget (429).
+    pub misses_refused: IntGauge,
     /// HTTP latency by route template and status.
     pub http_duration: HistogramVec,
     /// `http_duration`'s children by route, then status (request path).
@@ -230,6 +245,67 @@ impl Default for Metrics {
                 &r,
                 "rampart_redis_subscription_gaps_total",
                 "Notice subscription losses and recoveries (each clears L1).",
+            ),
+            filter_keys: gauge_vec(
+                &r,
+                "rampart_filter_keys",
+                "Keys in the resource's existence filter.",
+                &["resource"],
+            ),
+            filter_bytes: gauge_vec(
+                &r,
+                "rampart_filter_bytes",
+                "Memory of the resource's existence filter.",
+                &["resource"],
+            ),
+            filter_checks: gauge_vec(
+                &r,
+                "rampart_filter_checks_total",
+                "Misses checked against the existence filter.",
+                &["resource"],
+            ),
+            filter_rejections: gauge_vec(
+                &r,
+                "rampart_filter_rejections_total",
+                "Misses the existence filter answered certainly absent (no load).",
+                &["resource"],
+            ),
+            filter_false_positive_rate: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rampart_filter_false_positive_rate",
+                        "The existence filter's false-positive rate, estimated from its fill.",
+                    ),
+                    &["resource"],
+                ),
+            ),
+            filter_age_seconds: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rampart_filter_age_seconds",
+                        "Seconds since the existence filter in use was built.",
+                    ),
+                    &["resource"],
+                ),
+            ),
+            filter_ready: gauge_vec(
+                &r,
+                "rampart_filter_ready",
+                "1 once the resource's first existence filter build completed.",
+                &["resource"],
+            ),
+            filter_build_keys: gauge_vec(
+                &r,
+                "rampart_filter_build_keys",
+                "Keys streamed into the existence filter build running now (0 when none runs).",
+                &["resource"],
+            ),
+            misses_refused: gauge(
+                &r,
+                "rampart_miss_budget_refused_total",
+                "Misses refused with 429 by the per-client miss budget.",
             ),
             http_duration: histogram_vec(
                 &r,

@@ -49,6 +49,7 @@ pub const ROUTES: &[Route] = &[
             (200, &[], "The row as a JSON object; x-cache says where it came from."),
             (400, &["bad_key", "bad_path"], "The key does not have the resource's key type, or the path is not UTF-8 once decoded."),
             (404, &["not_found", "unknown_route"], "No such key (remembered negatively: x-cache: negative), or a key that makes the path another one (empty, or a dot segment a client normalised away)."),
+            (429, &["miss_budget"], "This client address has caused more misses than server.misses_per_client allows (a cached key is still answered); retry after Retry-After seconds."),
             (500, &["panic", "internal"], "A panic, contained to this request."),
             (503, GUARD_503, "The source is down, slow or guarded and nothing stale is kept."),
         ],
@@ -78,6 +79,19 @@ pub const ROUTES: &[Route] = &[
         ],
     },
     Route {
+        method: "post",
+        path: "/v1/filter/{resource}/rebuild",
+        summary: "Rebuild the resource's existence filter from its keys query, in the background: rows created in the database behind rampart's back stop being answered 404.",
+        responses: &[
+            (202, &[], "The rebuild started; rampart_filter_age_seconds restarts from 0 when it completes."),
+            (401, &["unauthorized"], "No admin token (WWW-Authenticate: Bearer)."),
+            (403, &["forbidden"], "Another token than the admin token."),
+            (404, &["no_filter"], "The resource has no enabled existence filter ([resource.filter])."),
+            (409, &["rebuild_running"], "A rebuild of this filter is already running."),
+            (500, &["panic", "internal"], "A panic, contained to this request."),
+        ],
+    },
+    Route {
         method: "get",
         path: "/healthz",
         summary: "The process is alive.",
@@ -86,7 +100,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
         path: "/readyz",
-        summary: "Ready once warm-up reached its fraction (and, with Redis, the notice subscription is up), or at the deadline.",
+        summary: "Ready once warm-up reached its fraction (and, with Redis, the notice subscription is up, and each existence filter's first build is done or waited its ready_wait out), or at the deadline.",
         responses: &[
             (200, &[], "Ready, with each resource's warm-up progress."),
             (503, &[], "Still warming (the readiness body), or shed/timed out (the error body)."),
@@ -151,6 +165,9 @@ pub const ERROR_CODES: &[&str] = &[
     "retry_budget",
     "source_timeout",
     "cache_unavailable",
+    "miss_budget",
+    "no_filter",
+    "rebuild_running",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -269,6 +286,7 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
     let id = match (route.method, route.path) {
         ("get", "/v1/r/{resource}/{key}") => format!("get{name}"),
         ("get", "/v1/r/{resource}") => format!("batch{name}"),
+        ("post", "/v1/filter/{resource}/rebuild") => format!("rebuildFilter{name}"),
         ("post", _) => format!("invalidate{name}"),
         (_, path) => path.trim_start_matches('/').replace('.', "_"),
     };
@@ -314,6 +332,12 @@ fn response(
         headers.insert(
             "age".into(),
             json!({ "$ref": "#/components/headers/AgeOptional" }),
+        );
+    }
+    if status == 429 {
+        headers.insert(
+            "retry-after".into(),
+            json!({ "$ref": "#/components/headers/RetryAfter" }),
         );
     }
     if status == 503 {
@@ -363,6 +387,20 @@ fn response(
                     { "key": example_key_text(r.key_type), "x_cache": "hit", "value": example_row(r.key_type) },
                     { "key": "0", "x_cache": "negative", "value": null },
                 ]})),
+            }
+        })),
+        ("/v1/filter/{resource}/rebuild", 202) => Some(json!({
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["resource", "rebuilding", "keys"],
+                    "properties": {
+                        "resource": { "type": "string" },
+                        "rebuilding": { "const": true },
+                        "keys": { "type": "integer", "minimum": 0, "description": "Keys in the filter in use when the rebuild started." },
+                    },
+                },
+                "example": resource.map(|r| json!({ "resource": r.name, "rebuilding": true, "keys": 1_000_000 })),
             }
         })),
         ("/healthz", 200) => Some(json!({
@@ -543,7 +581,7 @@ fn components() -> Value {
                                 "required": ["code", "detail"],
                                 "additionalProperties": false,
                                 "properties": {
-                                    "code": { "type": "string", "enum": GUARD_503.iter().chain(["panic", "internal"].iter()).collect::<Vec<_>>() },
+                                    "code": { "type": "string", "enum": GUARD_503.iter().chain(["panic", "internal", "miss_budget"].iter()).collect::<Vec<_>>() },
                                     "detail": { "type": "string" },
                                 },
                             },

@@ -1,5 +1,6 @@
 //! The readiness gate behind `/readyz`: warm-up progress, the Redis notice
-//! subscription, and a deadline that ends the wait whatever is missing.
+//! subscription, the existence filters' first builds (each for at most its
+//! `ready_wait`), and a deadline that ends the wait whatever is missing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +38,11 @@ impl Readiness {
         self.warmed.store(true, Ordering::Release);
     }
 
+    /// Time since the gate started waiting.
+    pub fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
@@ -50,6 +56,7 @@ impl Readiness {
         &self,
         progress: impl Iterator<Item = &'a WarmProgress>,
         subscribed: bool,
+        filters_built: bool,
     ) -> bool {
         if self.ready.load(Ordering::Acquire) {
             return true;
@@ -62,7 +69,7 @@ impl Readiness {
         }
         let reached = expected > 0 && done as f64 >= self.fraction * expected as f64;
         let warm = self.warmed.load(Ordering::Acquire) || all_finished || reached;
-        if (warm && subscribed) || self.started.elapsed() >= self.deadline {
+        if (warm && subscribed && filters_built) || self.started.elapsed() >= self.deadline {
             self.set_ready();
             return true;
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::admission::Admission;
 use super::config::{CacheConfig, LeaseTimeoutPolicy};
 use super::entry::{CacheStatus, Entry, Freshness, L1Slot, Lookup};
 use super::generation::Generations;
@@ -17,6 +18,7 @@ use super::loader::Loader;
 use super::tier::{FillOutcome, Stored, Tier, TierRead};
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, Instant, WallClock};
+use crate::existence::ExistenceFilter;
 use crate::flight::{Flight, Role};
 use crate::guarded::Guarded;
 use crate::limit::{Bulkhead, BulkheadConfig};
@@ -48,6 +50,8 @@ struct Inner<K, V> {
     loader: Arc<dyn Loader<K, V>>,
     breaker: Option<CircuitBreaker>,
     bulkhead: Option<Bulkhead>,
+    existence: Option<ExistenceFilter>,
+    admission: Option<Arc<dyn Admission>>,
     clock: Clock,
     wall: WallClock,
     stats: Counters,
@@ -122,6 +126,8 @@ pub struct TieredCacheBuilder<K, V> {
     lease: Option<Arc<dyn Lease<K>>>,
     breaker: Option<CircuitBreaker>,
     bulkhead: Option<Bulkhead>,
+    existence: Option<ExistenceFilter>,
+    admission: Option<Arc<dyn Admission>>,
     clock: Option<Clock>,
 }
 
@@ -163,6 +169,26 @@ where
         self
     }
 
+    /// An existence filter consulted when L1 misses (default: none). A key
+    /// it reports certainly absent is answered [`CacheStatus::Negative`]
+    /// without L2 or a load, and nothing is cached for it: a check costs
+    /// tens of nanoseconds, and caching would let a stream of random keys
+    /// push real entries out of L1. Loads and L2 reads that find a value,
+    /// and invalidations, insert their key (a row created behind the
+    /// cache's back becomes visible by invalidating its key, or at the
+    /// filter's next rebuild).
+    pub fn existence(mut self, filter: ExistenceFilter) -> Self {
+        self.existence = Some(filter);
+        self
+    }
+
+    /// A hook asked before each miss goes on to L2 and the source (default:
+    /// none); see [`Admission`].
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
     /// The clock (default: [`Clock::coarse`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
@@ -185,6 +211,8 @@ where
                 loader: self.loader,
                 breaker: self.breaker,
                 bulkhead: self.bulkhead,
+                existence: self.existence,
+                admission: self.admission,
                 wall: WallClock::new(clock.clone()),
                 clock,
                 stats: Counters::default(),
@@ -217,6 +245,8 @@ where
             loader: Arc::new(loader),
             tier: None,
             lease: None,
+            existence: None,
+            admission: None,
             clock: None,
         }
     }
@@ -239,6 +269,11 @@ where
     /// The bulkhead in front of the loader, if any.
     pub fn bulkhead(&self) -> Option<&Bulkhead> {
         self.inner.bulkhead.as_ref()
+    }
+
+    /// The existence filter consulted on misses, if any.
+    pub fn existence(&self) -> Option<&ExistenceFilter> {
+        self.inner.existence.as_ref()
     }
 
     /// How old an answer of this cache is now: the time since its value was
@@ -316,7 +351,23 @@ where
         }
     }
 
+    /// Everything after an L1 miss. The existence filter is asked here, in
+    /// the boxed miss future, not in `get`: `get` is inlined into every
+    /// caller, and the check in its miss branch measured ~9 instructions
+    /// more per *hit* (callgrind, BENCHMARKS.md); here a certainly-absent
+    /// key costs the future's allocation instead, and hits nothing.
     async fn miss(&self, key: &K, fallback: Option<Arc<Entry<V>>>) -> Result<Lookup<V>, Error> {
+        if let Some(absent) = self.inner.screen(key) {
+            return Ok(absent);
+        }
+        if let Some(admission) = &self.inner.admission {
+            if let Err(err) = admission.admit(1) {
+                return self
+                    .inner
+                    .or_fallback(err, fallback)
+                    .map(|kept| lookup(kept.entry, kept.status));
+            }
+        }
         if let (Some(kept), Some(patience)) = (&fallback, self.inner.config.stale_if_slow) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 // The load runs as its own task so that answering from the
@@ -356,6 +407,33 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// The existence filter's verdict on an L1 miss: a negative answer
+    /// when the key certainly does not exist.
+    #[inline]
+    fn screen(&self, key: &K) -> Option<Lookup<V>> {
+        let filter = self.existence.as_ref()?;
+        if filter.may_contain(key) {
+            return None;
+        }
+        let now = self.clock.now();
+        let entry = Entry::new(
+            None,
+            now,
+            now,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        Some(lookup(Arc::new(entry), CacheStatus::Negative))
+    }
+
+    /// Tells the existence filter that `key` exists.
+    fn exists(&self, key: &K) {
+        if let Some(filter) = &self.existence {
+            filter.insert(key);
+        }
+    }
+
     /// A flight's outcome as this caller's answer.
     fn settle(
         &self,
@@ -398,13 +476,31 @@ where
         let mut fallbacks: Vec<Option<Arc<Entry<V>>>> = keys.iter().map(|_| None).collect();
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            match self.look_in_l1(key) {
-                L1::Answer(lookup) => answers[i] = Some(Ok(lookup)),
-                L1::Fallback(entry) => {
-                    fallbacks[i] = Some(entry);
-                    missing.push(i);
+            let fallback = match self.look_in_l1(key) {
+                L1::Answer(lookup) => {
+                    answers[i] = Some(Ok(lookup));
+                    continue;
                 }
-                L1::Miss => missing.push(i),
+                L1::Fallback(entry) => Some(entry),
+                L1::Miss => None,
+            };
+            if let Some(absent) = inner.screen(key) {
+                answers[i] = Some(Ok(absent));
+                continue;
+            }
+            fallbacks[i] = fallback;
+            missing.push(i);
+        }
+        if let (Some(admission), false) = (&inner.admission, missing.is_empty()) {
+            let count = u32::try_from(missing.len()).unwrap_or(u32::MAX);
+            if let Err(err) = admission.admit(count) {
+                for i in missing.drain(..) {
+                    answers[i] = Some(
+                        inner
+                            .or_fallback(err.clone(), fallbacks[i].take())
+                            .map(|kept| lookup(kept.entry, kept.status)),
+                    );
+                }
             }
         }
         if !missing.is_empty() {
@@ -418,8 +514,13 @@ where
 
     /// Drops `key` from L1 and L2. A load that began before this call will
     /// not store its result, and callers from now on do not join it.
+    ///
+    /// The key is also added to the existence filter, if any: invalidating
+    /// is how a row created behind the cache's back is made visible before
+    /// the filter's next rebuild.
     pub async fn invalidate(&self, key: &K) -> Result<(), Error> {
         let inner = &self.inner;
+        inner.exists(key);
         // L1 is bumped before and after the tier is cleared. Before: loads
         // already running must not fill L1, and callers from now on must not
         // join them. After: a read in between found the old row still in L2
@@ -444,8 +545,11 @@ where
 
     /// Drops `key` from this process's L1 only (another process invalidated
     /// it in the shared tier and told us).
+    /// The key is added to the existence filter, as in
+    /// [`invalidate`](Self::invalidate).
     pub fn invalidate_local(&self, key: &K) {
         let inner = &self.inner;
+        inner.exists(key);
         inner
             .l1_generations
             .invalidate(key, || inner.l1.remove(key));
@@ -590,6 +694,9 @@ where
             Ok(value) => value,
             Err(err) => return self.or_fallback(err, fallback),
         };
+        if loaded.is_some() {
+            self.exists(key);
+        }
         let load_time = self.clock.precise_now().saturating_duration_since(started);
         let stored = self.stored(loaded, loaded_at, load_time);
         let mut refused = false;
@@ -722,6 +829,9 @@ where
             let started = self.clock.precise_now();
             match self.load_many(&wanted).await {
                 Ok(found) => {
+                    for key in found.keys() {
+                        self.exists(key);
+                    }
                     let load_time = self.clock.precise_now().saturating_duration_since(started);
                     // Build each key's entry once, fill L2 in one batch
                     // (one round trip on a pipelining tier), then L1.
@@ -832,6 +942,9 @@ where
             match entry.freshness(self.clock.now()) {
                 Freshness::Fresh => {
                     let status = if entry.value.is_some() {
+                        // Another process loaded it: this filter may not
+                        // have it yet (a row newer than our last build).
+                        self.exists(key);
                         CacheStatus::L2
                     } else {
                         CacheStatus::Negative
