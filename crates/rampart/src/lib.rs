@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | the same rows are read over and over; the database is the bottleneck | [`cache::TieredCache`] | read-through cache: L1 in process, optional shared L2, the loader behind a breaker and a bulkhead |
 //! | a hot key expires and N requests query it at once (stampede) | [`cache::TieredCache`], or [`flight::Flight`] / [`layer::SingleFlightLayer`] alone | one load per key, the others wait and share it |
-//! | lookups of ids that do not exist all reach the database (penetration) | [`cache::TieredCache`] | caches "absent" too (`negative_ttl`) |
+//! | lookups of ids that do not exist all reach the database (penetration) | [`cache::TieredCache`] with [`existence::ExistenceFilter`] | caches "absent" (`negative_ttl`) for a key that comes back; the filter answers keys that certainly do not exist without a load, distinct ones included |
 //! | a dependency is down and every call waits out its timeout | [`breaker::CircuitBreaker`], [`layer::CircuitBreakerLayer`] | stops calling it, answers at once with `retry_after`, probes to recover |
 //! | a slow dependency ties up every worker / connection | [`limit::Bulkhead`], [`layer::BulkheadLayer`] | bounds calls in flight and the queue, sheds the rest at once |
 //! | retries multiply the load on a struggling dependency (retry storm) | [`limit::RetryBudget`] + [`limit::Backoff`], [`layer::RetryPolicy`] | retries capped at a fraction of traffic, spaced with full jitter |
