@@ -52,7 +52,12 @@ trap cleanup EXIT
 # busy port) never collide.
 # The server wants at least 16 characters.
 token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-RAMPART_ADMIN_TOKEN=$token RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve \
+# The embedded config with the existence filters on, so that their rebuild
+# route answers 202 / 409 to the fuzzer rather than 404 no_filter.
+awk '/^\[resource.filter\]/ { f = 1 } f && /^enabled = false/ { sub(/false/, "true"); f = 0 } { print }' \
+  rampart.example.toml >"$work/fuzz.toml"
+grep -c '^enabled = true' "$work/fuzz.toml" | grep -qx 3
+RAMPART_ADMIN_TOKEN=$token RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve --config "$work/fuzz.toml" \
   --listen 127.0.0.1:0 --data-dir "$work/data" --demo-rows 2000 \
   >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
