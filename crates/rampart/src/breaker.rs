@@ -495,7 +495,9 @@ pub struct CircuitBreaker {
 struct Inner {
     name: Arc<str>,
     /// Unique per breaker and never reused (an address could be, after a
-    /// drop): keys this breaker's entry in the rejection cache.
+    /// drop): keys this breaker's entry in the rejection cache (which loom
+    /// models leave out: loom has no thread-locals of this kind).
+    #[cfg_attr(rampart_loom, allow(dead_code))]
     id: u64,
     config: BreakerConfig,
     /// `minimum_calls`, capped at a count window's size.
