@@ -8,7 +8,9 @@
 //! | [`metrics`] | Prometheus metrics, one registry per server |
 //! | [`openapi`] | `/openapi.json` from one route table |
 //! | [`panic_hook`] | counted, rate-limited panic logging |
+//! | [`logging`] | log format (text or JSON lines), filter, the access log |
 
+pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod panic_hook;
