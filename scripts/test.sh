@@ -59,3 +59,8 @@ scripts/fuzz-openapi.sh
 echo "== loom models"
 RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked --release -p rampart --test loom_flight --test loom_breaker
+
+# The Prometheus alert rules: valid, and each firing on its failure
+# (promtool, from Debian's prometheus package; installed when missing).
+echo "== alert rules"
+scripts/check-alerts.sh
