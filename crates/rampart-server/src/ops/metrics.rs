@@ -6,6 +6,7 @@
 //! Names are listed in README.md.
 
 mod children;
+mod runtime;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -241,6 +242,10 @@ impl Default for Metrics {
             answer_children: Children::default(),
             registry: {
                 register_process_panics(&r);
+                // Outside a runtime (a unit test) there is none to read.
+                if let Some(runtime) = runtime::RuntimeCollector::for_current() {
+                    register(&r, Ok(runtime));
+                }
                 r
             },
         }
