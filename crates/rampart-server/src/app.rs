@@ -194,11 +194,20 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     // Writes: the admin check outside, the write bulkhead inside it.
     let writes = Router::new().route("/v1/r/{resource}/{key}/invalidate", post(invalidate));
     let writes =
-        write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin);
+        write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
+    // Profiling: admin only (see `ops/profile.rs`).
+    let profiling = Router::new()
+        .route("/debug/pprof/profile", get(crate::ops::profile::cpu_pprof))
+        .route(
+            "/debug/pprof/flamegraph",
+            get(crate::ops::profile::cpu_flamegraph),
+        )
+        .route_layer(admin);
     let router = Router::new()
         .route("/v1/r/{resource}/{key}", get(get_one))
         .route("/v1/r/{resource}", get(get_batch))
         .merge(writes)
+        .merge(profiling)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

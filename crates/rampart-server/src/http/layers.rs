@@ -189,9 +189,18 @@ where
         // router's, and labels are interned by the metrics.
         let route = self.defences.state.metrics.http_route(template);
         let foreground = template.starts_with("/v1/");
+        // A profile samples for up to its own bound, then symbolises: the
+        // request timeout of ordinary requests would cut it short.
+        let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {
+            crate::ops::profile::REQUEST_TIMEOUT
+        } else {
+            self.defences.timeout
+        };
         let inner = &mut self.inner;
         self.defences
-            .run_labelled(request, route, foreground, |request| inner.call(request))
+            .run_labelled(request, route, foreground, timeout, |request| {
+                inner.call(request)
+            })
     }
 }
 
@@ -208,17 +217,20 @@ impl Defences {
         F: Future<Output = Result<Response, Infallible>> + Send + 'static,
     {
         let route = self.state.metrics.http_route(template);
-        self.run_labelled(request, route, template.starts_with("/v1/"), call)
+        let foreground = template.starts_with("/v1/");
+        self.run_labelled(request, route, foreground, self.timeout, call)
     }
 
     /// The defences, in the module doc's order, around `call`. `route`
     /// labels the metrics; `foreground` requests (the API's own, not
-    /// operators') feed the warm-up's back-off when they get slow.
+    /// operators') feed the warm-up's back-off when they get slow;
+    /// `timeout` is the request's deadline from its start.
     fn run_labelled<F>(
         self: &Arc<Self>,
         request: Request,
         route: HttpRoute,
         foreground: bool,
+        timeout: Duration,
         call: impl FnOnce(Request) -> F,
     ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
     where
@@ -266,7 +278,7 @@ impl Defences {
                 let mut response = match early {
                     Err(response) => response,
                     Ok((permit, answer)) => {
-                        let deadline = start + defences.timeout;
+                        let deadline = start + timeout;
                         let response = match guarded(answer, deadline).await {
                             Outcome::Answered(response) => response,
                             Outcome::TimedOut => {

@@ -8,11 +8,13 @@
 //! | [`metrics`] | Prometheus metrics, one registry per server |
 //! | [`openapi`] | `/openapi.json` from one route table |
 //! | [`panic_hook`] | counted, rate-limited panic logging |
+//! | [`profile`] | CPU profiles on demand: pprof protobuf, SVG flame graph |
 //! | [`logging`] | log format (text or JSON lines), filter, the access log |
 
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod panic_hook;
+pub mod profile;
 pub mod readiness;
 pub mod routes;

@@ -79,6 +79,18 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/debug/pprof/profile",
+        summary: "A CPU profile of the process for `seconds`, in pprof's protobuf format (admin token).",
+        responses: PROFILE_ANSWERS,
+    },
+    Route {
+        method: "get",
+        path: "/debug/pprof/flamegraph",
+        summary: "A CPU profile of the process for `seconds`, as an SVG flame graph (admin token).",
+        responses: PROFILE_ANSWERS,
+    },
+    Route {
+        method: "get",
         path: "/healthz",
         summary: "The process is alive.",
         responses: &[(200, &[], "Alive.")],
@@ -104,6 +116,32 @@ pub const ROUTES: &[Route] = &[
         summary: "This document.",
         responses: &[(200, &[], "OpenAPI 3.1.")],
     },
+];
+
+/// The profiling routes' answers (`ops/profile.rs`).
+const PROFILE_ANSWERS: &[(u16, &[&str], &str)] = &[
+    (200, &[], "The profile."),
+    (
+        400,
+        &["bad_request", "bad_query"],
+        "`seconds` out of bounds, or not a whole number.",
+    ),
+    (
+        401,
+        &["unauthorized"],
+        "No admin token (WWW-Authenticate: Bearer).",
+    ),
+    (403, &["forbidden"], "Another token than the admin token."),
+    (
+        409,
+        &["profile_in_progress"],
+        "Another profile is being taken; one at a time.",
+    ),
+    (
+        500,
+        &["panic", "internal"],
+        "The profiler failed, or a panic was contained.",
+    ),
 ];
 
 /// What the defence layers (`layers.rs`) can answer on every route.
@@ -151,6 +189,7 @@ pub const ERROR_CODES: &[&str] = &[
     "retry_budget",
     "source_timeout",
     "cache_unavailable",
+    "profile_in_progress",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -238,6 +277,17 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
             }));
         }
     }
+    if route.path.starts_with("/debug/pprof/") {
+        use crate::ops::profile::{DEFAULT_SECONDS, MAX_SECONDS};
+        parameters.push(json!({
+            "name": "seconds", "in": "query", "required": false,
+            "description": format!(
+                "How long to sample, 1 to {MAX_SECONDS} s; default {DEFAULT_SECONDS}. \
+                 These routes time out after the profile plus 30 s, not server.request_timeout."
+            ),
+            "schema": { "type": "integer", "minimum": 1, "maximum": MAX_SECONDS },
+        }));
+    }
     let mut responses = Map::new();
     let mut answers: Vec<(u16, Vec<&str>, String)> = route
         .responses
@@ -270,7 +320,7 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         ("get", "/v1/r/{resource}/{key}") => format!("get{name}"),
         ("get", "/v1/r/{resource}") => format!("batch{name}"),
         ("post", _) => format!("invalidate{name}"),
-        (_, path) => path.trim_start_matches('/').replace('.', "_"),
+        (_, path) => path.trim_start_matches('/').replace(['.', '/'], "_"),
     };
     let mut operation = json!({
         "operationId": id,
@@ -278,7 +328,7 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         "parameters": parameters,
         "responses": responses,
     });
-    if route.method == "post" {
+    if route.method == "post" || route.path.starts_with("/debug/") {
         operation["security"] = json!([{ "bearerAuth": [] }]);
     }
     operation
@@ -379,6 +429,12 @@ fn response(
         })),
         ("/metrics", 200) => Some(json!({
             "text/plain": { "schema": { "type": "string" }, "example": "# TYPE rampart_ready gauge\nrampart_ready 1\n" }
+        })),
+        ("/debug/pprof/profile", 200) => Some(json!({
+            "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
+        })),
+        ("/debug/pprof/flamegraph", 200) => Some(json!({
+            "image/svg+xml": { "schema": { "type": "string" } }
         })),
         ("/openapi.json", 200) => Some(json!({
             "application/json": { "schema": { "type": "object", "required": ["openapi", "info", "paths"] } }
