@@ -76,7 +76,7 @@ for _ in $(seq 1 300); do
 done
 
 # The profiling routes are left out: each answer takes the `seconds` it
-# is asked for (up to 30) and only one runs at a time, so fuzzing them is
+# is asked for (up to 9 by default) and only one runs at a time, so fuzzing them is
 # minutes of waiting; tests/profile.rs and tests/openapi.rs cover them.
 echo "== schemathesis $schemathesis_version against $base (seed $seed, $examples examples per operation)"
 start=$(date +%s)

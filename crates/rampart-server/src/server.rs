@@ -19,7 +19,7 @@ use crate::{app, cache};
 
 /// Slack past the request timeout for a busy connection to write its
 /// answer before the watchdog calls it stuck.
-const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running service.
 pub struct Server {

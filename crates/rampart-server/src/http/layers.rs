@@ -192,7 +192,7 @@ where
         // A profile samples for up to its own bound, then symbolises: the
         // request timeout of ordinary requests would cut it short.
         let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {
-            crate::ops::profile::REQUEST_TIMEOUT
+            crate::ops::profile::route_timeout(self.defences.timeout)
         } else {
             self.defences.timeout
         };

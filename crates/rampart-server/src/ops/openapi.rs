@@ -278,14 +278,15 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         }
     }
     if route.path.starts_with("/debug/pprof/") {
-        use crate::ops::profile::{DEFAULT_SECONDS, MAX_SECONDS};
+        use crate::ops::profile::{max_seconds, DEFAULT_SECONDS};
+        let max = max_seconds(config.server.request_timeout);
         parameters.push(json!({
             "name": "seconds", "in": "query", "required": false,
             "description": format!(
-                "How long to sample, 1 to {MAX_SECONDS} s; default {DEFAULT_SECONDS}. \
-                 These routes time out after the profile plus 30 s, not server.request_timeout."
+                "How long to sample, 1 to {max} s (server.request_timeout + 4 s, at most 30); default {}.",
+                DEFAULT_SECONDS.min(max)
             ),
-            "schema": { "type": "integer", "minimum": 1, "maximum": MAX_SECONDS },
+            "schema": { "type": "integer", "minimum": 1, "maximum": max },
         }));
     }
     let mut responses = Map::new();

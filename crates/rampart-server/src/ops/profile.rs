@@ -7,12 +7,13 @@
 //! Sampling is the `pprof` crate's: `SIGPROF` at [`FREQUENCY_HZ`] over every
 //! thread, stacks symbolised when the profile is built. One profile at a
 //! time in the process (the signal timer is process-wide): a second request
-//! meanwhile is 409 `profile_in_progress`. The duration is bounded
-//! ([`MAX_SECONDS`]), and these routes have their own request timeout
-//! ([`REQUEST_TIMEOUT`]: the longest profile plus time to symbolise it)
-//! instead of `server.request_timeout`. The sampling runs on a blocking
-//! thread, which keeps the slot until it is done even if the client went
-//! away.
+//! meanwhile is 409 `profile_in_progress`. These routes have their own
+//! request timeout ([`route_timeout`]: as long as the connection watchdog
+//! lets a request be busy), and the duration is bounded to leave time to
+//! symbolise the stacks within it ([`max_seconds`]: 9 s with the default
+//! 5 s `server.request_timeout`, never over [`MAX_SECONDS`]). The sampling
+//! runs on a blocking thread, which keeps the slot until it is done even if
+//! the client went away.
 //!
 //! Heap profiles are not offered: the system allocator keeps no
 //! allocation profile to read.
@@ -20,30 +21,50 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::http::extract::Query;
+use crate::state::AppState;
 
 /// Samples per second: not a multiple of common timer periods, so the
 /// samples do not fall in step with periodic work.
 pub const FREQUENCY_HZ: i32 = 99;
 
-/// The longest profile.
+/// The longest profile whatever the timeouts.
 pub const MAX_SECONDS: u64 = 30;
 
-/// A profile's duration when the request names none.
+/// A profile's duration when the request names none (or less, see
+/// [`max_seconds`]).
 pub const DEFAULT_SECONDS: u64 = 5;
 
 /// The profiling routes' path prefix (`layers.rs` gives them
-/// [`REQUEST_TIMEOUT`]).
+/// [`route_timeout`]).
 pub const ROUTE_PREFIX: &str = "/debug/pprof/";
 
-/// The request timeout of the profiling routes: the longest profile, and
-/// time to symbolise its stacks (seconds in a debug build under load).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(MAX_SECONDS + 30);
+/// Time kept for symbolising the stacks after sampling (seconds in a debug
+/// build under load, well under one in release).
+const SYMBOLISE: Duration = Duration::from_secs(5);
+
+/// The profiling routes' request timeout for a `request_timeout`: a second
+/// under the connection watchdog's bound on a busy request, so the answer
+/// (a 503 `timeout` at worst) is written before the watchdog would close
+/// the connection.
+pub fn route_timeout(request_timeout: Duration) -> Duration {
+    (request_timeout + crate::server::WRITE_SLACK).saturating_sub(Duration::from_secs(1))
+}
+
+/// The longest profile for a `request_timeout`: [`route_timeout`] less time
+/// to symbolise, at least 1 s, at most [`MAX_SECONDS`].
+pub fn max_seconds(request_timeout: Duration) -> u64 {
+    route_timeout(request_timeout)
+        .saturating_sub(SYMBOLISE)
+        .as_secs()
+        .clamp(1, MAX_SECONDS)
+}
 
 #[derive(Deserialize)]
 pub struct ProfileQuery {
@@ -59,8 +80,11 @@ enum Format {
 }
 
 /// `GET /debug/pprof/profile`: a CPU profile in pprof's protobuf format.
-pub async fn cpu_pprof(Query(query): Query<ProfileQuery>) -> Result<Response, Error> {
-    let bytes = profile(query, Format::Pprof).await?;
+pub async fn cpu_pprof(
+    State(state): State<AppState>,
+    Query(query): Query<ProfileQuery>,
+) -> Result<Response, Error> {
+    let bytes = profile(&state, query, Format::Pprof).await?;
     Ok((
         [
             (
@@ -78,8 +102,11 @@ pub async fn cpu_pprof(Query(query): Query<ProfileQuery>) -> Result<Response, Er
 }
 
 /// `GET /debug/pprof/flamegraph`: a CPU profile as an SVG flame graph.
-pub async fn cpu_flamegraph(Query(query): Query<ProfileQuery>) -> Result<Response, Error> {
-    let bytes = profile(query, Format::FlameGraph).await?;
+pub async fn cpu_flamegraph(
+    State(state): State<AppState>,
+    Query(query): Query<ProfileQuery>,
+) -> Result<Response, Error> {
+    let bytes = profile(&state, query, Format::FlameGraph).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -113,11 +140,12 @@ impl Drop for Slot {
     }
 }
 
-async fn profile(query: ProfileQuery, format: Format) -> Result<Vec<u8>, Error> {
-    let seconds = query.seconds.unwrap_or(DEFAULT_SECONDS);
-    if !(1..=MAX_SECONDS).contains(&seconds) {
+async fn profile(state: &AppState, query: ProfileQuery, format: Format) -> Result<Vec<u8>, Error> {
+    let max = max_seconds(state.config.server.request_timeout);
+    let seconds = query.seconds.unwrap_or(DEFAULT_SECONDS.min(max));
+    if !(1..=max).contains(&seconds) {
         return Err(Error::BadRequest(format!(
-            "seconds must be between 1 and {MAX_SECONDS}; got {seconds}"
+            "seconds must be between 1 and {max} (server.request_timeout + 4 s, at most {MAX_SECONDS}); got {seconds}"
         )));
     }
     let slot = Slot::take().ok_or(Error::ProfileInProgress)?;
