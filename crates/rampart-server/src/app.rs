@@ -208,6 +208,7 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .route("/v1/r/{resource}", get(get_batch))
         .merge(writes)
         .merge(profiling)
+        .merge(crate::ops::dashboard::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

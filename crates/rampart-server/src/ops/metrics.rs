@@ -342,6 +342,11 @@ impl Metrics {
         }
     }
 
+    /// Every metric's current value (for the dashboard's sampler).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

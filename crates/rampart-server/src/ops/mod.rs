@@ -8,9 +8,11 @@
 //! | [`metrics`] | Prometheus metrics, one registry per server |
 //! | [`openapi`] | `/openapi.json` from one route table |
 //! | [`panic_hook`] | counted, rate-limited panic logging |
+//! | [`dashboard`] | `/dashboard`: the live page, its stats history and event stream |
 //! | [`profile`] | CPU profiles on demand: pprof protobuf, SVG flame graph |
 //! | [`logging`] | log format (text or JSON lines), filter, the access log |
 
+pub mod dashboard;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

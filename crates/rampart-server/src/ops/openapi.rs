@@ -91,6 +91,24 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/dashboard",
+        summary: "The live dashboard: an HTML page following /dashboard/events.",
+        responses: &[(200, &[], "The page.")],
+    },
+    Route {
+        method: "get",
+        path: "/dashboard/stats",
+        summary: "The dashboard's kept history: one stats object per second, oldest first.",
+        responses: &[(200, &[], "The history.")],
+    },
+    Route {
+        method: "get",
+        path: "/dashboard/events",
+        summary: "Server-sent events: one `stats` event per second, for server.request_timeout; then the stream ends and EventSource reconnects.",
+        responses: &[(200, &[], "The event stream.")],
+    },
+    Route {
+        method: "get",
         path: "/healthz",
         summary: "The process is alive.",
         responses: &[(200, &[], "Alive.")],
@@ -436,6 +454,18 @@ fn response(
         })),
         ("/debug/pprof/flamegraph", 200) => Some(json!({
             "image/svg+xml": { "schema": { "type": "string" } }
+        })),
+        ("/dashboard", 200) => Some(json!({
+            "text/html": { "schema": { "type": "string" } }
+        })),
+        ("/dashboard/stats", 200) => Some(json!({
+            "application/json": { "schema": {
+                "type": "object", "required": ["interval_seconds", "history_seconds", "history"],
+                "properties": { "history": { "type": "array", "items": { "type": "object" } } },
+            } }
+        })),
+        ("/dashboard/events", 200) => Some(json!({
+            "text/event-stream": { "schema": { "type": "string" } }
         })),
         ("/openapi.json", 200) => Some(json!({
             "application/json": { "schema": { "type": "object", "required": ["openapi", "info", "paths"] } }
