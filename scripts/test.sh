@@ -64,3 +64,8 @@ RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
 # (promtool, from Debian's prometheus package; installed when missing).
 echo "== alert rules"
 scripts/check-alerts.sh
+
+# /dashboard in a real browser under a drill: live values appear and change
+# (headless Chromium, from Debian's chromium package; installed when missing).
+echo "== dashboard in a browser"
+scripts/check-dashboard.sh
