@@ -83,6 +83,10 @@ async fn the_dashboard_shows_live_stats_that_follow_the_traffic() {
         last["pool"]["size"].as_f64().is_some_and(|s| s > 0.0),
         "{last}"
     );
+    assert!(
+        users["bulkhead"]["max"].as_f64().is_some_and(|m| m > 0.0),
+        "{last}"
+    );
     assert!(last["runtime"]["workers"].as_f64() == Some(2.0), "{last}");
     // The first keys were misses, later ones hits: the counts moved.
     let hits: f64 = seen

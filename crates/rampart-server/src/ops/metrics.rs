@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Failed accepts (out of file descriptors, memory …), each followed by
     /// a pause.
     pub accept_errors: IntCounter,
+    /// Source-load bulkhead per resource: slots in use, callers queued,
+    /// and its size.
+    pub bulkhead: IntGaugeVec,
     /// Warm-up progress per resource.
     pub warm_keys: IntGaugeVec,
     pub warm_concurrency: IntGaugeVec,
@@ -208,6 +211,12 @@ impl Default for Metrics {
                 &r,
                 "rampart_timeouts_total",
                 "Requests past the request timeout.",
+            ),
+            bulkhead: gauge_vec(
+                &r,
+                "rampart_bulkhead",
+                "Source-load bulkhead per resource by state (in_flight, queued, max).",
+                &["resource", "state"],
             ),
             warm_keys: gauge_vec(
                 &r,

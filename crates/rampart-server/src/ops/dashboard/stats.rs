@@ -241,6 +241,11 @@ pub fn stats(before: &Reading, now: &Reading, seconds: f64, unix_ms: u64, ready:
                 of(s) && s.label("x_cache") == "coalesced"
             })),
             "breaker": breaker,
+            "bulkhead": {
+                "in_flight": gauge(now, "rampart_bulkhead", |s| of(s) && s.label("state") == "in_flight"),
+                "queued": gauge(now, "rampart_bulkhead", |s| of(s) && s.label("state") == "queued"),
+                "max": gauge(now, "rampart_bulkhead", |s| of(s) && s.label("state") == "max"),
+            },
             "warmup": {
                 "done": warm("done"),
                 "failed": warm("failed"),
