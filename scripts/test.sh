@@ -69,3 +69,8 @@ scripts/check-alerts.sh
 # (headless Chromium, from Debian's chromium package; installed when missing).
 echo "== dashboard in a browser"
 scripts/check-dashboard.sh
+
+# The deadlock detector exists only in builds with its feature (it makes
+# every parking_lot lock keep a wait graph): one test binary built with it.
+echo "== deadlock detector"
+cargo test --locked -p rampart-server --features deadlock-detection --test deadlock

@@ -41,6 +41,7 @@ impl Server {
         // Before anything is opened: a bad token file stops the start.
         let admin_token = Arc::new(AdminToken::resolve(&config)?);
         let state = AppState::open(config).await?;
+        crate::ops::deadlock::spawn(Arc::downgrade(&state.metrics));
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Bind {

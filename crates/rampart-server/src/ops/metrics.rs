@@ -56,6 +56,9 @@ pub struct Metrics {
     /// Failed accepts (out of file descriptors, memory …), each followed by
     /// a pause.
     pub accept_errors: IntCounter,
+    /// Lock cycles found by the deadlock detector (`ops/deadlock.rs`;
+    /// always 0 without the `deadlock-detection` feature).
+    pub deadlocks: IntCounter,
     /// Source-load bulkhead per resource: slots in use, callers queued,
     /// and its size.
     pub bulkhead: IntGaugeVec,
@@ -211,6 +214,11 @@ impl Default for Metrics {
                 &r,
                 "rampart_timeouts_total",
                 "Requests past the request timeout.",
+            ),
+            deadlocks: counter(
+                &r,
+                "rampart_deadlocks_total",
+                "Lock cycles found by the deadlock detector (builds with the deadlock-detection feature).",
             ),
             bulkhead: gauge_vec(
                 &r,
