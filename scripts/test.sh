@@ -59,3 +59,18 @@ scripts/fuzz-openapi.sh
 echo "== loom models"
 RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked --release -p rampart --test loom_flight --test loom_breaker --test loom_existence
+
+# The Prometheus alert rules: valid, and each firing on its failure
+# (promtool, from Debian's prometheus package; installed when missing).
+echo "== alert rules"
+scripts/check-alerts.sh
+
+# /dashboard in a real browser under a drill: live values appear and change
+# (headless Chromium, from Debian's chromium package; installed when missing).
+echo "== dashboard in a browser"
+scripts/check-dashboard.sh
+
+# The deadlock detector exists only in builds with its feature (it makes
+# every parking_lot lock keep a wait graph): one test binary built with it.
+echo "== deadlock detector"
+cargo test --locked -p rampart-server --features deadlock-detection --test deadlock

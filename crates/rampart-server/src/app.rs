@@ -213,11 +213,21 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
         .route("/v1/filter/{resource}/rebuild", post(rebuild));
     let writes =
-        write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin);
+        write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
+    // Profiling: admin only (see `ops/profile.rs`).
+    let profiling = Router::new()
+        .route("/debug/pprof/profile", get(crate::ops::profile::cpu_pprof))
+        .route(
+            "/debug/pprof/flamegraph",
+            get(crate::ops::profile::cpu_flamegraph),
+        )
+        .route_layer(admin);
     let router = Router::new()
         .route("/v1/r/{resource}/{key}", get(get_one))
         .route("/v1/r/{resource}", get(get_batch))
         .merge(writes)
+        .merge(profiling)
+        .merge(crate::ops::dashboard::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{demo, source, warmup};
 use crate::config::{Config, Secret};
+use crate::ops::logging::LogFormat;
 use crate::start_error::StartError;
 use crate::state::AppState;
 use crate::{drill, server};
@@ -26,6 +27,16 @@ pub const ADMIN_TOKEN_ENV: &str = "RAMPART_ADMIN_TOKEN";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as human text (colour only on a terminal) or JSON lines.
+    /// The filter is `RAMPART_LOG`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RAMPART_LOG_FORMAT",
+        default_value_t
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]

@@ -82,6 +82,14 @@ pub enum Error {
     /// A write endpoint was called with a token that is not the admin token.
     #[error("the admin token does not match")]
     Forbidden,
+
+    /// A CPU profile was asked for while another is being taken.
+    #[error("a profile is being taken; one at a time")]
+    ProfileInProgress,
+
+    /// The profiler could not start or render (see `ops/profile.rs`).
+    #[error("profiling failed: {0}")]
+    Profiler(String),
 }
 
 /// How much of a caller's input an error echoes back, in characters.
@@ -143,6 +151,8 @@ impl Error {
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
             Error::NoFilter(_) => (StatusCode::NOT_FOUND, "no_filter", None),
             Error::RebuildRunning(_) => (StatusCode::CONFLICT, "rebuild_running", None),
+            Error::ProfileInProgress => (StatusCode::CONFLICT, "profile_in_progress", None),
+            Error::Profiler(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -14,7 +14,7 @@
 //! | [`state`] | what requests share at run time: resources, metrics, readiness |
 //! | [`server`] | start, serve, graceful shutdown |
 //! | [`cache`] | the read-through cache API over SQL: handlers, keys, source, warm-up |
-//! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook |
+//! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
 //! | [`error`] | a request's error and its HTTP responses (the one place) |

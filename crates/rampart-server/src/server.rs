@@ -19,7 +19,7 @@ use crate::{app, cache};
 
 /// Slack past the request timeout for a busy connection to write its
 /// answer before the watchdog calls it stuck.
-const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running service.
 pub struct Server {
@@ -43,6 +43,7 @@ impl Server {
         // Before anything is opened: a bad token file stops the start.
         let admin_token = Arc::new(AdminToken::resolve(&config)?);
         let state = AppState::open(config).await?;
+        crate::ops::deadlock::spawn(Arc::downgrade(&state.metrics));
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Bind {

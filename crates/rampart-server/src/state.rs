@@ -117,6 +117,13 @@ impl AppState {
                     .with_label_values(&[name])
                     .set(breaker_state_value(breaker));
             }
+            if let Some(bulkhead) = resource.cache.bulkhead() {
+                let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                let gauge = |state| m.bulkhead.with_label_values(&[name.as_str(), state]);
+                gauge("in_flight").set(as_i64(bulkhead.in_flight()));
+                gauge("queued").set(as_i64(bulkhead.queued()));
+                gauge("max").set(as_i64(bulkhead.config().max_concurrent));
+            }
             let warm = &resource.warm;
             let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             m.warm_keys

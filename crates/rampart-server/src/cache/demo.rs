@@ -92,7 +92,7 @@ pub async fn ensure(
     }
     let started = Instant::now();
     if !quiet {
-        eprintln!("rampart: generating demo data: {users} users, {products} products …");
+        tracing::info!("generating demo data: {users} users, {products} products …");
     }
     fill(pool, users, quiet, |start, end| {
         let rows: Vec<String> = (start..end)
@@ -132,8 +132,8 @@ pub async fn ensure(
     })
     .await?;
     if !quiet {
-        eprintln!(
-            "rampart: demo data ready in {:.1} s",
+        tracing::info!(
+            "demo data ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }
@@ -172,7 +172,7 @@ async fn fill(
         let tenth = (next - 1) * 10 / total.max(1);
         if !quiet && tenth > reported {
             reported = tenth;
-            eprintln!("rampart: demo data {}%", tenth * 10);
+            tracing::info!("demo data {}%", tenth * 10);
         }
     }
     Ok(())

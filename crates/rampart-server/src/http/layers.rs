@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::error::Error;
+use crate::ops::logging::ACCESS_TARGET;
 use crate::ops::metrics::HttpRoute;
 use crate::state::AppState;
 
@@ -53,7 +54,7 @@ pub fn wrap(routes: Router, state: &AppState) -> App {
         max_in_flight: server.max_concurrent_requests,
         in_flight: AtomicUsize::new(0),
         timeout: server.request_timeout,
-        next_id: AtomicU64::new(0),
+        next_id: AtomicU64::new(random_start()),
     });
     App {
         router: routes.layer(DefenceLayer(Arc::clone(&defences))),
@@ -137,7 +138,9 @@ struct Defences {
     max_in_flight: usize,
     in_flight: AtomicUsize,
     timeout: Duration,
-    /// Request ids: a process-unique counter, unless the caller sent one.
+    /// Request ids, unless the caller sent one: a counter from a random
+    /// start, so ids are unique in the process and unlikely to repeat
+    /// across instances and restarts, at one atomic add per request.
     next_id: AtomicU64,
 }
 
@@ -186,9 +189,18 @@ where
         // router's, and labels are interned by the metrics.
         let route = self.defences.state.metrics.http_route(template);
         let foreground = template.starts_with("/v1/");
+        // A profile samples for up to its own bound, then symbolises: the
+        // request timeout of ordinary requests would cut it short.
+        let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {
+            crate::ops::profile::route_timeout(self.defences.timeout)
+        } else {
+            self.defences.timeout
+        };
         let inner = &mut self.inner;
         self.defences
-            .run_labelled(request, route, foreground, |request| inner.call(request))
+            .run_labelled(request, route, foreground, timeout, |request| {
+                inner.call(request)
+            })
     }
 }
 
@@ -205,17 +217,20 @@ impl Defences {
         F: Future<Output = Result<Response, Infallible>> + Send + 'static,
     {
         let route = self.state.metrics.http_route(template);
-        self.run_labelled(request, route, template.starts_with("/v1/"), call)
+        let foreground = template.starts_with("/v1/");
+        self.run_labelled(request, route, foreground, self.timeout, call)
     }
 
     /// The defences, in the module doc's order, around `call`. `route`
     /// labels the metrics; `foreground` requests (the API's own, not
-    /// operators') feed the warm-up's back-off when they get slow.
+    /// operators') feed the warm-up's back-off when they get slow;
+    /// `timeout` is the request's deadline from its start.
     fn run_labelled<F>(
         self: &Arc<Self>,
         request: Request,
         route: HttpRoute,
         foreground: bool,
+        timeout: Duration,
         call: impl FnOnce(Request) -> F,
     ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
     where
@@ -238,6 +253,14 @@ impl Defences {
             version = ?request.version(),
             request_id = ?request_id,
         );
+        // The access log's fields, taken only when its line will be
+        // written: off (the default), this is one cached call-site test,
+        // and the boxed future grows by one pointer.
+        let access = if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            Some(Box::new((request.method().clone(), request.uri().clone())))
+        } else {
+            None
+        };
         let early = if let Err(refused) = defences.limits.check(&request) {
             Err(refused.into_response())
         } else if let Some(permit) = defences.try_enter() {
@@ -256,7 +279,7 @@ impl Defences {
                 let mut response = match early {
                     Err(response) => response,
                     Ok((permit, answer)) => {
-                        let deadline = start + defences.timeout;
+                        let deadline = start + timeout;
                         let response = match guarded(answer, deadline).await {
                             Outcome::Answered(response) => response,
                             Outcome::TimedOut => {
@@ -287,6 +310,18 @@ impl Defences {
                     status = status.as_u16(),
                     "finished processing request"
                 );
+                if let Some(access) = access {
+                    let (method, uri) = *access;
+                    tracing::info!(
+                        target: ACCESS_TARGET,
+                        %method,
+                        %uri,
+                        status = status.as_u16(),
+                        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                        request_id = request_id.to_str().unwrap_or("<not text>"),
+                        "access"
+                    );
+                }
                 response
                     .headers_mut()
                     .entry(X_REQUEST_ID)
@@ -324,6 +359,18 @@ impl Defences {
             return None;
         }
         Some(InFlight(Arc::clone(self)))
+    }
+}
+
+/// A random start for the request-id counter; the clock if the system
+/// has no randomness to give (ids stay unique within the process).
+fn random_start() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
     }
 }
 

@@ -6,6 +6,7 @@
 //! Names are listed in README.md.
 
 mod children;
+mod runtime;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -55,6 +56,12 @@ pub struct Metrics {
     /// Failed accepts (out of file descriptors, memory …), each followed by
     /// a pause.
     pub accept_errors: IntCounter,
+    /// Lock cycles found by the deadlock detector (`ops/deadlock.rs`;
+    /// always 0 without the `deadlock-detection` feature).
+    pub deadlocks: IntCounter,
+    /// Source-load bulkhead per resource: slots in use, callers queued,
+    /// and its size.
+    pub bulkhead: IntGaugeVec,
     /// Warm-up progress per resource.
     pub warm_keys: IntGaugeVec,
     pub warm_concurrency: IntGaugeVec,
@@ -223,6 +230,17 @@ impl Default for Metrics {
                 "rampart_timeouts_total",
                 "Requests past the request timeout.",
             ),
+            deadlocks: counter(
+                &r,
+                "rampart_deadlocks_total",
+                "Lock cycles found by the deadlock detector (builds with the deadlock-detection feature).",
+            ),
+            bulkhead: gauge_vec(
+                &r,
+                "rampart_bulkhead",
+                "Source-load bulkhead per resource by state (in_flight, queued, max).",
+                &["resource", "state"],
+            ),
             warm_keys: gauge_vec(
                 &r,
                 "rampart_warmup_keys",
@@ -317,6 +335,10 @@ impl Default for Metrics {
             answer_children: Children::default(),
             registry: {
                 register_process_panics(&r);
+                // Outside a runtime (a unit test) there is none to read.
+                if let Some(runtime) = runtime::RuntimeCollector::for_current() {
+                    register(&r, Ok(runtime));
+                }
                 r
             },
         }
@@ -411,6 +433,11 @@ impl Metrics {
         if let Some(name) = name {
             self.panics.with_label_values(&[name]).inc();
         }
+    }
+
+    /// Every metric's current value (for the dashboard's sampler).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -93,6 +93,36 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/debug/pprof/profile",
+        summary: "A CPU profile of the process for `seconds`, in pprof's protobuf format (admin token).",
+        responses: PROFILE_ANSWERS,
+    },
+    Route {
+        method: "get",
+        path: "/debug/pprof/flamegraph",
+        summary: "A CPU profile of the process for `seconds`, as an SVG flame graph (admin token).",
+        responses: PROFILE_ANSWERS,
+    },
+    Route {
+        method: "get",
+        path: "/dashboard",
+        summary: "The live dashboard: an HTML page following /dashboard/events.",
+        responses: &[(200, &[], "The page.")],
+    },
+    Route {
+        method: "get",
+        path: "/dashboard/stats",
+        summary: "The dashboard's kept history: one stats object per second, oldest first.",
+        responses: &[(200, &[], "The history.")],
+    },
+    Route {
+        method: "get",
+        path: "/dashboard/events",
+        summary: "Server-sent events: one `stats` event per second, for server.request_timeout; then the stream ends and EventSource reconnects.",
+        responses: &[(200, &[], "The event stream.")],
+    },
+    Route {
+        method: "get",
         path: "/healthz",
         summary: "The process is alive.",
         responses: &[(200, &[], "Alive.")],
@@ -118,6 +148,32 @@ pub const ROUTES: &[Route] = &[
         summary: "This document.",
         responses: &[(200, &[], "OpenAPI 3.1.")],
     },
+];
+
+/// The profiling routes' answers (`ops/profile.rs`).
+const PROFILE_ANSWERS: &[(u16, &[&str], &str)] = &[
+    (200, &[], "The profile."),
+    (
+        400,
+        &["bad_request", "bad_query"],
+        "`seconds` out of bounds, or not a whole number.",
+    ),
+    (
+        401,
+        &["unauthorized"],
+        "No admin token (WWW-Authenticate: Bearer).",
+    ),
+    (403, &["forbidden"], "Another token than the admin token."),
+    (
+        409,
+        &["profile_in_progress"],
+        "Another profile is being taken; one at a time.",
+    ),
+    (
+        500,
+        &["panic", "internal"],
+        "The profiler failed, or a panic was contained.",
+    ),
 ];
 
 /// What the defence layers (`layers.rs`) can answer on every route.
@@ -168,6 +224,7 @@ pub const ERROR_CODES: &[&str] = &[
     "miss_budget",
     "no_filter",
     "rebuild_running",
+    "profile_in_progress",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -255,6 +312,18 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
             }));
         }
     }
+    if route.path.starts_with("/debug/pprof/") {
+        use crate::ops::profile::{max_seconds, DEFAULT_SECONDS};
+        let max = max_seconds(config.server.request_timeout);
+        parameters.push(json!({
+            "name": "seconds", "in": "query", "required": false,
+            "description": format!(
+                "How long to sample, 1 to {max} s (server.request_timeout + 4 s, at most 30); default {}.",
+                DEFAULT_SECONDS.min(max)
+            ),
+            "schema": { "type": "integer", "minimum": 1, "maximum": max },
+        }));
+    }
     let mut responses = Map::new();
     let mut answers: Vec<(u16, Vec<&str>, String)> = route
         .responses
@@ -288,7 +357,7 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         ("get", "/v1/r/{resource}") => format!("batch{name}"),
         ("post", "/v1/filter/{resource}/rebuild") => format!("rebuildFilter{name}"),
         ("post", _) => format!("invalidate{name}"),
-        (_, path) => path.trim_start_matches('/').replace('.', "_"),
+        (_, path) => path.trim_start_matches('/').replace(['.', '/'], "_"),
     };
     let mut operation = json!({
         "operationId": id,
@@ -296,7 +365,7 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         "parameters": parameters,
         "responses": responses,
     });
-    if route.method == "post" {
+    if route.method == "post" || route.path.starts_with("/debug/") {
         operation["security"] = json!([{ "bearerAuth": [] }]);
     }
     operation
@@ -417,6 +486,24 @@ fn response(
         })),
         ("/metrics", 200) => Some(json!({
             "text/plain": { "schema": { "type": "string" }, "example": "# TYPE rampart_ready gauge\nrampart_ready 1\n" }
+        })),
+        ("/debug/pprof/profile", 200) => Some(json!({
+            "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
+        })),
+        ("/debug/pprof/flamegraph", 200) => Some(json!({
+            "image/svg+xml": { "schema": { "type": "string" } }
+        })),
+        ("/dashboard", 200) => Some(json!({
+            "text/html": { "schema": { "type": "string" } }
+        })),
+        ("/dashboard/stats", 200) => Some(json!({
+            "application/json": { "schema": {
+                "type": "object", "required": ["interval_seconds", "history_seconds", "history"],
+                "properties": { "history": { "type": "array", "items": { "type": "object" } } },
+            } }
+        })),
+        ("/dashboard/events", 200) => Some(json!({
+            "text/event-stream": { "schema": { "type": "string" } }
         })),
         ("/openapi.json", 200) => Some(json!({
             "application/json": { "schema": { "type": "object", "required": ["openapi", "info", "paths"] } }

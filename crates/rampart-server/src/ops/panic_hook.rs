@@ -127,7 +127,10 @@ pub fn install() {
         Box::new(|line| {
             // `eprint!` (not a held `stderr().lock()`): one short lock per
             // logged line, and it respects the test harness's capture.
-            eprint!("{line}");
+            eprint!(
+                "{}",
+                crate::ops::logging::as_configured("rampart::panic", line)
+            );
         }),
     );
 }

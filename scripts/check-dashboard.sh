@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# /dashboard in a real browser: `rampart serve` (debug build), `rampart
+# drill` against it, and headless Chromium on the page, checked through the
+# DevTools protocol (scripts/check-dashboard.py): live values appear and
+# change every second. scripts/test.sh calls it.
+#
+# Chromium is Debian's `chromium` package; installed here when it is
+# missing and apt-get can run as root, else the script stops naming the
+# command to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_chromium() {
+  for name in chromium chromium-browser google-chrome; do
+    if command -v "$name" >/dev/null; then command -v "$name"; return 0; fi
+  done
+  return 1
+}
+if ! chromium=$(find_chromium); then
+  install="apt-get install -y --no-install-recommends chromium"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium: $install"
+    DEBIAN_FRONTEND=noninteractive $install >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive $install >/dev/null; }
+  fi
+  if ! chromium=$(find_chromium); then
+    echo "Chromium is needed to check /dashboard in a browser. Install it with:" >&2
+    echo "  sudo $install" >&2
+    exit 1
+  fi
+fi
+
+target_dir=${CARGO_TARGET_DIR:-target}
+cargo build --locked -q -p rampart-server --bin rampart
+binary=$target_dir/debug/rampart
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve --listen 127.0.0.1:0 \
+  --data-dir "$work/data" --demo-rows 2000 >"$work/stdout" 2>"$work/stderr" &
+pids+=($!)
+base=
+for _ in $(seq 1 300); do
+  base=$(sed -n 's/^rampart serving on \(http:[^ ]*\).*/\1/p' "$work/stdout" | head -n1)
+  [ -n "$base" ] && break
+  sleep 0.1
+done
+if [ -z "$base" ]; then
+  echo "rampart serve did not start:" >&2
+  cat "$work/stdout" "$work/stderr" >&2
+  exit 1
+fi
+
+# Load for the whole check: Zipf keys over the demo users, a few connections.
+"$binary" drill --target "$base/v1/r/users/{key}" --keys zipf:2000 \
+  --connections 4 --duration 60s --warmup 0s >/dev/null 2>&1 &
+pids+=($!)
+
+echo "== dashboard in headless Chromium ($("$chromium" --version 2>/dev/null || echo chromium)) against $base"
+python3 scripts/check-dashboard.py "$chromium" "$base"
