@@ -112,6 +112,9 @@ impl AppState {
             m.loads_in_flight
                 .with_label_values(&[name])
                 .set(i64::try_from(stats.in_flight).unwrap_or(i64::MAX));
+            m.loads_waiting
+                .with_label_values(&[name])
+                .set(i64::try_from(stats.waiting).unwrap_or(i64::MAX));
             if let Some(breaker) = resource.cache.breaker() {
                 m.breaker_state
                     .with_label_values(&[name])

@@ -652,7 +652,7 @@ impl CircuitBreaker {
     /// The slow path of `try_acquire`: half-open, or open with the wait over.
     fn acquire_locked(&self, now: u64) -> Result<Permit, Error> {
         let inner = &*self.inner;
-        let mut core = inner.core.lock();
+        let mut core = crate::contention::lock(&inner.core, &crate::contention::BREAKER);
         let mut transitioned = false;
         if core.state == State::Open {
             // Relaxed: written under this lock, which orders it.
@@ -766,7 +766,7 @@ impl CircuitBreaker {
     pub fn stats(&self) -> BreakerStats {
         let inner = &*self.inner;
         let now_sec = inner.now_nanos() / NANOS_PER_SEC;
-        let mut core = inner.core.lock();
+        let mut core = crate::contention::lock(&inner.core, &crate::contention::BREAKER);
         let totals = if core.state == State::HalfOpen {
             let p = &core.probes;
             Totals {
@@ -898,7 +898,7 @@ impl Inner {
     /// `force_open` / `disable` / `reset`.
     fn operator(&self, to: State) {
         let now = self.now_nanos();
-        let mut core = self.core.lock();
+        let mut core = crate::contention::lock(&self.core, &crate::contention::BREAKER);
         let transitioned = if core.state != to {
             self.transition(&mut core, to, now);
             true
@@ -922,7 +922,7 @@ impl Inner {
 
     /// Records a permit's outcome (`FAILED | SLOW` bits).
     fn record(&self, kind: PermitKind, generation: u64, outcome: u8, now: u64) {
-        let mut core = self.core.lock();
+        let mut core = crate::contention::lock(&self.core, &crate::contention::BREAKER);
         if core.generation != generation {
             return; // stale: issued in an earlier state
         }
@@ -978,7 +978,7 @@ impl Inner {
 
     /// Frees a probe's slot without recording an outcome.
     fn release_probe(&self, generation: u64) {
-        let mut core = self.core.lock();
+        let mut core = crate::contention::lock(&self.core, &crate::contention::BREAKER);
         if core.generation == generation {
             core.probes.outstanding = core.probes.outstanding.saturating_sub(1);
         }
@@ -1011,7 +1011,9 @@ impl Inner {
             }
             let clear = Clear(&self.delivering);
             loop {
-                let next = self.core.lock().pending.pop_front();
+                let next = crate::contention::lock(&self.core, &crate::contention::BREAKER)
+                    .pending
+                    .pop_front();
                 let Some(transition) = next else { break };
                 let listeners = Arc::clone(&self.listeners.lock());
                 for listener in listeners.iter() {
@@ -1019,7 +1021,10 @@ impl Inner {
                 }
             }
             drop(clear);
-            if self.core.lock().pending.is_empty() {
+            if crate::contention::lock(&self.core, &crate::contention::BREAKER)
+                .pending
+                .is_empty()
+            {
                 return;
             }
         }

@@ -141,17 +141,28 @@ where
     /// Lets the next caller for `key` start a fresh load. Followers of the
     /// flight already running still get its result.
     pub fn forget(&self, key: &K) {
-        self.calls.lock().remove(key);
+        crate::contention::lock(&self.calls, &crate::contention::FLIGHT).remove(key);
     }
 
     /// Number of keys with a load running (or being handed over).
     pub fn in_flight(&self) -> usize {
-        self.calls.lock().len()
+        crate::contention::lock(&self.calls, &crate::contention::FLIGHT).len()
+    }
+
+    /// Callers waiting on a running load, all keys together (the
+    /// coalesced callers right now). Walks every call: for stats, not for
+    /// a hot path.
+    pub fn waiting(&self) -> usize {
+        let calls = crate::contention::lock(&self.calls, &crate::contention::FLIGHT);
+        calls
+            .values()
+            .map(|call| call.state.lock().followers.len())
+            .sum()
     }
 
     /// Number of callers waiting on `key`'s running load.
     pub fn followers(&self, key: &K) -> usize {
-        let calls = self.calls.lock();
+        let calls = crate::contention::lock(&self.calls, &crate::contention::FLIGHT);
         calls
             .get(key)
             .map_or(0, |call| call.state.lock().followers.len())
@@ -159,7 +170,7 @@ where
 
     /// Finds or creates the key's call and registers this caller in it.
     fn join(&self, key: &K) -> Joined<V> {
-        let mut calls = self.calls.lock();
+        let mut calls = crate::contention::lock(&self.calls, &crate::contention::FLIGHT);
         if let Some(call) = calls.get(key) {
             let call = Arc::clone(call);
             let slot = {
@@ -243,7 +254,7 @@ impl<K: Hash + Eq + Clone, V: Clone> LeaderGuard<'_, K, V> {
             // Remove from the map before publishing, under the map lock, so
             // that no caller can join a call that is already done: a caller
             // arriving now starts a fresh load and sees fresh data.
-            let mut calls = self.flight.calls.lock();
+            let mut calls = crate::contention::lock(&self.flight.calls, &crate::contention::FLIGHT);
             Flight::remove_if_current(&mut calls, &self.key, &self.call);
             let mut state = self.call.state.lock();
             if state.followers.is_empty() {
@@ -262,7 +273,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Drop for LeaderGuard<'_, K, V> {
             return;
         }
         let wakers = {
-            let mut calls = self.flight.calls.lock();
+            let mut calls = crate::contention::lock(&self.flight.calls, &crate::contention::FLIGHT);
             let mut state = self.call.state.lock();
             if state.followers.is_empty() {
                 Flight::remove_if_current(&mut calls, &self.key, &self.call);
@@ -335,7 +346,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Drop for FollowerWait<'_, K, V> {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        let mut calls = self.flight.calls.lock();
+        let mut calls = crate::contention::lock(&self.flight.calls, &crate::contention::FLIGHT);
         let mut state = self.call.state.lock();
         state.followers.try_remove(slot);
         // The last follower of a vacant call removes it, so an abandoned key

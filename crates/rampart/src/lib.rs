@@ -105,6 +105,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod clock;
+pub mod contention;
 mod error;
 pub mod existence;
 pub mod flight;

@@ -70,6 +70,11 @@ async fn followers_share_the_leaders_result_and_know_it() {
         }));
     }
     until(|| flight.followers(&"k") == 49).await;
+    assert_eq!(
+        flight.waiting(),
+        49,
+        "all keys together: the one key's followers"
+    );
     gate.notify_one();
     let mut leaders = 0;
     for task in tasks {
@@ -80,6 +85,7 @@ async fn followers_share_the_leaders_result_and_know_it() {
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(leaders, 1);
     assert_eq!(flight.in_flight(), 0);
+    assert_eq!(flight.waiting(), 0);
 }
 
 #[tokio::test]

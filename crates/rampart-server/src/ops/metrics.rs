@@ -6,7 +6,8 @@
 //! Names are listed in README.md.
 
 mod children;
-mod runtime;
+mod locks;
+pub mod runtime;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -31,6 +32,7 @@ pub struct Metrics {
     pub load_duration: HistogramVec,
     /// Keys being loaded right now per resource.
     pub loads_in_flight: IntGaugeVec,
+    pub loads_waiting: IntGaugeVec,
     /// Source pool: connections by state, and the configured size.
     pub pool_connections: IntGaugeVec,
     pub pool_size: IntGauge,
@@ -166,6 +168,12 @@ impl Default for Metrics {
                 &r,
                 "rampart_loads_in_flight",
                 "Keys being loaded from the source right now.",
+                &["resource"],
+            ),
+            loads_waiting: gauge_vec(
+                &r,
+                "rampart_loads_waiting",
+                "Callers waiting on a running load (coalesced onto it) right now.",
                 &["resource"],
             ),
             pool_connections: gauge_vec(
@@ -339,6 +347,7 @@ impl Default for Metrics {
                 if let Some(runtime) = runtime::RuntimeCollector::for_current() {
                     register(&r, Ok(runtime));
                 }
+                register(&r, locks::LockWaitCollector::new());
                 r
             },
         }

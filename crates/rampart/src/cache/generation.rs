@@ -40,7 +40,7 @@ impl Generations {
 
     /// The key's generation now; read before loading.
     pub(crate) fn current<K: Hash>(&self, key: &K) -> u64 {
-        *self.stripe(key).lock()
+        *crate::contention::lock_timed(self.stripe(key), &crate::contention::GENERATIONS)
     }
 
     /// Runs `fill` only if the key's generation is still `expected`, with the
@@ -51,7 +51,8 @@ impl Generations {
         expected: u64,
         fill: impl FnOnce() -> R,
     ) -> Option<R> {
-        let generation = self.stripe(key).lock();
+        let generation =
+            crate::contention::lock_timed(self.stripe(key), &crate::contention::GENERATIONS);
         (*generation == expected).then(fill)
     }
 
@@ -69,7 +70,8 @@ impl Generations {
     /// Moves the key's generation on, then runs `delete`, with the stripe
     /// held.
     pub(crate) fn invalidate<K: Hash, R>(&self, key: &K, delete: impl FnOnce() -> R) -> R {
-        let mut generation = self.stripe(key).lock();
+        let mut generation =
+            crate::contention::lock_timed(self.stripe(key), &crate::contention::GENERATIONS);
         *generation = generation.wrapping_add(1);
         delete()
     }

@@ -108,6 +108,8 @@ pub struct CacheStats {
     pub stale_if_slow: u64,
     /// Keys being loaded right now.
     pub in_flight: u64,
+    /// Callers waiting on those loads (coalesced onto them) right now.
+    pub waiting: u64,
     /// Entries in L1.
     pub l1_entries: u64,
 }
@@ -579,6 +581,7 @@ where
             lease_timeouts: read(&c.lease_timeouts),
             stale_if_slow: read(&c.stale_if_slow),
             in_flight: self.inner.flight.in_flight() as u64,
+            waiting: self.inner.flight.waiting() as u64,
             l1_entries: self.inner.l1.len() as u64,
         }
     }

@@ -237,6 +237,7 @@ pub fn stats(before: &Reading, now: &Reading, seconds: f64, unix_ms: u64, ready:
             "load_p50_ms": ms(quantile(0.5, &load_buckets)),
             "load_p99_ms": ms(quantile(0.99, &load_buckets)),
             "loads_in_flight": gauge(now, "rampart_loads_in_flight", of),
+            "loads_waiting": gauge(now, "rampart_loads_waiting", of),
             "coalesced_per_s": round(rate(before, now, seconds, "rampart_requests_total", |s| {
                 of(s) && s.label("x_cache") == "coalesced"
             })),

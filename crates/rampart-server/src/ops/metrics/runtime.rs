@@ -3,14 +3,41 @@
 //! busy time and parks. `rate(rampart_tokio_worker_busy_seconds_total[1m])`
 //! is a worker's busy ratio (1 = never idle).
 //!
-//! Only tokio's stable metrics: blocking threads and the workers' local
-//! queue depths exist in tokio only under `--cfg tokio_unstable`, which
-//! would change how every crate of the workspace is built.
+//! Only tokio's stable metrics, plus one of rampart's own: the blocking
+//! threads, counted by the runtime's thread start/stop hooks that `main`
+//! installs ([`thread_counter`]; tokio itself reports them only under
+//! `--cfg tokio_unstable`, which would change how every crate of the
+//! workspace is built). The workers' local queue depths stay out for that
+//! reason.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{CounterVec, IntCounterVec, IntGauge, Opts};
 use tokio::runtime::Handle;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+/// Threads the runtime has started and not yet stopped (workers and
+/// blocking threads), when counted.
+static THREADS: AtomicI64 = AtomicI64::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// The runtime builder's `on_thread_start` and `on_thread_stop` hooks that
+/// count its threads for `rampart_tokio_blocking_threads`.
+pub fn thread_counter() -> (
+    impl Fn() + Send + Sync + 'static,
+    impl Fn() + Send + Sync + 'static,
+) {
+    COUNTING.store(true, Ordering::Relaxed);
+    (
+        || {
+            THREADS.fetch_add(1, Ordering::Relaxed);
+        },
+        || {
+            THREADS.fetch_sub(1, Ordering::Relaxed);
+        },
+    )
+}
 
 /// Reads `handle`'s metrics at each scrape.
 #[derive(Clone)]
@@ -29,6 +56,10 @@ const BUSY: (&str, &str) = (
     "rampart_tokio_worker_busy_seconds_total",
     "Time each tokio worker spent running tasks; its rate is the worker's busy ratio.",
 );
+const BLOCKING: (&str, &str) = (
+    "rampart_tokio_blocking_threads",
+    "Tokio blocking-pool threads alive (threads the runtime started, less its workers).",
+);
 const PARKS: (&str, &str) = (
     "rampart_tokio_worker_park_total",
     "Times each tokio worker parked (went idle).",
@@ -39,6 +70,7 @@ fn all() -> Vec<(&'static str, &'static str, &'static [&'static str])> {
         (WORKERS.0, WORKERS.1, &[]),
         (ALIVE_TASKS.0, ALIVE_TASKS.1, &[]),
         (GLOBAL_QUEUE.0, GLOBAL_QUEUE.1, &[]),
+        (BLOCKING.0, BLOCKING.1, &[]),
         (BUSY.0, BUSY.1, &["worker"]),
         (PARKS.0, PARKS.1, &["worker"]),
     ]
@@ -82,6 +114,11 @@ impl Collector for RuntimeCollector {
         gauge(&mut out, WORKERS, m.num_workers());
         gauge(&mut out, ALIVE_TASKS, m.num_alive_tasks());
         gauge(&mut out, GLOBAL_QUEUE, m.global_queue_depth());
+        // Only where `main` counted the threads (not in a test's runtime).
+        if COUNTING.load(Ordering::Relaxed) {
+            let alive = usize::try_from(THREADS.load(Ordering::Relaxed)).unwrap_or(0);
+            gauge(&mut out, BLOCKING, alive.saturating_sub(m.num_workers()));
+        }
         let (Ok(busy), Ok(parks)) = (
             CounterVec::new(Opts::new(BUSY.0, BUSY.1), &["worker"]),
             IntCounterVec::new(Opts::new(PARKS.0, PARKS.1), &["worker"]),
