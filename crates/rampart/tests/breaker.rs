@@ -4,6 +4,8 @@
 //! Reproduce a stress failure with `RAMPART_STRESS_SEED=<seed printed> cargo
 //! test -p rampart --test breaker stress -- --nocapture`.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -736,12 +738,7 @@ fn call_futures_and_permits_are_send() {
 // ----------------------------------------------------------------- stress
 
 fn stress_seed() -> u64 {
-    let seed = std::env::var("RAMPART_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0x5EED_B4EA);
-    println!("RAMPART_STRESS_SEED={seed}");
-    seed
+    support::stress_seed(0x5EED_B4EA)
 }
 
 /// Workers acquire, hold, and finish permits at random (success, failure,

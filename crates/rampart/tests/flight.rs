@@ -2,6 +2,8 @@
 //! forget, and a seeded stress test with random cancellation.
 #![cfg(not(rampart_loom))]
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,11 +280,7 @@ async fn stress_random_cancellation_one_completed_load_per_key_per_round() {
     const ROUNDS: u64 = 20;
     const KEYS: u64 = 8;
     const TASKS_PER_KEY: usize = 64;
-    let seed = std::env::var("RAMPART_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_f11e_u64);
-    println!("RAMPART_STRESS_SEED={seed}");
+    let seed = support::stress_seed(0x5eed_f11e_u64);
     let mut rng = fastrand::Rng::with_seed(seed);
     let flight = Arc::new(Flight::<u64, u64>::new());
 

@@ -5,6 +5,8 @@
 //! key's lease before its expiry; `RAMPART_STRESS_SEED=N` replays one.
 #![cfg(not(rampart_loom))]
 
+mod support;
+
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -46,11 +48,7 @@ fn a_late_release_does_not_free_the_successors_lease() {
 
 #[test]
 fn stress_seeded_schedule_never_has_two_live_holders() {
-    let seed = std::env::var("RAMPART_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("lease stress seed {seed} (RAMPART_STRESS_SEED={seed} replays it)");
+    let seed = support::stress_seed(fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
     let (clock, mock) = Clock::mock();
     let lease = LocalLease::with_clock(TTL, clock.clone());

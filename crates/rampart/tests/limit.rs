@@ -1,5 +1,7 @@
 //! Tests for `rampart::limit`: bulkhead, retry budget, backoff.
 
+mod support;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -280,14 +282,7 @@ fn bulkhead_validate_names_the_field() {
 fn bulkhead_stress_random_holds_and_cancellation() {
     const TASKS: usize = 4_000;
     const MAX_CONCURRENT: usize = 8;
-    let seed = match std::env::var("RAMPART_STRESS_SEED") {
-        Ok(s) => match s.trim().parse::<u64>() {
-            Ok(seed) => seed,
-            Err(err) => panic!("RAMPART_STRESS_SEED={s:?} is not a u64: {err}"),
-        },
-        Err(_) => 0x5eed_b01d,
-    };
-    println!("RAMPART_STRESS_SEED={seed}");
+    let seed = support::stress_seed(0x5eed_b01d);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

@@ -6,6 +6,8 @@
 //! is a [`FakeSource`]: it counts the loads running at once (its high-water mark
 //! is the concurrency the source actually saw) and logs every dispatch.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -907,11 +909,7 @@ async fn a_panicking_load_is_a_failed_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stress_seeded() {
     const KEYS: u64 = 100_000;
-    let seed = std::env::var("RAMPART_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0x5EED_2024);
-    println!("warm stress seed: {seed} (set RAMPART_STRESS_SEED to reproduce)");
+    let seed = support::stress_seed(0x5EED_2024);
     let mut rng = fastrand::Rng::with_seed(seed);
 
     for round in 0..2 {

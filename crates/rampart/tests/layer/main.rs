@@ -2,6 +2,9 @@
 //! tower service, with cancellation and panics inside the inner service,
 //! and composed in a `ServiceBuilder`.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod breaker;
 mod bulkhead;
 mod retry;

@@ -59,14 +59,7 @@ fn quiet_planned_panics() {
 fn breaker_and_bulkhead_layers_under_random_cancellation_and_panics() {
     const TASKS: usize = 3_000;
     const MAX_CONCURRENT: usize = 6;
-    let seed = match std::env::var("RAMPART_STRESS_SEED") {
-        Ok(s) => match s.trim().parse::<u64>() {
-            Ok(seed) => seed,
-            Err(err) => panic!("RAMPART_STRESS_SEED={s:?} is not a u64: {err}"),
-        },
-        Err(_) => 0x1a7e_5eed,
-    };
-    println!("RAMPART_STRESS_SEED={seed}");
+    let seed = crate::support::stress_seed(0x1a7e_5eed);
     quiet_planned_panics();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
