@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::start;
@@ -32,17 +30,7 @@ async fn the_dashboard_shows_live_stats_that_follow_the_traffic() {
         "no CDN"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (client, base, stop) = (t.client.clone(), t.base.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut key = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                key = key % 500 + 1;
-                let _ = client.get(format!("{base}/v1/r/users/{key}")).send().await;
-            }
-        })
-    };
+    let load = t.background_reads(500);
 
     // The event stream: two `stats` events, a second apart, with traffic.
     let mut events = t.get("/dashboard/events").await;
@@ -95,8 +83,7 @@ async fn the_dashboard_shows_live_stats_that_follow_the_traffic() {
         .sum();
     assert!(hits > 0.0, "{seen:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load task");
+    load.stop().await;
 
     // The history a late page loads: the same seconds, oldest first.
     let body: Value = t.get("/dashboard/stats").await.json().await.expect("json");

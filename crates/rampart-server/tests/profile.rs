@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use common::start;
 use pprof::protos::Message;
 use serde_json::Value;
@@ -56,17 +53,7 @@ async fn profiles_are_admin_only_bounded_one_at_a_time_and_readable() {
     assert_eq!(r.status(), 400);
 
     // Load while profiling, so that rampart's code is on the CPU.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (client, base, stop) = (t.client.clone(), t.base.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut key = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                key = key % 1000 + 1;
-                let _ = client.get(format!("{base}/v1/r/users/{key}")).send().await;
-            }
-        })
-    };
+    let load = t.background_reads(1000);
 
     let pprof = profile("/debug/pprof/profile?seconds=2");
     let second = async {
@@ -104,7 +91,6 @@ async fn profiles_are_admin_only_bounded_one_at_a_time_and_readable() {
     let svg = svg.text().await.expect("svg");
     assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
 
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load task");
+    load.stop().await;
     t.server.shutdown().await.expect("shutdown");
 }

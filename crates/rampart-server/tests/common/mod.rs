@@ -22,7 +22,36 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// Reads of users `1..=keys`, in a loop, until [`stop`](Self::stop).
+pub struct BackgroundReads {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BackgroundReads {
+    /// Stops the reads and waits for the last one.
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("background reads");
+    }
+}
+
 impl TestServer {
+    /// Keeps the server busy with cache reads of users `1..=keys` (one at
+    /// a time) until the returned handle is stopped.
+    pub fn background_reads(&self, keys: u64) -> BackgroundReads {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, base, flag) = (self.client.clone(), self.base.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut key = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                key = key % keys + 1;
+                let _ = client.get(format!("{base}/v1/r/users/{key}")).send().await;
+            }
+        });
+        BackgroundReads { stop, task }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
