@@ -9,6 +9,7 @@
 # command to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 find_chromium() {
   for name in chromium chromium-browser google-chrome; do
@@ -45,17 +46,7 @@ trap cleanup EXIT
 RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve --listen 127.0.0.1:0 \
   --data-dir "$work/data" --demo-rows 2000 >"$work/stdout" 2>"$work/stderr" &
 pids+=($!)
-base=
-for _ in $(seq 1 300); do
-  base=$(sed -n 's/^rampart serving on \(http:[^ ]*\).*/\1/p' "$work/stdout" | head -n1)
-  [ -n "$base" ] && break
-  sleep 0.1
-done
-if [ -z "$base" ]; then
-  echo "rampart serve did not start:" >&2
-  cat "$work/stdout" "$work/stderr" >&2
-  exit 1
-fi
+base=$(served_base "$work/stdout" "$work/stderr" "${pids[-1]}")
 
 # Load for the whole check: Zipf keys over the demo users, a few connections.
 "$binary" drill --target "$base/v1/r/users/{key}" --keys zipf:2000 \

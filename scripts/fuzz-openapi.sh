@@ -15,6 +15,7 @@
 # target/ on first use; the system's Python is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 schemathesis_version=4.32.5
 profile=${RAMPART_FUZZ_PROFILE:-debug}
@@ -62,23 +63,9 @@ RAMPART_ADMIN_TOKEN=$token RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve --co
   >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 
-base=
-for _ in $(seq 1 300); do
-  base=$(sed -n 's/^rampart serving on \(http:[^ ]*\).*/\1/p' "$work/stdout" | head -n1)
-  [ -n "$base" ] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if [ -z "$base" ]; then
-  echo "rampart serve did not start:" >&2
-  cat "$work/stdout" "$work/stderr" >&2
-  exit 1
-fi
+base=$(served_base "$work/stdout" "$work/stderr" "$server_pid")
 # Ready: warm-up of the small demo set is done, so /readyz answers 200.
-for _ in $(seq 1 300); do
-  curl -fs -o /dev/null "$base/readyz" && break
-  sleep 0.1
-done
+wait_for "$base/readyz" 300 || true
 
 # Left out: the profiling routes (each answer takes the `seconds` it is
 # asked for, up to 9 by default, one at a time) and the dashboard's event

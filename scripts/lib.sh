@@ -1,4 +1,4 @@
-# Shared by the bench scripts: `source scripts/lib.sh`.
+# Shared by the scripts: `source scripts/lib.sh`.
 
 # wait_for URL [tries]: polls URL every 0.1 s until it answers 2xx, at most
 # `tries` times (default 600: a minute); fails if it never does.
@@ -9,5 +9,25 @@ wait_for() {
     sleep 0.1
   done
   echo "no answer from $url" >&2
+  return 1
+}
+
+# served_base STDOUT STDERR PID: waits (at most 30 s) for `rampart serve`
+# (process PID, started with `--listen 127.0.0.1:0`, its output going to the
+# two files) to print the address it serves on, and prints that base URL;
+# fails showing its output if it exits first or never says.
+served_base() {
+  local out=$1 err=$2 pid=$3 base=
+  for _ in $(seq 1 300); do
+    base=$(sed -n 's/^rampart serving on \(http:[^ ]*\).*/\1/p' "$out" | head -n1)
+    if [ -n "$base" ]; then
+      echo "$base"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "rampart serve did not start:" >&2
+  cat "$out" "$err" >&2
   return 1
 }
