@@ -170,6 +170,29 @@ impl NodeBreakers {
         });
     }
 
+    /// `address`'s breaker, made (with every listener) the first time the
+    /// node is seen; `nodes` is the locked list of breakers made so far.
+    fn node_breaker(
+        &self,
+        nodes: &mut Vec<(String, CircuitBreaker)>,
+        address: &str,
+    ) -> CircuitBreaker {
+        if let Some((_, breaker)) = nodes.iter().find(|(a, _)| a == address) {
+            return breaker.clone();
+        }
+        let inner = &*self.inner;
+        let breaker = CircuitBreaker::new(
+            format!("{}@{address}", inner.first.name()),
+            inner.first.config().clone(),
+        );
+        for listener in inner.listeners.lock().iter() {
+            let listener = listener.clone();
+            breaker.on_transition(move |t| listener(t));
+        }
+        nodes.push((address.to_owned(), breaker.clone()));
+        breaker
+    }
+
     /// Replaces the slot map with `ranges` (start, end inclusive, owner's
     /// address), making a breaker for each owner not seen before.
     fn install(&self, ranges: &[(u16, u16, String)]) {
@@ -182,22 +205,7 @@ impl NodeBreakers {
             let index = match addresses.iter().position(|a| a == address) {
                 Some(index) => index,
                 None => {
-                    let breaker = match nodes.iter().find(|(a, _)| a == address) {
-                        Some((_, breaker)) => breaker.clone(),
-                        None => {
-                            let breaker = CircuitBreaker::new(
-                                format!("{}@{address}", inner.first.name()),
-                                inner.first.config().clone(),
-                            );
-                            for listener in inner.listeners.lock().iter() {
-                                let listener = listener.clone();
-                                breaker.on_transition(move |t| listener(t));
-                            }
-                            nodes.push((address.clone(), breaker.clone()));
-                            breaker
-                        }
-                    };
-                    breakers.push(breaker);
+                    breakers.push(self.node_breaker(&mut nodes, address));
                     addresses.push(address);
                     breakers.len() - 1
                 }
