@@ -100,7 +100,7 @@ pub struct Metrics {
 /// Bounds on the request path's label caches (see `metrics/children.rs`):
 /// well above what the router and `Error::code` can produce, and past them
 /// a label still counts, through `with_label_values`.
-const MAX_ROUTES: usize = 32;
+const MAX_ROUTES: usize = 64;
 const MAX_STATUSES: usize = 16;
 const MAX_RESOURCES: usize = 32;
 const MAX_OUTCOMES: usize = 32;

@@ -27,6 +27,22 @@ pub struct Route {
     /// description). The defence layers' answers (`LAYER_ANSWERS`) are
     /// added to every route in the document.
     pub responses: &'static [(u16, &'static [&'static str], &'static str)],
+    /// What the fields above cannot say (parameters, a request body,
+    /// security, response headers or content), as a partial OpenAPI
+    /// operation merged into the generated one by [`merge`]: objects
+    /// merge key by key, arrays are appended, anything else replaces.
+    /// A capability documents its own routes this way, in its own table.
+    pub extra: Option<fn(&Config) -> Value>,
+}
+
+/// Every route table the service serves, one per capability. A new
+/// capability adds its table here; the router test, the OpenAPI document
+/// and the fuzzer then cover it.
+pub const TABLES: &[&[Route]] = &[ROUTES];
+
+/// Every documented route, from every table.
+pub fn routes() -> impl Iterator<Item = &'static Route> {
+    TABLES.iter().flat_map(|table| table.iter())
 }
 
 /// The answers of the source's guards, as `error.rs` classifies them.
@@ -39,7 +55,7 @@ const GUARD_503: &[&str] = &[
     "source_timeout",
 ];
 
-/// Every route the service serves (the test-only routes excepted).
+/// The cache's and the operators' routes (the test-only routes excepted).
 pub const ROUTES: &[Route] = &[
     Route {
         method: "get",
@@ -53,6 +69,7 @@ pub const ROUTES: &[Route] = &[
             (500, &["panic", "internal"], "A panic, contained to this request."),
             (503, GUARD_503, "The source is down, slow or guarded and nothing stale is kept."),
         ],
+        extra: None,
     },
     Route {
         method: "get",
@@ -63,6 +80,7 @@ pub const ROUTES: &[Route] = &[
             (400, &["bad_key", "bad_request"], "`keys` missing, a malformed key, or more keys than server.max_batch_keys."),
             (500, &["panic", "internal"], "A panic, contained to this request."),
         ],
+        extra: None,
     },
     Route {
         method: "post",
@@ -77,6 +95,7 @@ pub const ROUTES: &[Route] = &[
             (500, &["panic", "internal"], "A panic, contained to this request."),
             (503, &["cache_unavailable", "breaker_open"], "The shared tier (Redis) could not be told, or its breaker is open."),
         ],
+        extra: None,
     },
     Route {
         method: "post",
@@ -90,42 +109,49 @@ pub const ROUTES: &[Route] = &[
             (409, &["rebuild_running"], "A rebuild of this filter is already running."),
             (500, &["panic", "internal"], "A panic, contained to this request."),
         ],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/debug/pprof/profile",
         summary: "A CPU profile of the process for `seconds`, in pprof's protobuf format (admin token).",
         responses: PROFILE_ANSWERS,
+        extra: None,
     },
     Route {
         method: "get",
         path: "/debug/pprof/flamegraph",
         summary: "A CPU profile of the process for `seconds`, as an SVG flame graph (admin token).",
         responses: PROFILE_ANSWERS,
+        extra: None,
     },
     Route {
         method: "get",
         path: "/dashboard",
         summary: "The live dashboard: an HTML page following /dashboard/events.",
         responses: &[(200, &[], "The page.")],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/dashboard/stats",
         summary: "The dashboard's kept history: one stats object per second, oldest first.",
         responses: &[(200, &[], "The history.")],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/dashboard/events",
         summary: "Server-sent events: one `stats` event per second, for server.request_timeout; then the stream ends and EventSource reconnects.",
         responses: &[(200, &[], "The event stream.")],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/healthz",
         summary: "The process is alive.",
         responses: &[(200, &[], "Alive.")],
+        extra: None,
     },
     Route {
         method: "get",
@@ -135,18 +161,21 @@ pub const ROUTES: &[Route] = &[
             (200, &[], "Ready, with each resource's warm-up progress."),
             (503, &[], "Still warming (the readiness body), or shed/timed out (the error body)."),
         ],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/metrics",
         summary: "Prometheus text exposition format.",
         responses: &[(200, &[], "The metrics.")],
+        extra: None,
     },
     Route {
         method: "get",
         path: "/openapi.json",
         summary: "This document.",
         responses: &[(200, &[], "OpenAPI 3.1.")],
+        extra: None,
     },
 ];
 
@@ -247,7 +276,7 @@ pub fn concrete_path(route: &Route, resource: &str) -> String {
 /// The OpenAPI 3.1 document for `config`'s resources and limits.
 pub fn document(config: &Config) -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in routes() {
         if route.path.contains("{resource}") {
             for resource in &config.resources {
                 let path = concrete_path(route, &resource.name);
@@ -356,8 +385,9 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         ("get", "/v1/r/{resource}/{key}") => format!("get{name}"),
         ("get", "/v1/r/{resource}") => format!("batch{name}"),
         ("post", "/v1/filter/{resource}/rebuild") => format!("rebuildFilter{name}"),
-        ("post", _) => format!("invalidate{name}"),
-        (_, path) => path.trim_start_matches('/').replace(['.', '/'], "_"),
+        ("post", "/v1/r/{resource}/{key}/invalidate") => format!("invalidate{name}"),
+        ("get", path) => operation_id(path),
+        (method, path) => format!("{method}_{}", operation_id(path)),
     };
     let mut operation = json!({
         "operationId": id,
@@ -365,10 +395,43 @@ fn operation(route: &Route, resource: Option<&ResourceConfig>, config: &Config) 
         "parameters": parameters,
         "responses": responses,
     });
-    if route.method == "post" || route.path.starts_with("/debug/") {
+    // The admin routes of this table; other tables say so in `extra`.
+    if route.path.ends_with("/invalidate")
+        || route.path.ends_with("/rebuild")
+        || route.path.starts_with("/debug/")
+    {
         operation["security"] = json!([{ "bearerAuth": [] }]);
     }
+    if let Some(extra) = route.extra {
+        merge(&mut operation, extra(config));
+    }
     operation
+}
+
+/// An operation id from a path: `/v1/config/{ns}` → `v1_config_ns`.
+fn operation_id(path: &str) -> String {
+    path.trim_start_matches('/')
+        .replace(['{', '}'], "")
+        .replace(['.', '/', '-'], "_")
+}
+
+/// Merges `extra` into `into`: objects key by key (recursively), arrays
+/// appended, any other value replaces what was there.
+pub fn merge(into: &mut Value, extra: Value) {
+    match (into, extra) {
+        (Value::Object(into), Value::Object(extra)) => {
+            for (key, value) in extra {
+                match into.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(into), Value::Array(extra)) => into.extend(extra),
+        (into, extra) => *into = extra,
+    }
 }
 
 /// The response object for one status of one route.
