@@ -131,8 +131,9 @@ impl AppState {
             );
             let mut builder = TieredCache::builder(resource.name.as_str(), loader)
                 .config(resource.cache.clone())
-                .breaker(Some(breaker))
-                .bulkhead(Some(bulkhead));
+                .breaker(resource.guards.breaker.then_some(breaker))
+                .bulkhead(resource.guards.bulkhead.then_some(bulkhead))
+                .single_flight(resource.guards.single_flight);
             if let Some(shared) = &redis {
                 // The tier's bookkeeping keys expire after the longest
                 // life these settings give an entry.
@@ -142,9 +143,14 @@ impl AppState {
                     &resource.cache,
                     TierOptions {
                         replicas: resource.replicas,
-                        lease_ttl: config.redis.leases.then_some(config.redis.lease_ttl),
+                        lease_ttl: (config.redis.leases && resource.guards.single_flight)
+                            .then_some(config.redis.lease_ttl),
                     },
                 );
+            } else if resource.l2_capacity > 0 && !resource.guards.single_flight {
+                // No lease: it would coalesce the loads single-flight off
+                // is there to show.
+                builder = builder.tier(Arc::new(MemoryTier::new(resource.l2_capacity)));
             } else if resource.l2_capacity > 0 {
                 // In-process L2 and lease: the embedded deployment's stand-ins
                 // for Redis, with the same contracts.

@@ -325,6 +325,10 @@ pub struct ResourceConfig {
     /// The existence filter (`[resource.filter]`); absent = off.
     #[serde(default)]
     pub filter: Option<FilterConfig>,
+    /// Guards switched off (`[resource.guards]`, all on by default): only
+    /// for `rampart drill scenario`'s naive runs.
+    #[serde(default)]
+    pub guards: crate::cache::guards::GuardsConfig,
 }
 
 /// A resource's existence filter: a Bloom filter of every key, built from

@@ -11,9 +11,11 @@
 //! | [`filter`] | the existence filters: start-up build, periodic and on-demand rebuilds |
 //! | [`miss_budget`] | the per-client miss budget (429 past it), charged on misses only |
 //! | [`demo`] | the demo data set of the embedded default |
+//! | [`guards`] | `[resource.guards]`: guards switched off for `rampart drill scenario`'s naive runs |
 
 pub mod demo;
 pub mod filter;
+pub mod guards;
 pub mod keys;
 pub mod miss_budget;
 pub mod pressure;

@@ -45,6 +45,9 @@ struct Inner<K, V> {
     l1: quick_cache::sync::Cache<K, L1Slot<V>>,
     l1_generations: Generations,
     flight: Flight<K, Fetched<V>>,
+    /// Off only to measure a stampede without it (`rampart drill scenario
+    /// stampede`): every miss then loads on its own.
+    single_flight: bool,
     tier: Option<Arc<dyn Tier<K, V>>>,
     lease: Option<Arc<dyn Lease<K>>>,
     loader: Arc<dyn Loader<K, V>>,
@@ -131,6 +134,7 @@ pub struct TieredCacheBuilder<K, V> {
     existence: Option<ExistenceFilter>,
     admission: Option<Arc<dyn Admission>>,
     clock: Option<Clock>,
+    single_flight: bool,
 }
 
 impl<K, V> TieredCacheBuilder<K, V>
@@ -191,6 +195,16 @@ where
         self
     }
 
+    /// Whether concurrent misses of one key share one load (default: on).
+    /// Off, every miss and every refresh runs its own load: the naive
+    /// cache a stampede replay needs as its baseline, never a production
+    /// setting. Set a lease only with single-flight on (a lease would
+    /// coalesce the loads again).
+    pub fn single_flight(mut self, on: bool) -> Self {
+        self.single_flight = on;
+        self
+    }
+
     /// The clock (default: [`Clock::coarse`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
@@ -208,6 +222,7 @@ where
                 l1: quick_cache::sync::Cache::new(self.config.l1_capacity),
                 l1_generations: Generations::default(),
                 flight: Flight::new(),
+                single_flight: self.single_flight,
                 tier: self.tier,
                 lease: self.lease,
                 loader: self.loader,
@@ -250,6 +265,7 @@ where
             existence: None,
             admission: None,
             clock: None,
+            single_flight: true,
         }
     }
 
@@ -377,12 +393,8 @@ where
                 // lands (or fails and is counted).
                 let (inner, key) = (Arc::clone(&self.inner), key.clone());
                 let kept_for_load = fallback.clone();
-                let mut load = runtime.spawn(async move {
-                    inner
-                        .flight
-                        .run(key.clone(), || inner.fetch(&key, kept_for_load))
-                        .await
-                });
+                let mut load =
+                    runtime.spawn(async move { inner.flown(&key, kept_for_load).await });
                 return match tokio::time::timeout(patience, &mut load).await {
                     Ok(Ok((result, role))) => self.inner.settle(result, role, fallback),
                     // The runtime is shutting down: the kept value is all
@@ -396,10 +408,7 @@ where
             }
         }
         let inner = &self.inner;
-        let (result, role) = inner
-            .flight
-            .run(key.clone(), || inner.fetch(key, fallback.clone()))
-            .await;
+        let (result, role) = inner.flown(key, fallback.clone()).await;
         inner.settle(result, role, fallback)
     }
 }
@@ -433,6 +442,22 @@ where
     fn exists(&self, key: &K) {
         if let Some(filter) = &self.existence {
             filter.insert(key);
+        }
+    }
+
+    /// One load of `key` through the flight (one leader per key), or, with
+    /// single-flight off, this caller's own.
+    async fn flown(
+        &self,
+        key: &K,
+        fallback: Option<Arc<Entry<V>>>,
+    ) -> (Result<Fetched<V>, Error>, Role) {
+        if self.single_flight {
+            self.flight
+                .run(key.clone(), || self.fetch(key, fallback))
+                .await
+        } else {
+            (self.fetch(key, fallback).await, Role::Leader)
         }
     }
 
@@ -605,10 +630,7 @@ where
         let key = key.clone();
         let entry = Arc::clone(entry);
         runtime.spawn(async move {
-            let (result, _) = inner
-                .flight
-                .run(key.clone(), || inner.fetch(&key, None))
-                .await;
+            let (result, _) = inner.flown(&key, None).await;
             if result.is_err() {
                 entry.refresh_failed();
             }
