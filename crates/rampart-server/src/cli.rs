@@ -49,7 +49,7 @@ pub enum Command {
     /// Run the warm-up alone and report, with a progress bar on a terminal.
     Warm(ConfigArgs),
     /// Drive HTTP load at a running service (loopback only) and report.
-    Drill(drill::DrillArgs),
+    Drill(drill::DrillCli),
 }
 
 /// Where the configuration comes from, and overrides of it.
@@ -160,33 +160,7 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
             Ok(())
         }
         Command::Warm(args) => warm_only(args.load()?).await,
-        Command::Drill(args) => {
-            let gate = args.gate();
-            let json = args.json;
-            let config = args
-                .into_config()
-                .map_err(|e| StartError::Usage(e.to_string()))?;
-            let report = drill::run(&config)
-                .await
-                .map_err(|e| StartError::Usage(e.to_string()))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                println!("{}", report.render_table());
-            }
-            if let Some((max_error_rate, max_p99)) = gate {
-                if let Err(reasons) = drill::gate(&report, max_error_rate, max_p99) {
-                    return Err(StartError::Usage(format!(
-                        "drill gate failed: {}",
-                        reasons.join("; ")
-                    )));
-                }
-            }
-            Ok(())
-        }
+        Command::Drill(cli) => drill::command(cli).await,
     }
 }
 

@@ -29,4 +29,20 @@ pub enum StartError {
     /// A command's own input is wrong (e.g. `drill`'s target).
     #[error("{0}")]
     Usage(String),
+
+    /// `rampart drill` ran, and the service missed its objective
+    /// (`--slo`, `--max-p99`, `--max-error-rate`): exit status 3.
+    #[error("{0}")]
+    SloMissed(String),
+}
+
+impl StartError {
+    /// The process exit status: 3 for a missed objective
+    /// ([`crate::drill::SLO_EXIT_CODE`]), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::SloMissed(_) => crate::drill::SLO_EXIT_CODE,
+            _ => 1,
+        }
+    }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use hyper::Uri;
 
 use super::keys::{parse_keys, KeySpace};
+use super::open_loop::{ClientRetry, MAX_RATE};
 use super::report::fmt_duration;
+use super::slo::{parse_slo, Slo};
 use super::targets::Target;
 
 /// Most connections one run may open.
@@ -34,6 +36,11 @@ pub struct DrillConfig {
     /// A request (or connect) taking longer is abandoned and counted as an
     /// error.
     pub request_timeout: Duration,
+    /// Open loop at this many requests per second (`--rate`); `None`: the
+    /// closed loop.
+    pub rate: Option<f64>,
+    /// What the open loop's client does after a failed answer.
+    pub retry: ClientRetry,
 }
 
 impl Default for DrillConfig {
@@ -46,6 +53,8 @@ impl Default for DrillConfig {
             max_requests: None,
             warmup: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            rate: None,
+            retry: ClientRetry::Never,
         }
     }
 }
@@ -121,6 +130,33 @@ fn rate_arg(s: &str) -> Result<f64, String> {
     parse_rate(s)
 }
 
+/// Parses an arrival rate: `500`, `500/s` or `30000/m`.
+pub fn parse_arrival_rate(text: &str) -> Result<f64, String> {
+    let s = text.trim();
+    let (number, per) = match s.split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 60.0),
+        Some((_, unit)) => {
+            return Err(format!(
+                "`{text}`: unknown unit `/{unit}` (use N/s or N/m, e.g. 500/s)"
+            ))
+        }
+        None => (s, 1.0),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate (e.g. 500/s)"))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("`{text}`: the rate must be above 0"));
+    }
+    Ok(n / per)
+}
+
+fn slo_arg(s: &str) -> Result<Slo, String> {
+    parse_slo(s)
+}
+
 /// `rampart drill` command-line flags.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DrillArgs {
@@ -155,6 +191,15 @@ pub struct DrillArgs {
     /// Gate: fail when the p99 latency exceeds this (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub max_p99: Option<Duration>,
+    /// Open loop: send at this constant rate (`500/s`, `30000/m`) whatever
+    /// the answers take, latency measured from each request's intended
+    /// send time; `--connections` is then the most in use at once.
+    #[arg(long, value_name = "N/s", value_parser = parse_arrival_rate)]
+    pub rate: Option<f64>,
+    /// Release gate as an objective, e.g. `p99<50ms,errors<0.1%`; a miss
+    /// exits with status 3.
+    #[arg(long, value_name = "TERMS", value_parser = slo_arg)]
+    pub slo: Option<Slo>,
 }
 
 impl DrillArgs {
@@ -193,6 +238,8 @@ impl DrillArgs {
             max_requests: self.requests,
             warmup: self.warmup,
             request_timeout: self.timeout,
+            rate: self.rate,
+            retry: ClientRetry::Never,
         };
         config.validate()?;
         Ok(config)
@@ -268,6 +315,13 @@ impl DrillConfig {
                 fmt_duration(self.warmup),
                 fmt_duration(self.duration)
             ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+                return invalid(format!(
+                    "--rate must be above 0 and at most {MAX_RATE} per second (got {rate})"
+                ));
+            }
         }
         if self.request_timeout.is_zero() {
             return invalid("--timeout must be > 0".to_owned());

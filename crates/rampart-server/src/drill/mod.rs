@@ -79,19 +79,49 @@
 //! | `keys.rs` | [`KeySpace`], [`KeySampler`] (uniform, range, Zipf) |
 //! | `histogram.rs` | the closed loop's [`Histogram`] |
 //! | `report.rs` | [`DrillReport`], its table, [`gate`] |
-//! | `run.rs` | the closed loop, [`run`] |
+//! | `run.rs` | the closed loop |
+//! | `open_loop.rs` | the open loop (`--rate`), client retries ([`ClientRetry`]) |
+//! | `series.rs` | the open loop's HDR histograms and per-second [`Second`]s |
+//! | `slo.rs` | `--slo 'p99<50ms,errors<0.1%'`, [`SLO_EXIT_CODE`] |
+//! | `fault_proxy.rs` | [`FaultProxy`]: latency, stall, refuse, reset, bandwidth in front of a TCP service |
+//! | `command.rs` | `rampart drill …` as the command line runs it |
 
+mod command;
 mod config;
+pub mod fault_proxy;
 mod histogram;
 mod keys;
+mod open_loop;
 mod report;
 mod run;
+pub mod scenario;
+mod series;
+mod slo;
 mod targets;
 
+pub use command::{command, DrillCli};
+pub use fault_proxy::{Fault, FaultProxy, ProxyStats};
+pub use open_loop::{ClientRetry, MAX_RATE};
+pub use series::Second;
+pub use slo::{parse_slo, Slo, SLO_EXIT_CODE};
+
 pub use config::{
-    parse_duration, parse_rate, DrillArgs, DrillConfig, DrillError, MAX_CONNECTIONS, MAX_DURATION,
+    parse_arrival_rate, parse_duration, parse_rate, DrillArgs, DrillConfig, DrillError,
+    MAX_CONNECTIONS, MAX_DURATION,
 };
 pub use histogram::Histogram;
 pub use keys::{parse_keys, KeySampler, KeySpace, DEFAULT_ZIPF_EXPONENT};
 pub use report::{gate, DrillReport, Percentiles, CACHE_HEADER};
-pub use run::run;
+
+/// Runs the load described by `config` and reports on it: the open loop
+/// when `config.rate` is set, else the closed loop.
+///
+/// Validates everything first (nothing is sent if any target is not
+/// loopback) and checks each target accepts a TCP connection.
+pub async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError> {
+    if config.rate.is_some() {
+        open_loop::run(config).await
+    } else {
+        run::closed(config).await
+    }
+}

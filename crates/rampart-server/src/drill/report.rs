@@ -23,7 +23,22 @@ pub struct Percentiles {
 pub struct DrillReport {
     /// The targets, as given.
     pub targets: Vec<String>,
+    /// Closed loop: connections, each in its loop. Open loop: the most
+    /// connections in use at once.
     pub connections: usize,
+    /// `closed` (a connection sends when its last answer is in) or `open`
+    /// (constant arrival rate, latency from the intended send time).
+    pub mode: String,
+    /// The open loop's arrival rate, requests per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// HTTP requests sent for the measured ones, client retries included
+    /// (equal to `requests` without retries).
+    pub sent: u64,
+    /// The open loop's per-second series (warm-up included), by intended
+    /// send time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<super::series::Second>,
     /// Measured attempts: responses plus failures without a response.
     pub requests: u64,
     /// Failures without a response, plus 5xx and 429 responses.
@@ -31,7 +46,8 @@ pub struct DrillReport {
     /// Length of the measured window.
     pub elapsed_secs: f64,
     pub throughput_rps: f64,
-    /// Latency of responses (any status), from a merged [`Histogram`].
+    /// Latency of responses (any status): the closed loop's merged
+    /// [`Histogram`](super::Histogram), or the open loop's HDR histogram.
     pub latency_us: Percentiles,
     pub by_status: BTreeMap<u16, u64>,
     /// Counts of the `x-cache` response header's values; empty if absent.
@@ -64,13 +80,34 @@ impl DrillReport {
         for target in &self.targets {
             let _ = writeln!(out, "{:<13}{target}", "target");
         }
-        let _ = writeln!(out, "{:<13}{}", "connections", self.connections);
+        match self.rate {
+            Some(rate) => {
+                let _ = writeln!(
+                    out,
+                    "{:<13}open loop, {rate:.0} req/s, latency from the intended send time",
+                    "mode"
+                );
+                let _ = writeln!(out, "{:<13}{} at most", "connections", self.connections);
+            }
+            None => {
+                let _ = writeln!(out, "{:<13}{}", "connections", self.connections);
+            }
+        }
         let _ = writeln!(out, "{:<13}{:.2} s measured", "elapsed", self.elapsed_secs);
         let _ = writeln!(
             out,
             "{:<13}{}  ({:.1} req/s)",
             "requests", self.requests, self.throughput_rps
         );
+        if self.sent != self.requests {
+            let _ = writeln!(
+                out,
+                "{:<13}{}  ({:.2}x the requests: client retries)",
+                "sent",
+                self.sent,
+                self.sent as f64 / self.requests.max(1) as f64
+            );
+        }
         let _ = writeln!(
             out,
             "{:<13}{}  ({:.2} %)",

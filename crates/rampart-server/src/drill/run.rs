@@ -274,25 +274,9 @@ pub(crate) fn seed() -> u64 {
 /// loopback), checks each target accepts a TCP connection, then drives
 /// `connections` closed loops until `duration` has passed or `max_requests`
 /// have been measured.
-pub async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError> {
+pub(crate) async fn closed(config: &DrillConfig) -> Result<DrillReport, DrillError> {
     let targets = config.targets()?;
-    for target in &targets {
-        match tokio::time::timeout(config.request_timeout, TcpStream::connect(target.addr)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(source)) => {
-                return Err(DrillError::Connect {
-                    url: target.url.clone(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(DrillError::Connect {
-                    url: target.url.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-                })
-            }
-        }
-    }
+    check_reachable(&targets, config.request_timeout).await?;
 
     let start = Instant::now();
     let shared = Arc::new(Shared {
@@ -326,6 +310,10 @@ pub async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError> {
     Ok(DrillReport {
         targets: config.targets.clone(),
         connections: config.connections,
+        mode: "closed".to_owned(),
+        rate: None,
+        sent: total.requests,
+        series: Vec::new(),
         requests: total.requests,
         errors: total.errors,
         elapsed_secs: elapsed,
@@ -343,4 +331,29 @@ pub async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError> {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
     })
+}
+
+/// Fails unless every target accepts a TCP connection within `timeout`.
+pub(crate) async fn check_reachable(
+    targets: &[Arc<Target>],
+    timeout: Duration,
+) -> Result<(), DrillError> {
+    for target in targets {
+        match tokio::time::timeout(timeout, TcpStream::connect(target.addr)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => {
+                return Err(DrillError::Connect {
+                    url: target.url.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(DrillError::Connect {
+                    url: target.url.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                })
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,290 @@
+//! One half of a scenario: rampart started over the stage with this
+//! half's config, the fault timeline played while the open loop runs, and
+//! the source watched from rampart's own counters (loads that reached
+//! PostgreSQL, pool waits, breaker transitions) every second.
+
+use std::time::Duration;
+
+use rampart::breaker::State;
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::drill::config::{DrillConfig, DrillError};
+use crate::drill::fault_proxy::Fault;
+use crate::drill::report::DrillReport;
+use crate::server::Server;
+use crate::state::AppState;
+
+use super::stage::{SourceFault, Stage};
+use super::{Figure, Mode, Plan, Scenario};
+
+/// The resource every scenario reads.
+const RESOURCE: &str = "users";
+/// How often the breaker's state is looked at (time-to-open resolution).
+const BREAKER_POLL: Duration = Duration::from_millis(10);
+
+/// One second of the source, as rampart saw it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SourceSecond {
+    /// Seconds since the start of the load.
+    pub t: u32,
+    /// Loads that reached the source (finished ok or with an error).
+    pub loads: u64,
+    /// Of those, errors.
+    pub load_errors: u64,
+    /// Mean wait for a pool connection, ms (pool saturation).
+    pub pool_wait_ms: f64,
+    /// The breaker at the end of the second.
+    pub breaker: &'static str,
+}
+
+/// One half's measurements.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Half {
+    /// Naive or guarded.
+    pub mode: Mode,
+    /// The load generator's report, per-second series included.
+    pub load: DrillReport,
+    /// The source, per second.
+    pub source: Vec<SourceSecond>,
+    /// Loads that reached the source, whole run.
+    pub source_loads: u64,
+    /// From the incident's start to the breaker's first `open`, ms.
+    pub breaker_open_after_ms: Option<u64>,
+    /// Times the breaker opened.
+    pub breaker_opens: u64,
+    /// Times it let probes through (half-open).
+    pub breaker_probes: u64,
+    /// The scenario's own figures.
+    pub figures: Vec<Figure>,
+}
+
+/// Source counters at one instant.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    loads: u64,
+    errors: u64,
+    wait_sum: f64,
+    wait_count: u64,
+}
+
+fn counters(state: &AppState) -> Counters {
+    let m = &state.metrics;
+    let ok = m.load_duration.with_label_values(&[RESOURCE, "ok"]);
+    let err = m.load_duration.with_label_values(&[RESOURCE, "error"]);
+    let wait = m.pool_wait.with_label_values(&[RESOURCE]);
+    Counters {
+        loads: ok.get_sample_count() + err.get_sample_count(),
+        errors: err.get_sample_count(),
+        wait_sum: wait.get_sample_sum(),
+        wait_count: wait.get_sample_count(),
+    }
+}
+
+fn transitions(state: &AppState, from: State, to: State) -> u64 {
+    state
+        .metrics
+        .breaker_transitions
+        .with_label_values(&[RESOURCE, from.as_str(), to.as_str()])
+        .get()
+}
+
+fn breaker_state(state: &AppState) -> State {
+    state
+        .resources
+        .get(RESOURCE)
+        .and_then(|r| r.cache.breaker().map(|b| b.state()))
+        .unwrap_or(State::Disabled)
+}
+
+/// What the sampler saw.
+struct Sampled {
+    seconds: Vec<SourceSecond>,
+    open_at: Option<Instant>,
+}
+
+/// Samples the source every second (and the breaker every 10 ms) until
+/// `stop`.
+async fn sample(
+    state: AppState,
+    start: Instant,
+    incident: Option<Instant>,
+    stop: CancellationToken,
+) -> Sampled {
+    let mut tick = interval(BREAKER_POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last = counters(&state);
+    let mut next_second = start + Duration::from_secs(1);
+    let mut seconds = Vec::new();
+    let mut open_at = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if open_at.is_none()
+            && incident.is_some_and(|at| now >= at)
+            && breaker_state(&state) == State::Open
+        {
+            open_at = Some(now);
+        }
+        if now >= next_second {
+            let c = counters(&state);
+            let waits = c.wait_count.saturating_sub(last.wait_count);
+            seconds.push(SourceSecond {
+                t: u32::try_from(seconds.len()).unwrap_or(u32::MAX),
+                loads: c.loads.saturating_sub(last.loads),
+                load_errors: c.errors.saturating_sub(last.errors),
+                pool_wait_ms: if waits == 0 {
+                    0.0
+                } else {
+                    (c.wait_sum - last.wait_sum) * 1e3 / waits as f64
+                },
+                breaker: breaker_state(&state).as_str(),
+            });
+            last = c;
+            next_second += Duration::from_secs(1);
+        }
+    }
+    Sampled { seconds, open_at }
+}
+
+/// Runs one half of `scenario` on `stage`.
+pub(super) async fn half(
+    scenario: &Scenario,
+    plan: &Plan,
+    stage: &mut Stage,
+    mode: Mode,
+) -> Result<Half, DrillError> {
+    let dir = std::env::temp_dir().join(format!(
+        "rampart-drill-{}-{}-{}",
+        std::process::id(),
+        scenario.name,
+        mode.as_str()
+    ));
+    let mut config = stage.config(dir.clone())?;
+    (scenario.configure)(&mut config, mode);
+    config.validate().map_err(|e| {
+        DrillError::InvalidConfig(format!("{} {}: {e}", scenario.name, mode.as_str()))
+    })?;
+    stage.proxy.set(Fault::Pass);
+    stage.source(SourceFault::Restore).await?;
+    let server = Server::start(config)
+        .await
+        .map_err(|e| DrillError::InvalidConfig(format!("starting rampart: {e}")))?;
+    let outcome = drive(scenario, plan, stage, mode, &server).await;
+    stage.proxy.set(Fault::Pass);
+    let restored = stage.source(SourceFault::Restore).await;
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    restored?;
+    outcome
+}
+
+async fn drive(
+    scenario: &Scenario,
+    plan: &Plan,
+    stage: &mut Stage,
+    mode: Mode,
+    server: &Server,
+) -> Result<Half, DrillError> {
+    let drill = DrillConfig {
+        targets: vec![format!("http://{}/v1/r/users/{{key}}", server.addr)],
+        keys: plan.keys.clone(),
+        connections: plan.connections,
+        duration: plan.duration,
+        max_requests: None,
+        warmup: Duration::ZERO,
+        request_timeout: plan.request_timeout,
+        rate: Some(plan.rate),
+        retry: (scenario.client)(mode),
+    };
+    drill.validate()?;
+    let state = server.state.clone();
+    let before = counters(&state);
+    let start = Instant::now();
+    let stop = CancellationToken::new();
+    let sampler = tokio::spawn(sample(
+        state.clone(),
+        start,
+        plan.incident.map(|(from, _)| start + from),
+        stop.clone(),
+    ));
+    let network = stage.proxy.play(&plan.network);
+    let load = tokio::spawn(async move { crate::drill::run(&drill).await });
+    let mut source_steps = plan.source.clone();
+    source_steps.sort_by_key(|(at, _)| *at);
+    let mut failed = None;
+    for (at, fault) in source_steps {
+        sleep_until(start + at).await;
+        if let Err(e) = stage.source(fault).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let load = load
+        .await
+        .map_err(|e| DrillError::Internal(format!("load task: {e}")));
+    network.abort();
+    stop.cancel();
+    let sampled = sampler
+        .await
+        .map_err(|e| DrillError::Internal(format!("sampler: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let load = load??;
+    let after = counters(&state);
+    let opens = transitions(&state, State::Closed, State::Open)
+        + transitions(&state, State::HalfOpen, State::Open);
+    let probes = transitions(&state, State::Open, State::HalfOpen);
+    let mut half = Half {
+        mode,
+        load,
+        source: sampled.seconds,
+        source_loads: after.loads.saturating_sub(before.loads),
+        breaker_open_after_ms: match (sampled.open_at, plan.incident) {
+            (Some(at), Some((from, _))) => Some(
+                u64::try_from(at.saturating_duration_since(start + from).as_millis())
+                    .unwrap_or(u64::MAX),
+            ),
+            _ => None,
+        },
+        breaker_opens: opens,
+        breaker_probes: probes,
+        figures: Vec::new(),
+    };
+    half.figures = (scenario.figures)(plan, &half);
+    Ok(half)
+}
+
+/// Requests and source loads in the incident window, from the series.
+pub(super) fn in_window(plan: &Plan, half: &Half) -> (u64, u64, u64) {
+    let Some((from, to)) = plan.incident else {
+        return (0, 0, 0);
+    };
+    let (from, to) = (from.as_secs(), to.as_secs());
+    let inside = |t: u32| (from..to).contains(&u64::from(t));
+    let requests = half
+        .load
+        .series
+        .iter()
+        .filter(|s| inside(s.t))
+        .map(|s| s.requests)
+        .sum();
+    let sent = half
+        .load
+        .series
+        .iter()
+        .filter(|s| inside(s.t))
+        .map(|s| s.sent)
+        .sum();
+    let loads = half
+        .source
+        .iter()
+        .filter(|s| inside(s.t))
+        .map(|s| s.loads)
+        .sum();
+    (requests, sent, loads)
+}

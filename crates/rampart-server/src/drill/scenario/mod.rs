@@ -1,0 +1,244 @@
+//! `rampart drill scenario NAME`: replay one of the source document's
+//! incidents against rampart twice — **naive** (the same service with the
+//! guards the broken system lacked switched off in its config, and the
+//! naive client) then **guarded** (rampart's defaults) — on a private
+//! PostgreSQL schema behind a [`FaultProxy`](super::FaultProxy), under the
+//! same open-loop load and the same fault timeline, and compare.
+//!
+//! | file | what |
+//! |---|---|
+//! | `stage.rs` | the private schema, the proxy, source faults |
+//! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
+//! | `table.rs` | the side-by-side table, JSON |
+//! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs` | the scenarios, one a file |
+//!
+//! Adding a scenario is one file defining a [`Scenario`] and one line in
+//! [`SCENARIOS`].
+
+mod db_outage;
+mod html;
+mod measure;
+mod retry_storm;
+mod stage;
+mod stampede;
+mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::start_error::StartError;
+
+use super::config::DrillError;
+use super::fault_proxy::Fault;
+use super::keys::KeySpace;
+use super::open_loop::ClientRetry;
+use super::slo::{parse_slo, Slo};
+
+pub use html::render as render_html;
+pub use measure::{Half, SourceSecond};
+pub use stage::{SourceFault, Stage, DEFAULT_PG_URL};
+pub use table::{Comparison, Row};
+
+/// Every scenario, in the order `--list` prints them.
+pub const SCENARIOS: &[&Scenario] = &[
+    &stampede::SCENARIO,
+    &db_outage::SCENARIO,
+    &retry_storm::SCENARIO,
+];
+
+/// Which half of a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Guards off, naive client: the system of the incident.
+    Naive,
+    /// rampart's defaults.
+    Guarded,
+}
+
+impl Mode {
+    /// `naive` or `guarded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::Guarded => "guarded",
+        }
+    }
+}
+
+/// The load and the faults, the same for both halves.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Demo users in the private schema.
+    pub rows: u64,
+    /// Which users are read.
+    pub keys: KeySpace,
+    /// Open-loop arrival rate, requests per second.
+    pub rate: f64,
+    /// Length of each half's load.
+    pub duration: Duration,
+    /// Most client connections in use at once.
+    pub connections: usize,
+    /// A request's budget from its intended send time.
+    pub request_timeout: Duration,
+    /// The fault proxy's timeline, from the start of the load.
+    pub network: Vec<(Duration, Fault)>,
+    /// Faults at the source itself.
+    pub source: Vec<(Duration, SourceFault)>,
+    /// When the incident is on (shaded in the charts; "time to breaker
+    /// open" counts from its start).
+    pub incident: Option<(Duration, Duration)>,
+}
+
+/// A figure only one scenario has, for one half.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Figure {
+    /// What it is.
+    pub label: &'static str,
+    /// Its value, formatted.
+    pub value: String,
+}
+
+/// One incident, replayed.
+pub struct Scenario {
+    /// `rampart drill scenario NAME`.
+    pub name: &'static str,
+    /// The incident in the source document, in a line.
+    pub incident: &'static str,
+    /// The guards that make the difference, in a line.
+    pub guards: &'static str,
+    /// The load and the faults (`quick`: the CI version, seconds long).
+    pub plan: fn(quick: bool) -> Plan,
+    /// Turns the service config into this half's.
+    pub configure: fn(&mut Config, Mode),
+    /// What the client does after a failed answer in this half.
+    pub client: fn(Mode) -> ClientRetry,
+    /// This scenario's own figures for one half.
+    pub figures: fn(&Plan, &Half) -> Vec<Figure>,
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().copied().find(|s| s.name == name)
+}
+
+/// Runs `scenario` naive then guarded on a fresh stage, and compares.
+pub async fn run(scenario: &Scenario, quick: bool, pg_url: &str) -> Result<Comparison, DrillError> {
+    let plan = (scenario.plan)(quick);
+    let mut stage = Stage::create(pg_url, plan.rows).await?;
+    let mut halves = Vec::with_capacity(2);
+    for mode in [Mode::Naive, Mode::Guarded] {
+        match measure::half(scenario, &plan, &mut stage, mode).await {
+            Ok(half) => halves.push(half),
+            Err(e) => {
+                stage.remove().await;
+                return Err(e);
+            }
+        }
+    }
+    stage.remove().await;
+    let guarded = halves.pop();
+    let naive = halves.pop();
+    match (naive, guarded) {
+        (Some(naive), Some(guarded)) => Ok(Comparison::new(scenario, &plan, quick, naive, guarded)),
+        _ => Err(DrillError::Internal("a half did not run".to_owned())),
+    }
+}
+
+fn slo_arg(s: &str) -> Result<Slo, String> {
+    parse_slo(s)
+}
+
+/// `rampart drill scenario` flags.
+#[derive(clap::Args, Debug)]
+pub struct ScenarioArgs {
+    /// The scenario to run (`--list` names them).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// Name every scenario and the incident it replays.
+    #[arg(long)]
+    pub list: bool,
+    /// The short version (seconds per half), for CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write a self-contained HTML report (charts and table) here.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The guarded half's objective, e.g. `p99<50ms,errors<0.1%`; a miss
+    /// exits with status 3. (The naive half is expected to miss it.)
+    #[arg(long, value_name = "TERMS", value_parser = slo_arg)]
+    pub slo: Option<Slo>,
+    /// PostgreSQL (loopback) for the private schema; the user must be able
+    /// to create schemas.
+    #[arg(long, value_name = "URL", env = "RAMPART_DRILL_PG_URL", default_value = DEFAULT_PG_URL)]
+    pub pg_url: String,
+}
+
+/// The `--list` text.
+pub fn list() -> String {
+    let mut out = String::new();
+    for s in SCENARIOS {
+        out.push_str(&format!(
+            "{:<14}{}\n{:<14}guard: {}\n",
+            s.name, s.incident, "", s.guards
+        ));
+    }
+    out
+}
+
+/// Runs `rampart drill scenario …`.
+pub async fn command(args: ScenarioArgs) -> Result<(), StartError> {
+    if args.list {
+        print!("{}", list());
+        return Ok(());
+    }
+    let name = args.name.unwrap_or_default();
+    let scenario = find(&name).ok_or_else(|| {
+        StartError::Usage(format!(
+            "no scenario `{name}`; there are: {}",
+            SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let mut comparison = run(scenario, args.quick, &args.pg_url)
+        .await
+        .map_err(|e| StartError::Usage(e.to_string()))?;
+    if let Some(slo) = &args.slo {
+        comparison.check(slo);
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&comparison)
+            .map_err(|e| StartError::Usage(format!("cannot write JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", comparison.render_table());
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, render_html(&comparison)).map_err(|e| {
+            StartError::Usage(format!("cannot write the report {}: {e}", path.display()))
+        })?;
+        eprintln!("report: {}", path.display());
+    }
+    match &comparison.slo {
+        Some(verdict) if !verdict.missed.is_empty() => Err(super::command::missed(
+            &format!("SLO `{}` (guarded half)", verdict.slo),
+            &verdict.missed,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `users` resource of a config: the one every scenario reads.
+pub(crate) fn users(
+    config: &mut Config,
+) -> impl Iterator<Item = &mut crate::config::ResourceConfig> {
+    config.resources.iter_mut().filter(|r| r.name == "users")
+}

@@ -1,0 +1,74 @@
+//! `stampede`: a hot key expires under heavy load (cache breakdown). The
+//! naive cache sends every request that misses during the reload to the
+//! database; rampart sends one, and with `grace` the readers never wait
+//! for it.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::drill::fault_proxy::Fault;
+use crate::drill::keys::KeySpace;
+use crate::drill::open_loop::ClientRetry;
+
+use super::measure::Half;
+use super::{users, Figure, Mode, Plan, Scenario};
+
+/// How long the hot key lives: it expires once a second, all run long.
+const TTL: Duration = Duration::from_secs(1);
+
+/// The scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "stampede",
+    incident: "a hot key expires under heavy load and every request that misses goes to the \
+               database at once (cache breakdown)",
+    guards: "single-flight (one load per key; the lease across instances) and grace \
+             (stale-while-revalidate: the expiring key is refreshed once, in the background)",
+    plan,
+    configure,
+    client: |_| ClientRetry::Never,
+    figures,
+};
+
+fn plan(quick: bool) -> Plan {
+    Plan {
+        rows: 1_000,
+        keys: KeySpace::Fixed("1".to_owned()),
+        rate: if quick { 1_000.0 } else { 2_000.0 },
+        duration: Duration::from_secs(if quick { 6 } else { 30 }),
+        connections: 512,
+        request_timeout: Duration::from_secs(5),
+        // A query of real weight: the source is 20–30 ms away all along.
+        network: vec![(
+            Duration::ZERO,
+            Fault::Latency {
+                delay: Duration::from_millis(20),
+                jitter: Duration::from_millis(10),
+            },
+        )],
+        source: Vec::new(),
+        incident: None,
+    }
+}
+
+fn configure(config: &mut Config, mode: Mode) {
+    for r in users(config) {
+        r.cache.ttl = TTL;
+        r.cache.jitter = 0.0;
+        if mode == Mode::Naive {
+            r.guards.single_flight = false;
+            r.guards.breaker = false;
+            r.guards.bulkhead = false;
+            r.cache.grace = Duration::ZERO;
+            r.cache.stale_if_slow = None;
+            r.cache.stale_if_error = Duration::ZERO;
+        }
+    }
+}
+
+fn figures(plan: &Plan, half: &Half) -> Vec<Figure> {
+    let expiries = (plan.duration.as_secs_f64() / TTL.as_secs_f64()).max(1.0);
+    vec![Figure {
+        label: "source loads per expiry",
+        value: format!("{:.1}", half.source_loads as f64 / expiries),
+    }]
+}
