@@ -62,6 +62,7 @@ fn configure(config: &mut Config, mode: Mode) {
         if mode == Mode::Naive {
             r.guards.breaker = false;
             r.guards.bulkhead = false;
+            r.cache.grace = Duration::ZERO;
             r.cache.stale_if_error = Duration::ZERO;
             r.cache.stale_if_slow = None;
         }
