@@ -70,6 +70,12 @@ scripts/check-alerts.sh
 echo "== dashboard in a browser"
 scripts/check-dashboard.sh
 
+# Every `rampart drill scenario`, quick: naive vs guarded on private
+# PostgreSQL schemas, the guard's difference checked, each HTML report
+# rendered in headless Chromium.
+echo "== drill scenarios"
+scripts/check-scenarios.sh
+
 # The deadlock detector exists only in builds with its feature (it makes
 # every parking_lot lock keep a wait graph): one test binary built with it.
 echo "== deadlock detector"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The quick version of every `rampart drill scenario` (naive then guarded,
+# on a private PostgreSQL schema behind the fault proxy), each checked for
+# the difference its guard makes, and each HTML report opened in headless
+# Chromium (scripts/check-report.py). scripts/test.sh calls it; about a
+# minute and a half on an idle machine.
+#
+# Chromium is Debian's `chromium` package: installed when missing and
+# apt-get can run as root; otherwise the browser check is SKIPPED, said
+# so loudly, and the rest still runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir=${CARGO_TARGET_DIR:-target}
+cargo build --locked -q -p rampart-server --bin rampart
+binary=$target_dir/debug/rampart
+
+find_chromium() {
+  for name in chromium chromium-browser google-chrome; do
+    if command -v "$name" >/dev/null; then command -v "$name"; return 0; fi
+  done
+  return 1
+}
+if ! chromium=$(find_chromium); then
+  install="apt-get install -y --no-install-recommends chromium"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium: $install"
+    DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1; } || true
+  fi
+  chromium=$(find_chromium) || chromium=
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for scenario in $("$binary" drill scenario --list | awk '/^[a-z]/ {print $1}'); do
+  echo "== drill scenario $scenario --quick"
+  RAMPART_LOG=${RAMPART_LOG:-error} "$binary" drill scenario "$scenario" --quick \
+    --json --report "$work/$scenario.html" >"$work/$scenario.json"
+  python3 - "$work/$scenario.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+rows = {r["label"]: r for r in c["table"]}
+for r in c["table"]:
+    print(f"  {r['label']:<36}{r['naive']:>20}  {r['guarded']}")
+def num(label, half):
+    return float(rows[label][half].split()[0])
+name, failures = c["scenario"], []
+if name == "stampede":
+    naive, guarded = num("source loads per expiry", "naive"), num("source loads per expiry", "guarded")
+    if not (guarded <= 2 and naive >= 5 * guarded):
+        failures.append(f"loads per expiry naive {naive} vs guarded {guarded}")
+elif name == "db-outage":
+    if rows["breaker open after"]["guarded"] == "never":
+        failures.append("the guarded breaker never opened during the stall")
+    if num("errors during the outage", "guarded") >= num("errors during the outage", "naive"):
+        failures.append("guarded had no fewer errors during the outage")
+elif name == "retry-storm":
+    naive, guarded = (num("source loads per request, failing", h) for h in ("naive", "guarded"))
+    if not (naive > 1.5 and guarded < 0.5):
+        failures.append(f"source loads per request while failing: naive {naive}, guarded {guarded}")
+    if num("HTTP sent per request, failing", "guarded") >= num("HTTP sent per request, failing", "naive"):
+        failures.append("the budgeted client sent no fewer retries")
+else:
+    failures.append(f"no check for scenario {name}: add one here")
+for f in failures:
+    print(f"FAIL {name}: {f}", file=sys.stderr)
+sys.exit(1 if failures else 0)
+PY
+  if [ -n "$chromium" ]; then
+    python3 scripts/check-report.py "$chromium" "$work/$scenario.html" | tail -n 1
+  else
+    echo "SKIPPED: the $scenario report was not opened in a browser (no Chromium; install it with: sudo apt-get install -y --no-install-recommends chromium)"
+  fi
+done
