@@ -12,9 +12,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
+use rampart::limit::{Backoff, RetryBudgetConfig};
 use rampart_server::drill::{
-    gate, parse_duration, parse_keys, run, DrillArgs, DrillConfig, DrillError, DrillReport,
-    Histogram, KeySampler, KeySpace, Percentiles,
+    gate, parse_arrival_rate, parse_duration, parse_keys, parse_slo, run, ClientRetry, DrillArgs,
+    DrillConfig, DrillError, DrillReport, Histogram, KeySampler, KeySpace, Percentiles,
 };
 
 // ---------------------------------------------------------------------------
@@ -764,4 +765,163 @@ fn gate_passes_and_fails_as_expected() {
     assert!(reasons[0].contains("no requests"), "{reasons:?}");
     // A NaN limit fails rather than passes.
     assert!(gate(&report(1000, 0, 10), f64::NAN, limit).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Open loop
+// ---------------------------------------------------------------------------
+
+fn open(target: String, rate: f64, duration: Duration) -> DrillConfig {
+    DrillConfig {
+        rate: Some(rate),
+        duration,
+        ..config(vec![target])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_at_its_rate_whatever_the_answers() {
+    let srv = server().await;
+    let cfg = DrillConfig {
+        keys: KeySpace::Uniform { max: 50 },
+        ..open(srv.url("/ok/{key}"), 200.0, Duration::from_secs(2))
+    };
+    let report = run(&cfg).await.unwrap();
+    println!("{}", report.render_table());
+    // Due times are start + i / rate for every i before the end: exactly
+    // rate x duration requests, each answered.
+    assert_eq!(report.requests, 400, "{report:#?}");
+    assert_eq!(report.sent, 400);
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.mode, "open");
+    assert_eq!(srv.hits(), 400);
+    assert_counts_consistent(&report);
+    // One point a second, by intended send time.
+    assert_eq!(report.series.len(), 2, "{:?}", report.series);
+    for second in &report.series {
+        assert_eq!(second.requests, 200, "{second:?}");
+        assert!(
+            second.p50_us > 0 && second.p50_us <= second.p99_us && second.p99_us <= second.max_us
+        );
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["series"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["rate"], 200.0);
+}
+
+/// The point of the open loop: one connection to a 20 ms handler can
+/// answer 50 requests a second. Asked for 200 a second, a closed loop
+/// just sends fewer and reports ~20 ms; the open loop keeps the schedule,
+/// so the queue behind the slow answers is in its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_counts_the_wait_a_closed_loop_omits() {
+    let srv = server().await;
+    let closed = run(&DrillConfig {
+        connections: 1,
+        duration: Duration::from_secs(1),
+        ..config(vec![srv.url("/slow")])
+    })
+    .await
+    .unwrap();
+    let open = run(&DrillConfig {
+        connections: 1,
+        ..open(srv.url("/slow"), 200.0, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    println!(
+        "closed:\n{}\nopen:\n{}",
+        closed.render_table(),
+        open.render_table()
+    );
+    assert!(closed.latency_us.p99 < 500_000, "{:?}", closed.latency_us);
+    // Request i waits for the i before it: the median one ~100 x 20 ms.
+    assert!(open.latency_us.p50 > 500_000, "{:?}", open.latency_us);
+    assert!(open.latency_us.p99 > closed.latency_us.p99 * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_clients_retry_every_error_budgeted_ones_do_not() {
+    let srv = server().await;
+    let naive = run(&DrillConfig {
+        retry: ClientRetry::Immediate { max: 3 },
+        ..open(srv.url("/fail"), 100.0, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(naive.requests, 100);
+    assert_eq!(naive.errors, 100);
+    assert_eq!(naive.sent, 400, "1 + 3 retries each");
+    assert_eq!(srv.hits(), 400);
+
+    let srv = server().await;
+    let budgeted = run(&DrillConfig {
+        retry: ClientRetry::Budgeted {
+            max: 3,
+            budget: RetryBudgetConfig {
+                window: Duration::from_secs(10),
+                min_retries_per_sec: 0,
+                retry_ratio: 0.2,
+            },
+            backoff: Backoff::default(),
+        },
+        ..open(srv.url("/fail"), 100.0, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(budgeted.requests, 100);
+    // 20 % of the requests, and only once they have paid into the budget.
+    assert!(budgeted.sent > 100 && budgeted.sent <= 121, "{budgeted:#?}");
+    assert_eq!(srv.hits(), budgeted.sent);
+}
+
+#[test]
+fn arrival_rates_and_slos_parse_naming_the_flag() {
+    assert_eq!(parse_arrival_rate("500/s"), Ok(500.0));
+    assert_eq!(parse_arrival_rate("250"), Ok(250.0));
+    assert_eq!(parse_arrival_rate("600/m"), Ok(10.0));
+    for bad in ["0", "-1/s", "fast", "5/h", "NaN"] {
+        assert!(parse_arrival_rate(bad).is_err(), "{bad}");
+    }
+    let args = parse_flags(&["--target", "http://127.0.0.1:1/", "--rate", "1000/s"]).unwrap();
+    assert_eq!(args.into_config().unwrap().rate, Some(1000.0));
+    let err =
+        config_from_flags(&["--target", "http://127.0.0.1:1/", "--rate", "1000000"]).unwrap_err();
+    assert!(err.contains("--rate"), "{err}");
+    let err = parse_flags(&["--target", "http://127.0.0.1:1/", "--slo", "p98<1s"]).unwrap_err();
+    assert!(err.contains("p98"), "{err}");
+
+    let slo = parse_slo("p99<50ms, errors<0.1%").unwrap();
+    assert_eq!(slo.terms.len(), 2);
+    assert_eq!(slo.check(&report(10_000, 9, 49_999)), Ok(()));
+    let missed = slo.check(&report(10_000, 10, 50_000)).unwrap_err();
+    assert_eq!(
+        missed.len(),
+        2,
+        "both at the limit miss a strict <: {missed:?}"
+    );
+    assert_eq!(
+        parse_slo("p99<=50ms,errors<=0.1%")
+            .unwrap()
+            .check(&report(10_000, 10, 50_000)),
+        Ok(())
+    );
+    assert!(
+        parse_slo("p99<50ms")
+            .unwrap()
+            .check(&report(0, 0, 0))
+            .is_err(),
+        "no data never passes"
+    );
+    for bad in [
+        "",
+        "p99",
+        "p99<",
+        "p99<0ms",
+        "errors<150%",
+        "p99<50ms,",
+        "latency<5ms",
+    ] {
+        assert!(parse_slo(bad).is_err(), "{bad:?}");
+    }
 }

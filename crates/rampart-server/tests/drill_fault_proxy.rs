@@ -15,7 +15,9 @@ async fn echo_server() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -78,7 +80,11 @@ async fn latency_delays_an_open_connection_and_lifts() {
     });
     let start = Instant::now();
     round_trip(&mut s, b"slow").await.unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
     p.set(Fault::Pass);
     assert_eq!(round_trip(&mut s, b"fast").await.unwrap(), b"fast");
 }
@@ -101,9 +107,11 @@ async fn stall_holds_every_byte_until_it_lifts() {
     let mut fresh = TcpStream::connect(p.addr()).await.unwrap();
     fresh.write_all(b"new").await.unwrap();
     let mut three = [0u8; 3];
-    assert!(timeout(Duration::from_millis(200), fresh.read_exact(&mut three))
-        .await
-        .is_err());
+    assert!(
+        timeout(Duration::from_millis(200), fresh.read_exact(&mut three))
+            .await
+            .is_err()
+    );
     p.set(Fault::Pass);
     timeout(Duration::from_secs(2), s.read_exact(&mut back))
         .await
@@ -138,7 +146,10 @@ async fn reset_cuts_open_connections_at_once() {
     let mut open = TcpStream::connect(p.addr()).await.unwrap();
     round_trip(&mut open, b"x").await.unwrap();
     p.set(Fault::Reset);
-    assert!(is_cut(&mut open).await, "an open connection survived a reset");
+    assert!(
+        is_cut(&mut open).await,
+        "an open connection survived a reset"
+    );
     let mut new = TcpStream::connect(p.addr()).await.unwrap();
     assert!(is_cut(&mut new).await, "a new connection survived a reset");
     assert_eq!(p.stats().reset, 1);
@@ -155,7 +166,11 @@ async fn bandwidth_paces_each_direction() {
     let start = Instant::now();
     assert_eq!(round_trip(&mut s, &data).await.unwrap(), data);
     // 12 kB up and 12 kB down at 40 kB/s each: 0.6 s at the very least.
-    assert!(start.elapsed() >= Duration::from_millis(550), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -169,11 +184,18 @@ async fn a_timeline_plays_in_order() {
         (Duration::ZERO, Fault::Stall),
     ]);
     while p.fault() != Fault::Stall {
-        assert!(start.elapsed() < Duration::from_millis(250), "the stall was not set");
+        assert!(
+            start.elapsed() < Duration::from_millis(250),
+            "the stall was not set"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(round_trip(&mut s, b"late").await.unwrap(), b"late");
-    assert!(start.elapsed() >= Duration::from_millis(280), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        start.elapsed()
+    );
     played.await.unwrap();
     assert_eq!(p.fault(), Fault::Pass);
 }
