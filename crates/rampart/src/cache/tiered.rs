@@ -393,8 +393,7 @@ where
                 // lands (or fails and is counted).
                 let (inner, key) = (Arc::clone(&self.inner), key.clone());
                 let kept_for_load = fallback.clone();
-                let mut load =
-                    runtime.spawn(async move { inner.flown(&key, kept_for_load).await });
+                let mut load = runtime.spawn(async move { inner.flown(&key, kept_for_load).await });
                 return match tokio::time::timeout(patience, &mut load).await {
                     Ok(Ok((result, role))) => self.inner.settle(result, role, fallback),
                     // The runtime is shutting down: the kept value is all

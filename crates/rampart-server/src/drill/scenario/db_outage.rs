@@ -42,7 +42,7 @@ fn plan(quick: bool) -> Plan {
             max: 2_000,
             exponent: 0.99,
         },
-        rate: if quick { 200.0 } else { 500.0 },
+        rate: if quick { 100.0 } else { 200.0 },
         duration: to + Duration::from_secs(if quick { 4 } else { 15 }),
         connections: 1_024,
         request_timeout: Duration::from_secs(6),

@@ -125,8 +125,16 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 }
 
 /// Runs `scenario` naive then guarded on a fresh stage, and compares.
-pub async fn run(scenario: &Scenario, quick: bool, pg_url: &str) -> Result<Comparison, DrillError> {
-    let plan = (scenario.plan)(quick);
+pub async fn run(
+    scenario: &Scenario,
+    quick: bool,
+    rate: Option<f64>,
+    pg_url: &str,
+) -> Result<Comparison, DrillError> {
+    let mut plan = (scenario.plan)(quick);
+    if let Some(rate) = rate {
+        plan.rate = rate;
+    }
     let mut stage = Stage::create(pg_url, plan.rows).await?;
     let mut halves = Vec::with_capacity(2);
     for mode in [Mode::Naive, Mode::Guarded] {
@@ -173,6 +181,10 @@ pub struct ScenarioArgs {
     /// exits with status 3. (The naive half is expected to miss it.)
     #[arg(long, value_name = "TERMS", value_parser = slo_arg)]
     pub slo: Option<Slo>,
+    /// Offered load instead of the scenario's own (requests per second,
+    /// e.g. `500/s`): the defaults suit a small, shared machine.
+    #[arg(long, value_name = "N/s", value_parser = super::config::parse_arrival_rate)]
+    pub rate: Option<f64>,
     /// PostgreSQL (loopback) for the private schema; the user must be able
     /// to create schemas.
     #[arg(long, value_name = "URL", env = "RAMPART_DRILL_PG_URL", default_value = DEFAULT_PG_URL)]
@@ -208,7 +220,7 @@ pub async fn command(args: ScenarioArgs) -> Result<(), StartError> {
                 .join(", ")
         ))
     })?;
-    let mut comparison = run(scenario, args.quick, &args.pg_url)
+    let mut comparison = run(scenario, args.quick, args.rate, &args.pg_url)
         .await
         .map_err(|e| StartError::Usage(e.to_string()))?;
     if let Some(slo) = &args.slo {

@@ -47,7 +47,7 @@ fn plan(quick: bool) -> Plan {
         rows: 20_000,
         // Mostly misses: the load the source sees is the requests'.
         keys: KeySpace::Uniform { max: 20_000 },
-        rate: if quick { 200.0 } else { 500.0 },
+        rate: if quick { 100.0 } else { 200.0 },
         duration: to + Duration::from_secs(if quick { 3 } else { 10 }),
         connections: 512,
         request_timeout: Duration::from_secs(5),

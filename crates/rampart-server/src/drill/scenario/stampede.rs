@@ -33,8 +33,8 @@ fn plan(quick: bool) -> Plan {
     Plan {
         rows: 1_000,
         keys: KeySpace::Fixed("1".to_owned()),
-        rate: if quick { 1_000.0 } else { 2_000.0 },
-        duration: Duration::from_secs(if quick { 6 } else { 30 }),
+        rate: if quick { 500.0 } else { 1_000.0 },
+        duration: Duration::from_secs(if quick { 6 } else { 20 }),
         connections: 512,
         request_timeout: Duration::from_secs(5),
         // A query of real weight: the source is 20–30 ms away all along.
