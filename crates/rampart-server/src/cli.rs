@@ -49,7 +49,7 @@ pub enum Command {
     /// Run the warm-up alone and report, with a progress bar on a terminal.
     Warm(ConfigArgs),
     /// Drive HTTP load at a running service (loopback only) and report.
-    Drill(drill::DrillCli),
+    Drill(Box<drill::DrillCli>),
 }
 
 /// Where the configuration comes from, and overrides of it.
@@ -160,7 +160,7 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
             Ok(())
         }
         Command::Warm(args) => warm_only(args.load()?).await,
-        Command::Drill(cli) => drill::command(cli).await,
+        Command::Drill(cli) => drill::command(*cli).await,
     }
 }
 

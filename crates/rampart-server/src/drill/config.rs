@@ -59,8 +59,6 @@ impl Default for DrillConfig {
     }
 }
 
-/// How the `{key}` placeholder of a target is filled in.
-
 /// Parses a duration such as `10s`, `500ms`, `2m`, `1.5s`, `250us` or `1h`.
 /// A unit is required; the value is exact (no floating point).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -217,7 +217,7 @@ impl Comparison {
             .max()
             .unwrap_or(0)
             .max(8);
-        let _ = writeln!(out, "\n{:<width$}  {:>col$}  {}", "", "naive", "guarded");
+        let _ = writeln!(out, "\n{:<width$}  {:>col$}  guarded", "", "naive");
         for r in &self.table {
             let _ = writeln!(out, "{:<width$}  {:>col$}  {}", r.label, r.naive, r.guarded);
         }
