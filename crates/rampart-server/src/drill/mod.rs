@@ -1,15 +1,24 @@
-//! # `rampart drill` — a closed-loop HTTP/1.1 load generator for loopback targets
+//! # `rampart drill` — HTTP/1.1 load for loopback targets, fault injection, and incident replays
 //!
-//! `drill` is used two ways:
+//! `drill` is used three ways:
 //!
 //! 1. **Benchmark.** Run it against rampart's cached `GET` route and against a
 //!    bare axum handler with the same settings, and compare: both numbers then
 //!    come from the same generator on the same machine.
 //! 2. **Release gate** (the "forced load test" from the source incident): run
-//!    it, then [`gate`] the [`DrillReport`] — the release fails when the error
-//!    rate or the p99 latency exceed their limits.
+//!    it with `--slo 'p99<50ms,errors<0.1%'` (or [`gate`] a [`DrillReport`]):
+//!    a miss exits with [`SLO_EXIT_CODE`].
+//! 3. **Incident replay**: `rampart drill scenario NAME` ([`scenario`]) runs
+//!    rampart naive then guarded under the same load and faults (a
+//!    [`FaultProxy`] in front of PostgreSQL) and compares them.
 //!
-//! ## What it measures
+//! Two load shapes: the **closed loop** (below; `--connections` loops, each
+//! sending when its last answer is in) and the **open loop** (`--rate N/s`,
+//! [`open_loop`](self#layout): a constant arrival rate, latency from each
+//! request's intended send time, HDR histograms, a per-second series),
+//! which is the one that tells the truth about latency under a given load.
+//!
+//! ## What the closed loop measures
 //!
 //! * `connections` keep-alive HTTP/1.1 connections, each driven by its own
 //!   task in a **closed loop**: a connection sends its next `GET` only after
@@ -33,9 +42,9 @@
 //!   for failures without a response (a timeout has no latency; it is an
 //!   error).
 //!
-//! ## What it does not measure
+//! ## What the closed loop does not measure
 //!
-//! * **Coordinated omission.** A closed loop slows down when the server slows
+//! * **Coordinated omission** (use `--rate` for that). A closed loop slows down when the server slows
 //!   down: while a request stalls, its connection sends nothing, so the stall
 //!   is sampled once instead of once per request a real client population
 //!   would have sent meanwhile. The percentiles here therefore *understate*
@@ -62,7 +71,7 @@
 //! ## Implementation notes
 //!
 //! Each connection task owns its `hyper::client::conn::http1` connection over
-//! a `TCP_NODELAY` [`TcpStream`], and its own statistics; they are merged only
+//! a `TCP_NODELAY` [`TcpStream`](tokio::net::TcpStream), and its own statistics; they are merged only
 //! after all tasks have finished (no shared lock on the hot path; the only
 //! shared write is one atomic increment per request when `max_requests` is
 //! set). A connection that fails is dropped and re-established; the failed
@@ -85,6 +94,7 @@
 //! | `slo.rs` | `--slo 'p99<50ms,errors<0.1%'`, [`SLO_EXIT_CODE`] |
 //! | `fault_proxy.rs` | [`FaultProxy`]: latency, stall, refuse, reset, bandwidth in front of a TCP service |
 //! | `command.rs` | `rampart drill …` as the command line runs it |
+//! | `scenario/` | [`scenario`]: `rampart drill scenario NAME`, naive vs guarded, table and HTML report |
 
 mod command;
 mod config;
