@@ -468,6 +468,40 @@ async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
     assert_eq!(others, 999);
 }
 
+/// The naive baseline `rampart drill scenario stampede` measures against:
+/// with single-flight off, concurrent misses of one key each load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_single_flight_off_every_concurrent_miss_loads() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(1);
+    let gate = source.close_gate();
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock.clone())
+        .bulkhead(None)
+        .single_flight(false)
+        .build()
+        .expect("valid config");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&0).await })
+        })
+        .collect();
+    // All twenty are in the source at once before any answers.
+    until(|| source.loads() == 20).await;
+    gate.send(true).expect("gate");
+    for task in tasks {
+        let answer = task.await.expect("task").expect("get");
+        assert_eq!(value(&answer), Some("v0"));
+        assert_eq!(answer.status(), CacheStatus::Miss);
+    }
+    assert_eq!(source.loads(), 20);
+    // Once it is cached, a hit is a hit as before.
+    assert_eq!(cache.get(&0).await.expect("get").status(), CacheStatus::Hit);
+    assert_eq!(source.loads(), 20);
+}
+
 #[tokio::test]
 async fn a_second_process_reads_the_shared_tier() {
     let (clock, _mock) = Clock::mock();
