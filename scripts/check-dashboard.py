@@ -99,13 +99,16 @@ READ_PAGE = """JSON.stringify({
 })"""
 
 
-def main():
-    chromium, base = sys.argv[1], sys.argv[2].rstrip("/")
+def open_page(chromium, url, is_page, window="1366,768"):
+    """Starts headless Chromium on `url` with a throw-away profile and
+    returns (browser, profile, Socket) with the Socket on the first page
+    target whose URL `is_page` accepts. The caller stops the browser and
+    removes the profile (see `close`)."""
     profile = tempfile.mkdtemp(prefix="rampart-chromium-")
     browser = subprocess.Popen(
         [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1366,768",
-         f"{base}/dashboard"],
+         "--remote-debugging-port=0", f"--user-data-dir={profile}", f"--window-size={window}",
+         url],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         endpoint = None
@@ -119,17 +122,45 @@ def main():
         if endpoint is None:
             raise RuntimeError("no DevTools endpoint from chromium in 60 s")
         port = endpoint.split("://", 1)[1].split("/", 1)[0]
-        page_ws = None
         for _ in range(100):
             targets = json.load(urllib.request.urlopen(f"http://{port}/json/list", timeout=10))
-            pages = [t for t in targets if t.get("type") == "page" and "/dashboard" in t.get("url", "")]
+            pages = [t for t in targets if t.get("type") == "page" and is_page(t.get("url", ""))]
             if pages:
-                page_ws = pages[0]["webSocketDebuggerUrl"]
-                break
+                return browser, profile, Socket(pages[0]["webSocketDebuggerUrl"])
             time.sleep(0.1)
-        if page_ws is None:
-            raise RuntimeError("the dashboard page did not open")
-        ws = Socket(page_ws)
+        raise RuntimeError(f"the page {url} did not open")
+    except BaseException:
+        close(browser, profile)
+        raise
+
+
+def wait_until(ws, expression, seconds=30):
+    """Evaluates `expression` in the page until it is true (a page still
+    loading throws or answers false), for at most `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        result = ws.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if result["result"].get("value") is True:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the page never had {expression}")
+
+
+def close(browser, profile):
+    browser.terminate()
+    try:
+        browser.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        browser.kill()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    chromium, base = sys.argv[1], sys.argv[2].rstrip("/")
+    browser, profile, ws = open_page(chromium, f"{base}/dashboard", lambda url: "/dashboard" in url)
+    try:
+        # Loaded (under load that can take more than the first second).
+        wait_until(ws, "document.readyState === 'complete' && !!document.getElementById('k-rps')")
         readings = []
         for _ in range(8):
             time.sleep(1.0)
@@ -156,12 +187,7 @@ def main():
         print("dashboard: live values appear and change in headless Chromium")
         return 0
     finally:
-        browser.terminate()
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        close(browser, profile)
 
 
 if __name__ == "__main__":

@@ -11,24 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-find_chromium() {
-  for name in chromium chromium-browser google-chrome; do
-    if command -v "$name" >/dev/null; then command -v "$name"; return 0; fi
-  done
-  return 1
-}
 if ! chromium=$(find_chromium); then
-  install="apt-get install -y --no-install-recommends chromium"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing chromium: $install"
-    DEBIAN_FRONTEND=noninteractive $install >/dev/null \
-      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive $install >/dev/null; }
-  fi
-  if ! chromium=$(find_chromium); then
-    echo "Chromium is needed to check /dashboard in a browser. Install it with:" >&2
-    echo "  sudo $install" >&2
-    exit 1
-  fi
+  echo "Chromium is needed to check /dashboard in a browser. Install it with:" >&2
+  echo "  sudo apt-get install -y --no-install-recommends chromium" >&2
+  exit 1
 fi
 
 target_dir=${CARGO_TARGET_DIR:-target}

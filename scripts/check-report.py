@@ -14,19 +14,14 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 _here = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location(
     "check_dashboard", os.path.join(_here, "check-dashboard.py"))
 check_dashboard = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_dashboard)
-Socket = check_dashboard.Socket
 
 METRICS = ["answers", "p99", "errors", "source"]
 
@@ -56,42 +51,14 @@ def main():
     # Self-contained: nothing to fetch, nothing to run.
     if re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html):
         failures.append("the report links to something outside itself")
-    profile = tempfile.mkdtemp(prefix="rampart-chromium-")
-    browser = subprocess.Popen(
-        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1366,900",
-         f"file://{report}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    browser, profile, ws = check_dashboard.open_page(
+        chromium, f"file://{report}", lambda url: url.startswith("file://"), window="1366,900")
     try:
-        endpoint = None
-        deadline = time.time() + 60
-        while endpoint is None and time.time() < deadline:
-            line = browser.stderr.readline()
-            if not line and browser.poll() is not None:
-                raise RuntimeError("chromium exited before DevTools was up")
-            if "DevTools listening on " in line:
-                endpoint = line.strip().split("DevTools listening on ", 1)[1]
-        if endpoint is None:
-            raise RuntimeError("no DevTools endpoint from chromium in 60 s")
-        port = endpoint.split("://", 1)[1].split("/", 1)[0]
-        page_ws = None
-        for _ in range(100):
-            targets = json.load(urllib.request.urlopen(f"http://{port}/json/list", timeout=10))
-            pages = [t for t in targets if t.get("type") == "page" and t.get("url", "").startswith("file://")]
-            if pages:
-                page_ws = pages[0]["webSocketDebuggerUrl"]
-                break
-            time.sleep(0.1)
-        if page_ws is None:
-            raise RuntimeError("the report did not open")
-        ws = Socket(page_ws)
-        page = None
-        for _ in range(50):
-            result = ws.call("Runtime.evaluate", expression=READ_PAGE, returnByValue=True)
-            page = json.loads(result["result"]["value"])
-            if page["charts"]:
-                break
-            time.sleep(0.1)
+        # The report's own document (not the blank one before it), loaded.
+        check_dashboard.wait_until(
+            ws, "document.readyState === 'complete' && !!document.getElementById('comparison')")
+        result = ws.call("Runtime.evaluate", expression=READ_PAGE, returnByValue=True)
+        page = json.loads(result["result"]["value"])
         print("page:", json.dumps(page))
         charts = {c["metric"]: c for c in page["charts"]}
         for metric in METRICS:
@@ -120,12 +87,7 @@ def main():
         print(f"report: {len(METRICS)} charts, naive and guarded, and the table render in headless Chromium")
         return 0
     finally:
-        browser.terminate()
-        try:
-            browser.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        check_dashboard.close(browser, profile)
 
 
 if __name__ == "__main__":

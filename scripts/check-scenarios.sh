@@ -10,26 +10,13 @@
 # so loudly, and the rest still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --locked -q -p rampart-server --bin rampart
 binary=$target_dir/debug/rampart
 
-find_chromium() {
-  for name in chromium chromium-browser google-chrome; do
-    if command -v "$name" >/dev/null; then command -v "$name"; return 0; fi
-  done
-  return 1
-}
-if ! chromium=$(find_chromium); then
-  install="apt-get install -y --no-install-recommends chromium"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing chromium: $install"
-    DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1 \
-      || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1; } || true
-  fi
-  chromium=$(find_chromium) || chromium=
-fi
+chromium=$(find_chromium) || chromium=
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -31,3 +31,21 @@ served_base() {
   cat "$out" "$err" >&2
   return 1
 }
+
+# find_chromium: prints the path of Chromium (Debian's `chromium`), installing
+# it first when it is missing and apt-get can run as root; fails if there is
+# still none.
+find_chromium() {
+  local name install="apt-get install -y --no-install-recommends chromium"
+  for _ in 1 2; do
+    for name in chromium chromium-browser google-chrome; do
+      if command -v "$name" >/dev/null; then command -v "$name"; return 0; fi
+    done
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    echo "== installing chromium: $install" >&2
+    DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1; } \
+      || return 1
+  done
+  return 1
+}

@@ -24,7 +24,6 @@
 //! sample whatever its retries; `sent` counts HTTP requests, retries
 //! included, so `sent / requests` is the amplification at the client.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,7 @@ use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 use super::config::{DrillConfig, DrillError};
 use super::keys::KeySampler;
 use super::report::DrillReport;
-use super::run::{check_reachable, connect, exchange, seed, Conn, USER_AGENT_VALUE};
+use super::run::{check_reachable, connect, exchange, seed, Conn, ConnStats, USER_AGENT_VALUE};
 use super::series::{Recorder, Sample};
 use super::targets::Target;
 
@@ -261,14 +260,24 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
     });
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new()?;
-        let mut measured = Tally::default();
+        let mut measured = ConnStats::default();
+        let mut sent = 0u64;
         while let Some((sample, outcome)) = received.recv().await {
             recorder.record(&sample);
-            if sample.measured {
-                measured.add(&sample, outcome);
+            if !sample.measured {
+                continue;
+            }
+            sent += u64::from(sample.sent);
+            match outcome {
+                Outcome::Response { status, cache } => measured.response(
+                    status,
+                    cache.as_ref(),
+                    Duration::from_micros(sample.latency_us.unwrap_or(0)),
+                ),
+                Outcome::Failure(kind) => measured.failure(kind),
             }
         }
-        Ok::<_, DrillError>((recorder, measured))
+        Ok::<_, DrillError>((recorder, measured, sent))
     });
 
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -304,7 +313,7 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
     while let Ok(Some(_)) = timeout_at(drain, tasks.join_next()).await {}
     tasks.abort_all();
     drop(shared);
-    let (recorder, measured) = collector
+    let (recorder, measured, sent) = collector
         .await
         .map_err(|e| DrillError::Internal(format!("collector: {e}")))??;
 
@@ -319,7 +328,7 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
         mode: "open".to_owned(),
         rate: Some(rate),
         requests: measured.requests,
-        sent: measured.sent,
+        sent,
         errors: measured.errors,
         elapsed_secs: elapsed,
         throughput_rps: if elapsed > 0.0 {
@@ -330,38 +339,11 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
         latency_us,
         by_status: measured.by_status,
         by_header: measured.by_header,
-        by_error: measured.by_error,
+        by_error: measured
+            .by_error
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
         series: recorder.series(),
     })
-}
-
-/// The measured window's counts.
-#[derive(Default)]
-struct Tally {
-    requests: u64,
-    sent: u64,
-    errors: u64,
-    by_status: BTreeMap<u16, u64>,
-    by_header: BTreeMap<String, u64>,
-    by_error: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn add(&mut self, sample: &Sample, outcome: Outcome) {
-        self.requests += 1;
-        self.sent += u64::from(sample.sent);
-        self.errors += u64::from(sample.error);
-        match outcome {
-            Outcome::Response { status, cache } => {
-                *self.by_status.entry(status).or_insert(0) += 1;
-                if let Some(value) = cache {
-                    let value = value.to_str().unwrap_or("<non-utf8>").to_owned();
-                    *self.by_header.entry(value).or_insert(0) += 1;
-                }
-            }
-            Outcome::Failure(kind) => {
-                *self.by_error.entry(kind.to_owned()).or_insert(0) += 1;
-            }
-        }
-    }
 }

@@ -28,25 +28,26 @@ use super::targets::Target;
 pub(crate) const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 pub(crate) const USER_AGENT_VALUE: &str = "rampart-drill";
 
-/// Per-connection tallies; merged once, at the end.
+/// Per-connection tallies (the open loop: the measured window's); merged
+/// once, at the end.
 #[derive(Default)]
-struct ConnStats {
-    latency: Histogram,
-    requests: u64,
-    errors: u64,
-    by_status: BTreeMap<u16, u64>,
-    by_header: BTreeMap<String, u64>,
-    by_error: BTreeMap<&'static str, u64>,
+pub(crate) struct ConnStats {
+    pub(crate) latency: Histogram,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) by_status: BTreeMap<u16, u64>,
+    pub(crate) by_header: BTreeMap<String, u64>,
+    pub(crate) by_error: BTreeMap<&'static str, u64>,
 }
 
 impl ConnStats {
-    fn failure(&mut self, kind: &'static str) {
+    pub(crate) fn failure(&mut self, kind: &'static str) {
         self.requests += 1;
         self.errors += 1;
         *self.by_error.entry(kind).or_insert(0) += 1;
     }
 
-    fn response(&mut self, status: u16, cache: Option<&HeaderValue>, latency: Duration) {
+    pub(crate) fn response(&mut self, status: u16, cache: Option<&HeaderValue>, latency: Duration) {
         self.requests += 1;
         if status >= 500 || status == 429 {
             self.errors += 1;

@@ -11,7 +11,7 @@ use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::{in_window, Half};
-use super::{users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Mode, Plan, Scenario};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -58,11 +58,7 @@ fn configure(config: &mut Config, mode: Mode) {
         r.cache.ttl = Duration::from_secs(2);
         r.cache.jitter = 0.0;
         if mode == Mode::Naive {
-            r.guards.breaker = false;
-            r.guards.bulkhead = false;
-            r.cache.grace = Duration::ZERO;
-            r.cache.stale_if_slow = None;
-            r.cache.stale_if_error = Duration::ZERO;
+            unguarded(r);
         }
     }
 }

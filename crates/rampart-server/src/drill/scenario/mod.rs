@@ -248,6 +248,16 @@ pub async fn command(args: ScenarioArgs) -> Result<(), StartError> {
     }
 }
 
+/// A naive half's resource: no breaker, no bulkhead, nothing kept to
+/// answer from (no grace, no stale-if-error, no stale-if-slow).
+pub(crate) fn unguarded(r: &mut crate::config::ResourceConfig) {
+    r.guards.breaker = false;
+    r.guards.bulkhead = false;
+    r.cache.grace = Duration::ZERO;
+    r.cache.stale_if_slow = None;
+    r.cache.stale_if_error = Duration::ZERO;
+}
+
 /// The `users` resource of a config: the one every scenario reads.
 pub(crate) fn users(
     config: &mut Config,

@@ -15,7 +15,7 @@ use crate::drill::open_loop::ClientRetry;
 
 use super::measure::{in_window, Half};
 use super::stage::SourceFault;
-use super::{users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Mode, Plan, Scenario};
 
 /// Retries per request at most, both clients.
 const MAX_RETRIES: u32 = 3;
@@ -60,11 +60,7 @@ fn plan(quick: bool) -> Plan {
 fn configure(config: &mut Config, mode: Mode) {
     for r in users(config) {
         if mode == Mode::Naive {
-            r.guards.breaker = false;
-            r.guards.bulkhead = false;
-            r.cache.grace = Duration::ZERO;
-            r.cache.stale_if_error = Duration::ZERO;
-            r.cache.stale_if_slow = None;
+            unguarded(r);
         }
     }
 }

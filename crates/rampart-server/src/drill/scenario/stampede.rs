@@ -11,7 +11,7 @@ use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::Half;
-use super::{users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Mode, Plan, Scenario};
 
 /// How long the hot key lives: it expires once a second, all run long.
 const TTL: Duration = Duration::from_secs(1);
@@ -55,12 +55,8 @@ fn configure(config: &mut Config, mode: Mode) {
         r.cache.ttl = TTL;
         r.cache.jitter = 0.0;
         if mode == Mode::Naive {
+            unguarded(r);
             r.guards.single_flight = false;
-            r.guards.breaker = false;
-            r.guards.bulkhead = false;
-            r.cache.grace = Duration::ZERO;
-            r.cache.stale_if_slow = None;
-            r.cache.stale_if_error = Duration::ZERO;
         }
     }
 }
