@@ -17,6 +17,8 @@ import re
 import sys
 import time
 
+# Loading the sibling script must not leave a __pycache__ in scripts/.
+sys.dont_write_bytecode = True
 _here = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location(
     "check_dashboard", os.path.join(_here, "check-dashboard.py"))
