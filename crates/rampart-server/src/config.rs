@@ -435,8 +435,11 @@ mod defaults {
     pub fn warm_concurrency() -> usize {
         2
     }
+    /// Off: the warm-up goes at the source's pace, held back by its
+    /// pressure signals (issue 15; a fixed 50k keys/s cap held it to a
+    /// fraction of what the embedded source serves).
     pub fn warm_rate() -> u32 {
-        50_000
+        0
     }
     pub fn pressure_pool_wait() -> Duration {
         Duration::from_millis(20)
