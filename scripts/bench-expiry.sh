@@ -19,17 +19,9 @@ ttl=${1:-20}
 connections=${2:-16}
 keys=100000
 
-if [[ -z "${RAMPART_BIN:-}" ]]; then
-  cargo build --release -q -p rampart-server --bin rampart
-fi
-bin=${RAMPART_BIN:-target/release/rampart}
-data=${BENCH_DATA:-$(mktemp -d)}
-mkdir -p "$data"
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  [[ -n "${BENCH_DATA:-}" ]] || rm -rf "$data"
-}
-trap cleanup EXIT
+bin=$(release_bin)
+data=$(bench_data_dir)
+trap 'bench_cleanup "$data"' EXIT
 
 # The embedded config with the users' TTL short, so the 100k warmed keys
 # expire together within the run (jitter 0.1 spreads them over ±10 %).

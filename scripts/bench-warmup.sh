@@ -21,17 +21,9 @@ source scripts/lib.sh
 users=${1:-1000000}
 fg=${2:-3s}
 
-if [[ -z "${RAMPART_BIN:-}" ]]; then
-  cargo build --release -q -p rampart-server --bin rampart
-fi
-bin=${RAMPART_BIN:-target/release/rampart}
-data=${BENCH_DATA:-$(mktemp -d)}
-mkdir -p "$data"
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  [[ -n "${BENCH_DATA:-}" ]] || rm -rf "$data"
-}
-trap cleanup EXIT
+bin=$(release_bin)
+data=$(bench_data_dir)
+trap 'bench_cleanup "$data"' EXIT
 
 # The embedded config, warming every user, L1 and L2 holding them all.
 cap=$((users + users / 10 + 1000))
