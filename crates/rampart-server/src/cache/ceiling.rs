@@ -71,3 +71,49 @@ pub async fn measure(
     std::hint::black_box(touched);
     Ok(Some(Ceiling { rows, elapsed }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use sqlx::any::AnyPoolOptions;
+
+    /// Every row the warm query names is read, in batches, and counted;
+    /// a resource without a warm query has no ceiling.
+    #[tokio::test]
+    async fn the_ceiling_reads_every_warm_row_in_batches() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT, \
+             country TEXT, balance_cents INTEGER, created_at TEXT)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1234) \
+             INSERT INTO users SELECT i, 'u' || i, i || '@x', 'FR', i, '2026' FROM n",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let config = Config::embedded().unwrap();
+        let mut users = config
+            .resources
+            .iter()
+            .find(|r| r.name == "users")
+            .unwrap()
+            .clone();
+        users.warm = Some("SELECT id FROM users WHERE id > 34 ORDER BY id".into());
+        let ceiling = measure(&pool, &users, 500).await.unwrap().unwrap();
+        assert_eq!(ceiling.rows, 1200);
+        assert!(ceiling.rows_per_sec() > 0.0);
+        users.warm = None;
+        assert!(measure(&pool, &users, 500).await.unwrap().is_none());
+    }
+}
