@@ -22,9 +22,12 @@
 //! (`Entry::claim_refresh`), so there is at most one queued refresh per L1
 //! entry, and L1 is bounded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::{Arc, Mutex};
+// parking_lot's, as the generation stripes': the cache's own locks are
+// outside the loom models (the cache is not built on `crate::sync`).
+use parking_lot::Mutex;
 
 use super::entry::Entry;
 
