@@ -102,9 +102,9 @@ pub fn row_to_json(row: &AnyRow) -> Result<Value, sqlx::Error> {
 /// order, the column it comes from and its `"name":` already encoded.
 ///
 /// Why: the warm-up turns hundreds of thousands of rows a second into JSON,
-/// and going through `Value` cost a map, a `String` per column name and per
-/// text value, and a second pass to serialise (measured: BENCHMARKS.md,
-/// warm-up at the source's pace). The shape is worked out once per query
+/// and going through `Value` costs a map, a `String` per column name and
+/// per text value, and a second pass to serialise (BENCHMARKS.md, warm-up
+/// at the source's pace, has the profile). The shape is worked out once per query
 /// (per batch of rows) and each row is then written straight into one
 /// scratch buffer, copied out at its exact length. Member order and
 /// duplicate names follow `row_to_json` exactly (a `serde_json::Map`

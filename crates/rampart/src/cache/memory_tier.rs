@@ -104,8 +104,7 @@ where
     }
 
     /// One pass, no future per key: the warm-up reads 500 keys a batch,
-    /// and the trait's default (one boxed `get` future each) was a visible
-    /// share of its per-key cost.
+    /// where the trait's default builds one boxed `get` future each.
     async fn get_many(&self, keys: &[K]) -> Result<Vec<TierRead<V>>, Error> {
         let now = self.wall.unix_ms();
         Ok(keys.iter().map(|key| self.read(key, now)).collect())
