@@ -35,4 +35,6 @@ mod idempotency;
 pub use gate::{
     Counts, Reservation, ReservationState, Reserved, StockConfig, StockError, StockGate,
 };
-pub use idempotency::{request_digest, Begin, Idempotency, IdempotencyConfig, IdempotencyFull, Ticket};
+pub use idempotency::{
+    request_digest, Begin, Idempotency, IdempotencyConfig, IdempotencyFull, Ticket,
+};

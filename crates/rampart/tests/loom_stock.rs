@@ -45,7 +45,10 @@ fn balanced(c: Counts) {
 fn cancel_races_expiry_and_a_reserve() {
     model(|| {
         let gate = gate(1);
-        let held = gate.reserve("A", 1, "first", 0).expect("reserve").reservation;
+        let held = gate
+            .reserve("A", 1, "first", 0)
+            .expect("reserve")
+            .reservation;
         let canceller = {
             let gate = gate.clone();
             thread::spawn(move || gate.cancel(held.id, 10))

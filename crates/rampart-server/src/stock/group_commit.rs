@@ -93,7 +93,9 @@ impl GroupCommit {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(message)) => Err(Error::StockStore(message)),
             // The worker ended without answering (the runtime is stopping).
-            Err(_) => Err(Error::StockStore("the reservation batch was dropped".into())),
+            Err(_) => Err(Error::StockStore(
+                "the reservation batch was dropped".into(),
+            )),
         }
     }
 }

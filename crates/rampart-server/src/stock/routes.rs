@@ -72,15 +72,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Error> {
 
 /// The body as a JSON object with one integer field `field` in
 /// `min..=max`; anything else names what is wrong.
-fn integer_field(body: Result<Bytes, BytesRejection>, field: &str, min: i64, max: i64) -> Result<i64, Error> {
+fn integer_field(
+    body: Result<Bytes, BytesRejection>,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, Error> {
     let body = body.map_err(|e| Error::BadRequest(format!("body: {}", e.body_text())))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("body: not JSON ({e}); send {{\"{field}\": N}}")))?;
     let Value::Object(object) = value else {
-        return Err(Error::BadRequest(format!("body: a JSON object {{\"{field}\": N}}")));
+        return Err(Error::BadRequest(format!(
+            "body: a JSON object {{\"{field}\": N}}"
+        )));
     };
     if let Some(other) = object.keys().find(|k| k.as_str() != field) {
-        return Err(Error::BadRequest(format!("body: unknown field {:?}; only {field:?}", echo(other))));
+        return Err(Error::BadRequest(format!(
+            "body: unknown field {:?}; only {field:?}",
+            echo(other)
+        )));
     }
     let n = object
         .get(field)
@@ -102,7 +112,8 @@ fn counts_body(sku: &str, c: &Counts) -> Value {
 }
 
 fn etag(c: &Counts) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", c.version)).unwrap_or(HeaderValue::from_static("\"0\""))
+    HeaderValue::from_str(&format!("\"{}\"", c.version))
+        .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 fn reservation_body(r: &ReservationRow) -> Json<&ReservationRow> {
@@ -119,7 +130,11 @@ pub async fn get_stock(
     let stock = stock(&state, &method, &uri)?;
     check_sku(&sku)?;
     let counts = stock.counts(&sku).await?;
-    Ok(([(header::ETAG, etag(&counts))], Json(counts_body(&sku, &counts))).into_response())
+    Ok((
+        [(header::ETAG, etag(&counts))],
+        Json(counts_body(&sku, &counts)),
+    )
+        .into_response())
 }
 
 /// `POST /v1/stock/{sku}/reservations` with `Idempotency-Key` and `{"qty": N}`.
@@ -142,7 +157,10 @@ pub async fn reserve(
     let replayed = HeaderValue::from_static(if reserved.replayed { "true" } else { "false" });
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location), (header::HeaderName::from_static(REPLAYED), replayed)],
+        [
+            (header::LOCATION, location),
+            (header::HeaderName::from_static(REPLAYED), replayed),
+        ],
         reservation_body(&reserved.reservation),
     )
         .into_response())
@@ -184,8 +202,15 @@ pub async fn put_stock(
 ) -> Result<Response, Error> {
     let stock = stock(&state, &method, &uri)?;
     check_sku(&sku)?;
-    let header_text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("").trim().to_owned());
-    let precondition = match (header_text(header::IF_NONE_MATCH), header_text(header::IF_MATCH)) {
+    let header_text = |name| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").trim().to_owned())
+    };
+    let precondition = match (
+        header_text(header::IF_NONE_MATCH),
+        header_text(header::IF_MATCH),
+    ) {
         (Some(_), Some(_)) => {
             return Err(Error::BadRequest(
                 "If-None-Match and If-Match together: send one".into(),
@@ -193,7 +218,9 @@ pub async fn put_stock(
         }
         (Some(star), None) if star == "*" => Precondition::Absent,
         (Some(_), None) => {
-            return Err(Error::BadRequest("If-None-Match: only * (create) is supported".into()))
+            return Err(Error::BadRequest(
+                "If-None-Match: only * (create) is supported".into(),
+            ))
         }
         (None, Some(tag)) => {
             let version = tag
@@ -212,8 +239,17 @@ pub async fn put_stock(
     };
     let total = integer_field(body, "total", 0, MAX_TOTAL)?;
     let (counts, created) = stock.put_total(&sku, total, precondition).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, [(header::ETAG, etag(&counts))], Json(counts_body(&sku, &counts))).into_response())
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(header::ETAG, etag(&counts))],
+        Json(counts_body(&sku, &counts)),
+    )
+        .into_response())
 }
 
 /// Any method/path: 404 `unknown_route` when `[stock]` is off.
@@ -284,10 +320,26 @@ pub const ROUTES: &[Route] = &[
 const SETTLE_ANSWERS: &[(u16, &[&str], &str)] = &[
     (200, &[], "The reservation in its new state."),
     (400, &["bad_path"], "A path that does not decode."),
-    (404, &["unknown_reservation", "unknown_route"], "No such reservation (or forgotten after stock.key_ttl)."),
-    (409, &["reservation_settled"], "Already settled the other way."),
-    (410, &["reservation_expired"], "The hold ran out; its units went back into stock."),
-    (503, &["source_unavailable"], "The database could not be written."),
+    (
+        404,
+        &["unknown_reservation", "unknown_route"],
+        "No such reservation (or forgotten after stock.key_ttl).",
+    ),
+    (
+        409,
+        &["reservation_settled"],
+        "Already settled the other way.",
+    ),
+    (
+        410,
+        &["reservation_expired"],
+        "The hold ran out; its units went back into stock.",
+    ),
+    (
+        503,
+        &["source_unavailable"],
+        "The database could not be written.",
+    ),
 ];
 
 fn sku_parameter() -> Value {

@@ -48,7 +48,11 @@ fn store_error(e: sqlx::Error) -> Error {
 impl Stock {
     /// Creates the tables (and the demo stock when `demo`); run once at
     /// start, before [`Stock::new`]'s first request.
-    pub async fn prepare(pool: &AnyPool, settings: &StockSettings, demo: bool) -> Result<(), StartError> {
+    pub async fn prepare(
+        pool: &AnyPool,
+        settings: &StockSettings,
+        demo: bool,
+    ) -> Result<(), StartError> {
         let store = Store::new(pool.clone());
         store.migrate().await?;
         if demo && settings.demo_skus > 0 {

@@ -66,7 +66,9 @@ pub enum Outcome {
     Replayed(ReservationRow),
     /// The key was used for another request.
     KeyReused,
-    SoldOut { available: i64 },
+    SoldOut {
+        available: i64,
+    },
     UnknownSku,
 }
 
@@ -99,7 +101,9 @@ pub enum PutOutcome {
     /// The precondition did not hold; the current row, if any.
     PreconditionFailed(Option<Counts>),
     /// The total is below what is held and sold.
-    BelowCommitted { committed: i64 },
+    BelowCommitted {
+        committed: i64,
+    },
 }
 
 const RESERVATION_COLUMNS: &str = "id, sku, qty, state, created_at, expires_at, digest";
@@ -156,12 +160,11 @@ impl Store {
 
     /// The SKU's counts.
     pub async fn counts(&self, sku: &str) -> Result<Option<Counts>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT total, available, held, sold, version FROM stock WHERE sku = $1",
-        )
-        .bind(sku)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT total, available, held, sold, version FROM stock WHERE sku = $1")
+                .bind(sku)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| counts(&r)).transpose()
     }
 
@@ -435,13 +438,13 @@ impl Store {
     /// Deletes settled reservations created before `before_ms`: their keys
     /// are forgotten (a retry after that is a new request).
     pub async fn forget(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            "DELETE FROM reservations WHERE state <> 'held' AND created_at < $1",
+        Ok(
+            sqlx::query("DELETE FROM reservations WHERE state <> 'held' AND created_at < $1")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
         )
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
     }
 }
 

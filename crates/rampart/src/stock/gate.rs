@@ -338,8 +338,7 @@ impl StockGate {
         {
             let mut reservations = self.reservations.lock();
             for record in reservations.values_mut() {
-                if record.state == ReservationState::Held
-                    && record.reservation.expires_ms <= now_ms
+                if record.state == ReservationState::Held && record.reservation.expires_ms <= now_ms
                 {
                     record.state = ReservationState::Expired;
                     returned.push((record.reservation.sku.clone(), record.reservation.qty));
@@ -390,12 +389,18 @@ mod tests {
         );
         // The refused key was not remembered: it may be retried.
         assert!(g.reserve("A", 1, "k2", 0).is_ok());
-        assert_eq!(g.reserve("A", 2, "k1", 0).unwrap().reservation, r1.reservation);
+        assert_eq!(
+            g.reserve("A", 2, "k1", 0).unwrap().reservation,
+            r1.reservation
+        );
         assert_eq!(
             g.reserve("A", 1, "k1", 0),
             Err(StockError::KeyReused("k1".into()))
         );
-        assert_eq!(g.reserve("B", 1, "k3", 0), Err(StockError::UnknownSku("B".into())));
+        assert_eq!(
+            g.reserve("B", 1, "k3", 0),
+            Err(StockError::UnknownSku("B".into()))
+        );
         assert_eq!(g.reserve("A", 0, "k4", 0), Err(StockError::ZeroQuantity));
         let c = g.counts("A").unwrap();
         assert_eq!((c.available, c.held, c.sold), (0, 3, 0));

@@ -92,7 +92,11 @@ impl<V> Drop for Ticket<V> {
         if let Some(key) = self.key.take() {
             let mut table = self.table.lock();
             // Only this ticket's in-flight slot: never a finished answer.
-            if table.map.get(&key).is_some_and(|slot| slot.answer.is_none()) {
+            if table
+                .map
+                .get(&key)
+                .is_some_and(|slot| slot.answer.is_none())
+            {
                 table.map.remove(&key);
             }
         }
@@ -209,7 +213,11 @@ impl<V> Table<V> {
             let Some((expires_ms, key)) = self.order.pop_front() else {
                 break;
             };
-            if self.map.get(&key).is_some_and(|s| s.expires_ms == expires_ms) {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|s| s.expires_ms == expires_ms)
+            {
                 self.map.remove(&key);
             }
         }
@@ -217,8 +225,9 @@ impl<V> Table<V> {
         // as keys are used; bound them by the live keys all the same.
         if self.order.len() > 2 * self.map.len() + 1024 {
             let map = &self.map;
-            self.order
-                .retain(|(expires_ms, key)| map.get(key).is_some_and(|s| s.expires_ms == *expires_ms));
+            self.order.retain(|(expires_ms, key)| {
+                map.get(key).is_some_and(|s| s.expires_ms == *expires_ms)
+            });
         }
     }
 }
@@ -293,7 +302,10 @@ mod tests {
             };
             ticket.finish(1, 0);
         }
-        assert_eq!(t.begin("c", 1, 9_999).err(), Some(IdempotencyFull { max_keys: 2 }));
+        assert_eq!(
+            t.begin("c", 1, 9_999).err(),
+            Some(IdempotencyFull { max_keys: 2 })
+        );
         assert!(matches!(t.begin("a", 1, 9_999), Ok(Begin::Replay(1))));
         assert!(matches!(t.begin("c", 1, 10_000), Ok(Begin::Started(_))));
         assert_eq!(t.len(), 0, "c's ticket was dropped, a and b expired");
@@ -301,7 +313,13 @@ mod tests {
 
     #[test]
     fn the_digest_separates_parts() {
-        assert_ne!(request_digest(&[b"ab", b"c"]), request_digest(&[b"a", b"bc"]));
-        assert_eq!(request_digest(&[b"SKU-1", b"2"]), request_digest(&[b"SKU-1", b"2"]));
+        assert_ne!(
+            request_digest(&[b"ab", b"c"]),
+            request_digest(&[b"a", b"bc"])
+        );
+        assert_eq!(
+            request_digest(&[b"SKU-1", b"2"]),
+            request_digest(&[b"SKU-1", b"2"])
+        );
     }
 }
