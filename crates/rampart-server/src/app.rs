@@ -185,10 +185,25 @@ impl AppState {
             config.warmup.ready_fraction,
             config.warmup.ready_deadline,
         ));
-        let stock = config
-            .stock
-            .enabled
-            .then(|| Arc::new(crate::stock::Stock::new(pool.clone(), config.stock.clone())));
+        let stock = config.stock.enabled.then(|| {
+            let gate = redis
+                .as_ref()
+                .filter(|_| config.stock.redis_gate)
+                .map(|shared| {
+                    let key_ttl_ms =
+                        u64::try_from(config.stock.key_ttl.as_millis()).unwrap_or(u64::MAX);
+                    rampart_redis::stock::RedisStock::new(
+                        shared.redis().clone(),
+                        shared.namespace(),
+                        key_ttl_ms,
+                    )
+                });
+            Arc::new(crate::stock::Stock::new(
+                pool.clone(),
+                config.stock.clone(),
+                gate,
+            ))
+        });
         Ok(AppState(Arc::new(Shared {
             stock,
             config: Arc::new(config),

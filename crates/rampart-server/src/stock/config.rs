@@ -44,6 +44,14 @@ pub struct StockSettings {
     /// `products.stock`).
     #[serde(default = "demo_skus")]
     pub demo_skus: u64,
+    /// With Redis configured: check and hold in Redis first (one Lua
+    /// script), so refusals during a sale cost the database nothing.
+    #[serde(default = "yes")]
+    pub redis_gate: bool,
+    /// How often the Redis gate is rebuilt from the database (also at
+    /// start): it may drift (never towards overselling: SQL decides).
+    #[serde(default = "reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for StockSettings {
@@ -59,6 +67,8 @@ impl Default for StockSettings {
             reap_interval: reap_interval(),
             max_qty: max_qty(),
             demo_skus: demo_skus(),
+            redis_gate: true,
+            reconcile_interval: reconcile_interval(),
         }
     }
 }
@@ -83,6 +93,9 @@ impl StockSettings {
         }
         if self.reap_interval < Duration::from_millis(10) {
             return Err("stock.reap_interval must be at least 10ms".into());
+        }
+        if self.reconcile_interval < Duration::from_millis(100) {
+            return Err("stock.reconcile_interval must be at least 100ms".into());
         }
         if self.max_qty == 0 || self.max_qty > i64::MAX as u64 / 2 {
             return Err("stock.max_qty must be between 1 and 2^62".into());
@@ -117,4 +130,7 @@ fn max_qty() -> u64 {
 }
 fn demo_skus() -> u64 {
     100
+}
+fn reconcile_interval() -> Duration {
+    Duration::from_secs(10)
 }

@@ -1,6 +1,12 @@
 //! The stock capability's one entry point for handlers: the request-key
 //! table in front, then the store (grouped or one transaction a request).
 //!
+//! With Redis (`stock.redis_gate`), a Redis gate (`rampart_redis::stock`)
+//! checks and holds first: a refusal there costs the database nothing,
+//! which is most of a sale's traffic once it is sold out. Whoever the gate
+//! lets through still reserves in SQL; when SQL refuses, the gate gets the
+//! units back. Redis down (its breaker open): straight to SQL, exact.
+//!
 //! Request keys are checked twice. In process ([`Idempotency`]): a retry
 //! while its first request is still running is told so (409) instead of
 //! queueing a second attempt, and a replay is answered without a query. In
@@ -8,10 +14,13 @@
 //! instances and restarts. A refusal (sold out, unknown SKU) is not
 //! remembered: the key may be retried and may succeed once stock returns.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rampart::clock::{Clock, WallClock};
 use rampart::stock::{request_digest, Begin, Idempotency, IdempotencyConfig};
+use rampart_redis::stock::{GateAnswer, RedisStock};
 use sqlx::AnyPool;
 
 use super::config::StockSettings;
@@ -35,6 +44,20 @@ pub struct Stock {
     keys: Idempotency<ReservationRow>,
     settings: StockSettings,
     clock: WallClock,
+    gate: Option<RedisStock>,
+    /// SKUs this process reserved through the gate: the ones its reaper
+    /// and reconcile look after.
+    touched: Mutex<HashSet<String>>,
+}
+
+/// What the Redis gate decided for one reservation.
+enum Gate {
+    /// Go to SQL; `held` when the gate holds units that SQL must take or
+    /// the gate must get back.
+    Pass {
+        held: bool,
+    },
+    SoldOut(i64),
 }
 
 fn millis(d: Duration) -> i64 {
@@ -61,8 +84,8 @@ impl Stock {
         Ok(())
     }
 
-    /// The service over `pool`.
-    pub fn new(pool: AnyPool, settings: StockSettings) -> Stock {
+    /// The service over `pool`, with the Redis gate when given.
+    pub fn new(pool: AnyPool, settings: StockSettings, gate: Option<RedisStock>) -> Stock {
         let store = Store::new(pool);
         let group = settings.group_commit.then(|| {
             GroupCommit::new(
@@ -83,7 +106,102 @@ impl Stock {
             group,
             settings,
             clock: WallClock::new(Clock::new()),
+            gate,
+            touched: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The Redis gate, if any.
+    pub fn gate(&self) -> Option<&RedisStock> {
+        self.gate.as_ref()
+    }
+
+    /// Rebuilds the gate's view of `sku` from SQL; false if it has no stock.
+    pub async fn reconcile(&self, sku: &str) -> Result<bool, Error> {
+        let Some(gate) = &self.gate else {
+            return Ok(true);
+        };
+        let Some((available, holds)) = self.store.gate_view(sku).await.map_err(store_error)? else {
+            return Ok(false);
+        };
+        gate.load(sku, available, &holds).await?;
+        Ok(true)
+    }
+
+    /// Rebuilds the gate for every SKU in SQL (at start).
+    pub async fn reconcile_all(&self) -> Result<(), Error> {
+        if self.gate.is_none() {
+            return Ok(());
+        }
+        for sku in self.store.skus().await.map_err(store_error)? {
+            self.reconcile(&sku).await?;
+        }
+        Ok(())
+    }
+
+    fn touched(&self) -> Vec<String> {
+        let touched = self
+            .touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        touched.iter().cloned().collect()
+    }
+
+    /// One pass of the gate's upkeep for the SKUs this process sold:
+    /// expired holds back (`reconcile` false), or rebuilt from SQL.
+    pub async fn gate_upkeep(&self, reconcile: bool) -> Result<(), Error> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let now_ms = self.now_ms();
+        for sku in self.touched() {
+            if reconcile {
+                self.reconcile(&sku).await?;
+            } else {
+                gate.reap(&sku, now_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ask_gate(
+        &self,
+        gate: &RedisStock,
+        sku: &str,
+        qty: i64,
+        key: &str,
+        expires_ms: i64,
+    ) -> Result<Gate, Error> {
+        {
+            let mut touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !touched.contains(sku) {
+                touched.insert(sku.to_owned());
+            }
+        }
+        for _ in 0..2 {
+            let answer = match gate.reserve(sku, key, qty, expires_ms).await {
+                Ok(answer) => answer,
+                // Redis down or its breaker open: SQL alone, still exact.
+                Err(e) => {
+                    tracing::debug!("stock: Redis gate skipped: {e}");
+                    return Ok(Gate::Pass { held: false });
+                }
+            };
+            match answer {
+                GateAnswer::Held { .. } => return Ok(Gate::Pass { held: true }),
+                GateAnswer::Seen => return Ok(Gate::Pass { held: false }),
+                GateAnswer::SoldOut { available } => return Ok(Gate::SoldOut(available)),
+                GateAnswer::NotLoaded => {
+                    if !self.reconcile(sku).await.unwrap_or(true) {
+                        return Err(Error::UnknownSku(sku.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(Gate::Pass { held: false })
     }
 
     /// The settings.
@@ -127,6 +245,34 @@ impl Stock {
             Ok(Begin::Conflict) => return Err(Error::IdempotencyKeyReused(key.to_owned())),
             Err(_) => return Err(Error::Overloaded),
         };
+        let hold_ms = millis(self.settings.hold_for);
+        let held_in_gate = match &self.gate {
+            None => false,
+            Some(gate) => match self
+                .ask_gate(gate, sku, qty, key, now_ms.saturating_add(hold_ms))
+                .await?
+            {
+                Gate::Pass { held } => held,
+                Gate::SoldOut(available) => {
+                    // A key answered while Redis was down is only in SQL.
+                    return match self.store.by_key(key).await.map_err(store_error)? {
+                        Some(row) if row.digest == digest => {
+                            ticket.finish(row.clone(), now_ms as u64);
+                            Ok(Reserved {
+                                reservation: row,
+                                replayed: true,
+                            })
+                        }
+                        Some(_) => Err(Error::IdempotencyKeyReused(key.to_owned())),
+                        None => Err(Error::SoldOut {
+                            sku: sku.to_owned(),
+                            available,
+                            asked: qty,
+                        }),
+                    };
+                }
+            },
+        };
         let ask = Ask {
             sku: sku.to_owned(),
             qty,
@@ -134,13 +280,23 @@ impl Stock {
             digest,
         };
         let outcome = match &self.group {
-            Some(group) => group.reserve(ask, now_ms).await?,
+            Some(group) => group.reserve(ask, now_ms).await,
             None => self
                 .store
-                .reserve_one(&ask, now_ms, millis(self.settings.hold_for))
+                .reserve_one(&ask, now_ms, hold_ms)
                 .await
-                .map_err(store_error)?,
+                .map_err(store_error),
         };
+        if held_in_gate && !matches!(outcome, Ok(Outcome::Reserved(_))) {
+            // SQL did not take what the gate held: give it back (a failure
+            // here leaves the gate short until the next reconcile).
+            if let Some(gate) = &self.gate {
+                if let Err(e) = gate.release(sku, key, qty, true, true).await {
+                    tracing::debug!("stock: Redis gate release: {e}");
+                }
+            }
+        }
+        let outcome = outcome?;
         // Dropping the ticket unfinished (every refusal) forgets the key.
         match outcome {
             Outcome::Reserved(reservation) => {
@@ -176,7 +332,16 @@ impl Stock {
             .await
             .map_err(store_error)?
         {
-            Settle::Done(row) => Ok(row),
+            Settle::Done(row) => {
+                if let Some(gate) = &self.gate {
+                    // Sold: the hold goes; cancelled: the units come back.
+                    // A failure leaves the gate short until the reconcile.
+                    let _ = gate
+                        .release(&row.sku, &row.key, row.qty, !confirm, false)
+                        .await;
+                }
+                Ok(row)
+            }
             Settle::Unknown => Err(Error::UnknownReservation(id.to_owned())),
             Settle::Expired => Err(Error::ReservationExpired(id.to_owned())),
             Settle::Settled(state) => Err(Error::ReservationSettled {

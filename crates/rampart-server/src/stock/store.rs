@@ -46,6 +46,10 @@ pub struct ReservationRow {
     pub expires_at: i64,
     #[serde(skip)]
     pub digest: i64,
+    /// The request key it was made under (never served: a key is the
+    /// buyer's, and only they should be able to replay it).
+    #[serde(skip)]
+    pub key: String,
 }
 
 /// One reservation request.
@@ -106,7 +110,7 @@ pub enum PutOutcome {
     },
 }
 
-const RESERVATION_COLUMNS: &str = "id, sku, qty, state, created_at, expires_at, digest";
+const RESERVATION_COLUMNS: &str = "id, sku, qty, state, created_at, expires_at, digest, idem_key";
 
 /// The stock tables over a pool.
 #[derive(Clone)]
@@ -308,7 +312,7 @@ impl Store {
         for chunk in asks.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT {RESERVATION_COLUMNS}, idem_key FROM reservations WHERE idem_key IN ({})",
+                "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE idem_key IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -435,6 +439,37 @@ impl Store {
         Ok(rows.len() as u64)
     }
 
+    /// Every SKU with stock.
+    pub async fn skus(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT sku FROM stock")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// A SKU's available units and live holds (request key, expiry, qty),
+    /// read in one transaction: what the Redis gate is rebuilt from.
+    pub async fn gate_view(
+        &self,
+        sku: &str,
+    ) -> Result<Option<(i64, Vec<(String, i64, i64)>)>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let Some(counts) = locked_counts(&mut tx, sku).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let holds = sqlx::query(
+            "SELECT idem_key, expires_at, qty FROM reservations WHERE sku = $1 AND state = 'held'",
+        )
+        .bind(sku)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        tx.commit().await?;
+        Ok(Some((counts.available, holds)))
+    }
+
     /// Deletes settled reservations created before `before_ms`: their keys
     /// are forgotten (a retry after that is a new request).
     pub async fn forget(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
@@ -479,6 +514,7 @@ fn new_row(ask: &Ask, now_ms: i64, hold_ms: i64) -> ReservationRow {
         created_at: now_ms,
         expires_at: now_ms.saturating_add(hold_ms),
         digest: ask.digest,
+        key: ask.key.clone(),
     }
 }
 
@@ -567,5 +603,6 @@ fn reservation(row: &AnyRow) -> Result<ReservationRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         digest: row.try_get("digest")?,
+        key: row.try_get("idem_key")?,
     })
 }
