@@ -32,11 +32,13 @@ impl PrivateRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
+        // Owned from here: dropped (killed and waited for) on any panic.
+        let redis = PrivateRedis { child, port };
         for _ in 0..100 {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let mut pong = [0u8; 7];
                 if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() {
-                    return PrivateRedis { child, port };
+                    return redis;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
