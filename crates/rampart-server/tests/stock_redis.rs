@@ -8,11 +8,13 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::stock::{counts, put, storm};
+use common::stock::{counts, in_db, put, rows_in_db, staggered_sale, storm};
 use common::{start_with, Schema, TestServer};
 use serde_json::json;
+use tokio::sync::RwLock;
 
 /// A redis-server of this test's own, killed on drop.
 struct PrivateRedis {
@@ -104,18 +106,26 @@ async fn two_instances_with_the_redis_gate_sell_exactly_and_agree_with_sql() {
             .status(),
         201
     );
-    let won = storm(&[a, b], "HOT", 1_000, "gate").await;
+    // Arrivals a millisecond apart: a loaded test machine must not time
+    // Redis calls out (each would send its buyer to SQL alone, and the
+    // gate would drift until the reconcile, which this test must not
+    // lean on).
+    let bases = Arc::new(RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let mut won = staggered_sale(a.client.clone(), bases.clone(), "HOT", 1_000)
+        .await
+        .expect("sale");
     assert_eq!(won.len(), 100, "exactly the stock");
-    let ids: HashSet<_> = won.iter().map(|(_, id)| id).collect();
+    let ids: HashSet<_> = won.iter().collect();
     assert_eq!(ids.len(), 100);
-    // Retries under the same keys, each on the other instance: replays.
-    let again = storm(&[b, a], "HOT", 1_000, "gate").await;
-    assert_eq!(again.len(), 100, "the winners' retries are replays");
-    let mut again_ids: Vec<_> = again.iter().map(|(_, id)| id.clone()).collect();
-    let mut won_ids: Vec<_> = won.iter().map(|(_, id)| id.clone()).collect();
-    again_ids.sort();
-    won_ids.sort();
-    assert_eq!(again_ids, won_ids);
+    // The same buyers again (same keys), each on the other instance:
+    // the winners' retries are replays, the others still sold out.
+    let flipped = Arc::new(RwLock::new(vec![b.base.clone(), a.base.clone()]));
+    let mut again = staggered_sale(a.client.clone(), flipped, "HOT", 1_000)
+        .await
+        .expect("retries");
+    won.sort();
+    again.sort();
+    assert_eq!(again, won);
     let c = counts(a, "HOT").await;
     assert_eq!(
         (c["available"].as_i64(), c["held"].as_i64()),
@@ -123,7 +133,7 @@ async fn two_instances_with_the_redis_gate_sell_exactly_and_agree_with_sql() {
     );
     assert_eq!(gate_available(a, "HOT").await, Some(0), "Redis agrees");
     // Ten cancellations: SQL and the gate both get the units back.
-    for (_, id) in won.iter().take(10) {
+    for id in won.iter().take(10) {
         let r = a
             .client
             .post(a.url(&format!("/v1/reservations/{id}/cancel")))
@@ -157,62 +167,13 @@ async fn redis_killed_mid_sale_the_sale_stays_exact() {
             .status(),
         201
     );
-    let sale = {
-        let urls = [a.url(""), b.url("")];
-        let client = a.client.clone();
-        tokio::spawn(async move {
-            let mut tasks = Vec::new();
-            for i in 0..1_000usize {
-                let (client, base) = (client.clone(), urls[i % 2].clone());
-                tasks.push(tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(i as u64)).await;
-                    let key = format!("buyer-{i}");
-                    loop {
-                        let r = client
-                            .post(format!("{base}/v1/stock/HOT/reservations"))
-                            .header("Idempotency-Key", &key)
-                            .json(&json!({ "qty": 1 }))
-                            .send()
-                            .await
-                            .expect("request");
-                        let status = r.status().as_u16();
-                        let body: serde_json::Value = r.json().await.expect("json");
-                        match (status, body["code"].as_str()) {
-                            (201, _) => return Some(body["id"].as_str().expect("id").to_owned()),
-                            (409, Some("sold_out")) => return None,
-                            (503, _) | (409, Some("idempotency_in_flight")) => {
-                                tokio::time::sleep(Duration::from_millis(10)).await
-                            }
-                            other => panic!("{other:?} {body}"),
-                        }
-                    }
-                }));
-            }
-            let mut won = Vec::new();
-            for t in tasks {
-                if let Some(id) = t.await.expect("buyer") {
-                    won.push(id);
-                }
-            }
-            won
-        })
-    };
-    // Read from the database: the instances are busy (a 503 is theirs to give).
-    let held_now = || async {
-        let (held,): (i64,) = sqlx::query_as(&format!(
-            "SELECT held FROM {}.stock WHERE sku = 'HOT'",
-            schema.name
-        ))
-        .fetch_one(&schema.admin)
-        .await
-        .expect("held");
-        held
-    };
-    while held_now().await < 50 {
+    let bases = Arc::new(RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let sale = staggered_sale(a.client.clone(), bases, "HOT", 1_000);
+    while in_db(&schema, "HOT", "held").await < 50 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     redis.kill();
-    let at_kill = held_now().await;
+    let at_kill = in_db(&schema, "HOT", "held").await;
     assert!(at_kill < total, "Redis died mid-sale ({at_kill} held)");
     let won = sale.await.expect("sale");
     let distinct: HashSet<_> = won.iter().collect();
@@ -223,14 +184,7 @@ async fn redis_killed_mid_sale_the_sale_stays_exact() {
         (c["available"].as_i64(), c["held"].as_i64()),
         (Some(0), Some(total))
     );
-    let (rows,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COUNT(*) FROM {}.reservations WHERE sku = 'HOT'",
-        schema.name
-    ))
-    .fetch_one(&schema.admin)
-    .await
-    .expect("rows");
-    assert_eq!(rows, total);
+    assert_eq!(rows_in_db(&schema, "HOT").await, (total, total));
     for t in servers {
         t.server.shutdown().await.expect("shutdown");
     }

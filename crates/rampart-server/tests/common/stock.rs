@@ -1,10 +1,12 @@
 //! The stock tests' helpers: requests, counts, and a storm of buyers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::sync::RwLock;
 
-use super::TestServer;
+use super::{Schema, TestServer};
 
 pub async fn reserve(
     t: &TestServer,
@@ -58,6 +60,52 @@ pub fn balanced(c: &Value) {
     assert_eq!(n("available") + n("held") + n("sold"), n("total"), "{c}");
 }
 
+/// Where buyers send their requests; a test may swap an entry (a
+/// restarted instance) while they run.
+pub type Bases = Arc<RwLock<Vec<String>>>;
+
+/// One buyer: reserves one unit under `key`, retrying (same key) on a
+/// shed, a busy key, or a dead instance, attempt `k` on `bases[first + k]`.
+/// The reservation's id, or `None` once sold out.
+pub async fn buy(
+    client: &reqwest::Client,
+    bases: &Bases,
+    first: usize,
+    sku: &str,
+    key: &str,
+) -> Option<String> {
+    for attempt in 0usize..400 {
+        let base = {
+            let bases = bases.read().await;
+            bases[(first + attempt) % bases.len()].clone()
+        };
+        let sent = client
+            .post(format!("{base}/v1/stock/{sku}/reservations"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "qty": 1 }))
+            .send()
+            .await;
+        let Ok(r) = sent else {
+            // A killed instance: retry, same key.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let status = r.status().as_u16();
+        let Ok(b) = r.json::<Value>().await else {
+            continue;
+        };
+        match (status, code(&b)) {
+            (201, _) => return Some(b["id"].as_str().expect("id").to_owned()),
+            (409, "sold_out") => return None,
+            (503, _) | (409, "idempotency_in_flight") => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            other => panic!("{other:?} {b}"),
+        }
+    }
+    panic!("{key} never got an answer");
+}
+
 /// `n` buyers at once, one unit each under their own key, over `servers`
 /// in turn; the keys that got a reservation, with its id.
 pub async fn storm(
@@ -66,35 +114,18 @@ pub async fn storm(
     n: usize,
     tag: &str,
 ) -> Vec<(String, String)> {
+    let bases: Bases = Arc::new(RwLock::new(
+        servers.iter().map(|t| t.base.clone()).collect(),
+    ));
+    let client = servers[0].client.clone();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let t = servers[i % servers.len()];
-            let (client, url) = (
-                t.client.clone(),
-                t.url(&format!("/v1/stock/{sku}/reservations")),
-            );
+            let (client, bases, sku) = (client.clone(), bases.clone(), sku.to_owned());
             let key = format!("{tag}-{i}");
             tokio::spawn(async move {
-                loop {
-                    let r = client
-                        .post(&url)
-                        .header("Idempotency-Key", &key)
-                        .json(&json!({ "qty": 1 }))
-                        .send()
-                        .await
-                        .expect("request");
-                    let status = r.status().as_u16();
-                    let b: Value = r.json().await.expect("json");
-                    match (status, code(&b)) {
-                        (201, _) => return Some((key, b["id"].as_str().unwrap().to_owned())),
-                        (409, "sold_out") => return None,
-                        // Shed or the database busy: a buyer retries, same key.
-                        (503, _) | (409, "idempotency_in_flight") => {
-                            tokio::time::sleep(Duration::from_millis(5)).await
-                        }
-                        other => panic!("{other:?} {b}"),
-                    }
-                }
+                buy(&client, &bases, i, &sku, &key)
+                    .await
+                    .map(|id| (key, id))
             })
         })
         .collect();
@@ -105,4 +136,59 @@ pub async fn storm(
         }
     }
     won
+}
+
+/// `n` buyers arriving a millisecond apart (so a fault can land mid-sale),
+/// spread over `bases`; the ids of the reservations they got.
+pub fn staggered_sale(
+    client: reqwest::Client,
+    bases: Bases,
+    sku: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let sku = sku.to_owned();
+    tokio::spawn(async move {
+        let buyers: Vec<_> = (0..n)
+            .map(|i| {
+                let (client, bases, sku) = (client.clone(), bases.clone(), sku.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i as u64)).await;
+                    buy(&client, &bases, i, &sku, &format!("buyer-{i}")).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for buyer in buyers {
+            if let Some(id) = buyer.await.expect("buyer") {
+                won.push(id);
+            }
+        }
+        won
+    })
+}
+
+/// A column of the SKU's stock row, read from the database (not through
+/// an instance, which may be busy or dead).
+pub async fn in_db(schema: &Schema, sku: &str, column: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(&format!(
+        "SELECT {column} FROM {}.stock WHERE sku = $1",
+        schema.name
+    ))
+    .bind(sku)
+    .fetch_one(&schema.admin)
+    .await
+    .expect("stock row");
+    n
+}
+
+/// The SKU's reservation rows (count, units) in the database.
+pub async fn rows_in_db(schema: &Schema, sku: &str) -> (i64, i64) {
+    sqlx::query_as(&format!(
+        "SELECT COUNT(*), COALESCE(SUM(qty), 0)::BIGINT FROM {}.reservations WHERE sku = $1",
+        schema.name
+    ))
+    .bind(sku)
+    .fetch_one(&schema.admin)
+    .await
+    .expect("rows")
 }
