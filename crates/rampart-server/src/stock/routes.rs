@@ -173,9 +173,7 @@ pub async fn confirm(
     uri: Uri,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let stock = stock(&state, &method, &uri)?;
-    let row = stock.settle(&id, true).await?;
-    Ok(reservation_body(&row).into_response())
+    settle(&state, &method, &uri, &id, true).await
 }
 
 /// `POST /v1/reservations/{id}/cancel`: the units go back into stock.
@@ -185,8 +183,17 @@ pub async fn cancel(
     uri: Uri,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let stock = stock(&state, &method, &uri)?;
-    let row = stock.settle(&id, false).await?;
+    settle(&state, &method, &uri, &id, false).await
+}
+
+async fn settle(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    id: &str,
+    confirm: bool,
+) -> Result<Response, Error> {
+    let row = stock(state, method, uri)?.settle(id, confirm).await?;
     Ok(reservation_body(&row).into_response())
 }
 
