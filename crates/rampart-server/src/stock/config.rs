@@ -134,3 +134,29 @@ fn demo_skus() -> u64 {
 fn reconcile_interval() -> Duration {
     Duration::from_secs(10)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_field() {
+        assert_eq!(StockSettings::default().validate(), Ok(()));
+        let parsed: StockSettings = toml::from_str("").expect("empty section");
+        assert_eq!(parsed.hold_for, Duration::from_secs(600));
+        assert_eq!(parsed.key_ttl, Duration::from_secs(86_400));
+        for (text, field) in [
+            ("hold_for = \"10ms\"", "stock.hold_for"),
+            ("key_ttl = \"1m\"", "stock.key_ttl"),
+            ("group_max = 0", "stock.group_max"),
+            ("group_window = \"2s\"", "stock.group_window"),
+            ("max_qty = 0", "stock.max_qty"),
+            ("reap_interval = \"1ms\"", "stock.reap_interval"),
+        ] {
+            let settings: StockSettings = toml::from_str(text).expect(text);
+            let message = settings.validate().expect_err(text);
+            assert!(message.starts_with(field), "{text}: {message}");
+        }
+        assert!(toml::from_str::<StockSettings>("holdfor = \"1m\"").is_err());
+    }
+}
