@@ -61,33 +61,49 @@ impl GroupCommit {
         }
     }
 
+    /// Starts `sku`'s worker and enters its queue in the map.
+    fn spawn_worker(
+        &self,
+        queues: &mut HashMap<String, mpsc::Sender<Pending>>,
+        sku: &str,
+    ) -> mpsc::Sender<Pending> {
+        // Room for a few full batches: past that the SKU is hotter than
+        // its commits can drain.
+        let (sender, receiver) = mpsc::channel(self.settings.max.saturating_mul(4));
+        queues.insert(sku.to_owned(), sender.clone());
+        tokio::spawn(worker(
+            self.store.clone(),
+            self.settings,
+            Arc::clone(&self.queues),
+            sku.to_owned(),
+            receiver,
+        ));
+        sender
+    }
+
     /// Queues `ask` behind its SKU's worker and waits for its outcome.
     pub async fn reserve(&self, ask: Ask, now_ms: i64) -> Result<Outcome, Error> {
         let (reply, answer) = oneshot::channel();
         {
             let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-            let sender = match queues.get(&ask.sku) {
-                Some(sender) => sender.clone(),
-                None => {
-                    // Room for a few full batches: past that the SKU is
-                    // hotter than its commits can drain.
-                    let (sender, receiver) = mpsc::channel(self.settings.max.saturating_mul(4));
-                    queues.insert(ask.sku.clone(), sender.clone());
-                    tokio::spawn(worker(
-                        self.store.clone(),
-                        self.settings,
-                        Arc::clone(&self.queues),
-                        ask.sku.clone(),
-                        receiver,
-                    ));
-                    sender
-                }
-            };
+            let mut pending = Pending { ask, now_ms, reply };
             // Under the map's lock: a worker only leaves with its queue
-            // empty, checked under the same lock.
-            sender
-                .try_send(Pending { ask, now_ms, reply })
-                .map_err(|_| Error::Overloaded)?;
+            // empty, checked under the same lock. A worker that died (a
+            // panic) leaves a closed queue: replaced once, here.
+            for _ in 0..2 {
+                let sender = match queues.get(&pending.ask.sku) {
+                    Some(sender) => sender.clone(),
+                    None => self.spawn_worker(&mut queues, &pending.ask.sku),
+                };
+                match sender.try_send(pending) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Overloaded),
+                    Err(mpsc::error::TrySendError::Closed(back)) => {
+                        queues.remove(&back.ask.sku);
+                        pending = back;
+                    }
+                }
+            }
         }
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),

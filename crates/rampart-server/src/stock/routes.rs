@@ -95,7 +95,13 @@ fn integer_field(
     let n = object
         .get(field)
         .ok_or_else(|| Error::BadRequest(format!("body: field {field:?} is required")))?;
-    match n.as_i64() {
+    // JSON Schema's "integer" includes 2.0: a whole float is accepted.
+    let whole = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    });
+    match whole {
         Some(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(Error::BadRequest(format!(
             "{field}: an integer from {min} to {max}, got {}",
