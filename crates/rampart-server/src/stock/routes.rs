@@ -219,6 +219,8 @@ pub async fn put_stock(
         headers
             .get(name)
             .map(|v| v.to_str().unwrap_or("").trim().to_owned())
+            // An empty header is no header (a client that cleared it).
+            .filter(|v| !v.is_empty())
     };
     let precondition = match (
         header_text(header::IF_NONE_MATCH),
