@@ -226,9 +226,13 @@ pub async fn put_stock(
         header_text(header::IF_NONE_MATCH),
         header_text(header::IF_MATCH),
     ) {
+        // Both: "absent" and "at this version" cannot both hold (RFC 9110
+        // evaluates If-Match first; it fails on an absent SKU, and on a
+        // present one If-None-Match: * fails).
         (Some(_), Some(_)) => {
-            return Err(Error::BadRequest(
-                "If-None-Match and If-Match together: send one".into(),
+            return Err(Error::PreconditionFailed(
+                "If-None-Match: * (absent) and If-Match (present at a version) cannot both hold"
+                    .into(),
             ))
         }
         (Some(star), None) if star == "*" => Precondition::Absent,
@@ -319,12 +323,12 @@ pub const ROUTES: &[Route] = &[
         responses: &[
             (200, &[], "Changed; the new counts and ETag."),
             (201, &[], "Created; the counts and ETag."),
-            (400, &["bad_request", "bad_path"], "A malformed SKU, body or precondition header."),
+            (400, &["bad_request", "bad_path"], "A malformed SKU, body, or If-Match (not a quoted version) / If-None-Match (not *)."),
             (401, &["unauthorized"], "No admin token (WWW-Authenticate: Bearer)."),
             (403, &["forbidden"], "Another token than the admin token."),
             (404, &["unknown_route"], OFF),
             (409, &["total_below_committed"], "The total is below the units held and sold."),
-            (412, &["precondition_failed"], "If-None-Match: * but the SKU exists, or If-Match names another version (or no stock yet)."),
+            (412, &["precondition_failed"], "If-None-Match: * but the SKU exists, If-Match names another version (or no stock yet), or both headers."),
             (428, &["precondition_required"], "Neither If-None-Match: * nor If-Match."),
             (503, &["source_unavailable"], "The database could not be written."),
         ],
