@@ -222,28 +222,20 @@ pub async fn put_stock(
             // An empty header is no header (a client that cleared it).
             .filter(|v| !v.is_empty())
     };
-    let precondition = match (
-        header_text(header::IF_NONE_MATCH),
-        header_text(header::IF_MATCH),
-    ) {
-        // Both: "absent" and "at this version" cannot both hold (RFC 9110
-        // evaluates If-Match first; it fails on an absent SKU, and on a
-        // present one If-None-Match: * fails).
-        (Some(_), Some(_)) => {
-            return Err(Error::PreconditionFailed(
-                "If-None-Match: * (absent) and If-Match (present at a version) cannot both hold"
-                    .into(),
-            ))
-        }
-        (Some(star), None) if star == "*" => Precondition::Absent,
-        (Some(_), None) => {
+    // Every input is checked (400) before the preconditions are judged.
+    let absent = match header_text(header::IF_NONE_MATCH) {
+        None => false,
+        Some(star) if star == "*" => true,
+        Some(_) => {
             return Err(Error::BadRequest(
                 "If-None-Match: only * (create) is supported".into(),
             ))
         }
-        (None, Some(tag)) => {
-            let version = tag
-                .strip_prefix('"')
+    };
+    let version = match header_text(header::IF_MATCH) {
+        None => None,
+        Some(tag) => Some(
+            tag.strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
                 .and_then(|t| t.parse::<i64>().ok())
                 .ok_or_else(|| {
@@ -251,12 +243,23 @@ pub async fn put_stock(
                         "If-Match: the ETag of GET /v1/stock/{{sku}}, a quoted version like \"3\"; got {:?}",
                         echo(&tag)
                     ))
-                })?;
-            Precondition::Version(version)
-        }
-        (None, None) => return Err(Error::PreconditionRequired),
+                })?,
+        ),
     };
     let total = integer_field(body, "total", 0, MAX_TOTAL)?;
+    let precondition =
+        match (absent, version) {
+            // Both: "absent" and "at this version" cannot both hold (RFC 9110
+            // evaluates If-Match first; it fails on an absent SKU, and on a
+            // present one If-None-Match: * fails).
+            (true, Some(_)) => return Err(Error::PreconditionFailed(
+                "If-None-Match: * (absent) and If-Match (present at a version) cannot both hold"
+                    .into(),
+            )),
+            (true, None) => Precondition::Absent,
+            (false, Some(version)) => Precondition::Version(version),
+            (false, None) => return Err(Error::PreconditionRequired),
+        };
     let (counts, created) = stock.put_total(&sku, total, precondition).await?;
     let status = if created {
         StatusCode::CREATED
