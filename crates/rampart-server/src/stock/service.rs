@@ -2,8 +2,10 @@
 //! table in front, then the store (grouped or one transaction a request).
 //!
 //! With Redis (`stock.redis_gate`), a Redis gate (`rampart_redis::stock`)
-//! checks and holds first: a refusal there costs the database nothing,
-//! which is most of a sale's traffic once it is sold out. Whoever the gate
+//! checks and holds first: a refusal there costs the database one indexed
+//! read (is the key already a reservation, made while Redis was down?)
+//! instead of a write transaction on the hot row, and refusals are most of
+//! a sale's traffic once it is sold out. Whoever the gate
 //! lets through still reserves in SQL; when SQL refuses, the gate gets the
 //! units back. Redis down (its breaker open): straight to SQL, exact.
 //!
