@@ -44,6 +44,9 @@ pub struct Config {
     pub redis: RedisConfig,
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceConfig>,
+    /// `[stock]`: reservations and their holds (`stock/config.rs`).
+    #[serde(default)]
+    pub stock: crate::stock::config::StockSettings,
 }
 
 /// The shared tier: absent URLs keep the in-process tier (the embedded
@@ -608,6 +611,7 @@ impl Config {
             return Err("server.request_timeout must be greater than 0".into());
         }
         self.validate_connections()?;
+        self.stock.validate()?;
         let warmup = &self.warmup;
         if !(warmup.ready_fraction > 0.0 && warmup.ready_fraction <= 1.0) {
             return Err(format!(
