@@ -17,6 +17,7 @@
 //! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
+//! | [`stock`] | flash-sale stock: reservations, request keys, group commit, reaper |
 //! | [`error`] | a request's error and its HTTP responses (the one place) |
 //! | [`start_error`] | what stops `rampart` from starting: config, database, bind |
 
@@ -31,6 +32,7 @@ pub mod ops;
 pub mod server;
 pub mod start_error;
 pub mod state;
+pub mod stock;
 
 pub use config::Config;
 pub use error::Error;

@@ -428,6 +428,13 @@ async fn health_metrics_and_openapi() {
                     .send()
                     .await
             }
+            "put" => {
+                t.client
+                    .put(t.url(&path))
+                    .bearer_auth(t.admin_token())
+                    .send()
+                    .await
+            }
             other => panic!("method {other}"),
         }
         .expect("request");
