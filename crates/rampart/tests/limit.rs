@@ -268,7 +268,7 @@ fn bulkhead_validate_names_the_field() {
 
     let bulkhead = Bulkhead::new("db", BulkheadConfig::default());
     assert_eq!(bulkhead.name(), "db");
-    assert_eq!(bulkhead.config(), &BulkheadConfig::default());
+    assert_eq!(bulkhead.config(), BulkheadConfig::default());
     // An out-of-range bound is clamped instead of panicking in `new`.
     let huge = Bulkhead::new("huge", config(usize::MAX, 1, Duration::ZERO));
     assert!(huge.config().max_concurrent < usize::MAX);
@@ -630,4 +630,48 @@ fn backoff_seeded_determinism() {
     };
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
+}
+
+// ------------------------------------------------------- live settings
+
+/// `set_limits`: growing admits waiters at once; shrinking below the slots
+/// held retires them as they come back, never interrupting a holder.
+#[tokio::test(start_paused = true)]
+async fn bulkhead_set_limits_grows_and_shrinks_live() {
+    let bulkhead = Bulkhead::new("db", config(1, 4, Duration::from_secs(10)));
+    let first = expect_permit(bulkhead.try_acquire());
+    let mut waiting = Box::pin(bulkhead.acquire());
+    assert!(poll_once(&mut waiting).await.is_pending());
+    bulkhead
+        .set_limits(config(3, 4, Duration::from_secs(10)))
+        .expect("valid");
+    let second = expect_permit(waiting.await);
+    let third = expect_permit(bulkhead.try_acquire());
+    assert_eq!(bulkhead.in_flight(), 3);
+    // Shrink to 1 with 3 held: nobody is interrupted, nobody new gets in.
+    bulkhead
+        .set_limits(config(1, 4, Duration::from_secs(10)))
+        .expect("valid");
+    assert_eq!(bulkhead.in_flight(), 3);
+    assert!(bulkhead.try_acquire().is_err());
+    drop(first);
+    drop(second);
+    assert_eq!(bulkhead.in_flight(), 1);
+    assert!(bulkhead.try_acquire().is_err(), "the limit is 1, 1 held");
+    drop(third);
+    assert_eq!(bulkhead.in_flight(), 0);
+    let only = expect_permit(bulkhead.try_acquire());
+    assert!(bulkhead.try_acquire().is_err(), "exactly one slot left");
+    drop(only);
+    // Grow back while nothing is owed; an invalid limit is refused.
+    assert!(bulkhead
+        .set_limits(config(0, 4, Duration::from_secs(10)))
+        .is_err());
+    assert_eq!(bulkhead.config().max_concurrent, 1, "kept");
+    bulkhead
+        .set_limits(config(2, 4, Duration::from_secs(10)))
+        .expect("valid");
+    let _a = expect_permit(bulkhead.try_acquire());
+    let _b = expect_permit(bulkhead.try_acquire());
+    assert!(bulkhead.try_acquire().is_err());
 }
