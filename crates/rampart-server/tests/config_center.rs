@@ -650,3 +650,113 @@ async fn a_long_poll_outlives_the_request_timeout_and_the_connection_watchdog() 
     // The connection is still good for the next request.
     assert_eq!(server.get("/v1/config/slow").await.status(), 200);
 }
+
+/// Two instances over one PostgreSQL schema; `listen` and the reconcile
+/// interval per the test.
+async fn two_instances_on_postgres(
+    tag: &str,
+    listen: bool,
+    reconcile: Duration,
+) -> (common::Schema, TestServer, TestServer) {
+    let schema = common::Schema::create(tag).await;
+    common::demo_data(&schema.url());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let url = schema.url();
+        servers.push(
+            common::start(move |c| {
+                c.database.url = url;
+                c.config_center.listen = listen;
+                c.config_center.reconcile_interval = reconcile;
+            })
+            .await,
+        );
+    }
+    let b = servers.pop().expect("b");
+    let a = servers.pop().expect("a");
+    (schema, a, b)
+}
+
+/// A write on A answers a watcher parked on B: by NOTIFY, well before the
+/// (here one-minute) reconcile could.
+#[tokio::test]
+async fn a_write_on_one_instance_reaches_a_watcher_on_another_by_notify() {
+    let (schema, a, b) =
+        two_instances_on_postgres("cc_notify", true, Duration::from_secs(60)).await;
+    assert_eq!(create(&a, "shared", json!({ "n": 1 })).await.status(), 201);
+    // B learns of the new namespace by the notice too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.get("/v1/config/shared").await.status() != 200 {
+        assert!(Instant::now() < deadline, "B never heard of the namespace");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (client, url) = (
+        b.client.clone(),
+        b.url("/v1/config/shared?after=1&wait=20s"),
+    );
+    let watch = tokio::spawn(async move {
+        let response = client.get(url).send().await.expect("poll");
+        (
+            Instant::now(),
+            response.json::<Value>().await.expect("json"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let wrote = Instant::now();
+    assert_eq!(
+        update(&a, "shared", 1, json!({ "n": 2 })).await.status(),
+        200
+    );
+    let (answered, body) = watch.await.expect("watch");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["content"]["n"], 2);
+    let lag = answered.saturating_duration_since(wrote);
+    assert!(lag < Duration::from_secs(3), "took {lag:?}");
+    a.server.shutdown().await.expect("a");
+    b.server.shutdown().await.expect("b");
+    schema.drop().await;
+}
+
+/// With notices off (as if every one were lost), the reconcile still
+/// delivers a write on A to a watcher parked on B.
+#[tokio::test]
+async fn with_notices_off_the_reconcile_still_delivers_the_write() {
+    let (schema, a, b) =
+        two_instances_on_postgres("cc_reconcile", false, Duration::from_millis(300)).await;
+    assert_eq!(create(&a, "shared", json!({ "n": 1 })).await.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.get("/v1/config/shared").await.status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the reconcile never brought the namespace"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (client, url) = (b.client.clone(), b.url("/v1/config/watch"));
+    let watch = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&json!({ "namespaces": { "shared": 1 }, "wait": "20s" }))
+            .send()
+            .await
+            .expect("watch")
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let wrote = Instant::now();
+    assert_eq!(
+        update(&a, "shared", 1, json!({ "n": 2 })).await.status(),
+        200
+    );
+    let answer = watch.await.expect("watch");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(json_of(answer).await, json!({ "changed": { "shared": 2 } }));
+    let lag = wrote.elapsed();
+    assert!(lag < Duration::from_secs(5), "took {lag:?}");
+    assert_eq!(
+        json_of(b.get("/v1/config/shared").await).await["content"]["n"],
+        2
+    );
+    a.server.shutdown().await.expect("a");
+    b.server.shutdown().await.expect("b");
+    schema.drop().await;
+}

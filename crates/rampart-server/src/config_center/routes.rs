@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -26,11 +26,15 @@ use crate::http::extract::{Path, Query};
 use crate::ops::openapi::Route;
 use crate::state::AppState;
 
-/// The routes that may hold a request up to `config_center.max_wait`:
-/// `layers.rs` gives them that much more than the request timeout, and
-/// counts them against `config_center.max_watchers` instead of the
-/// in-flight limit (a parked watcher is not work).
-pub const WATCH_ROUTES: &[&str] = &["/v1/config/{ns}", "/v1/config/watch"];
+/// Whether a request (method, route template) may hold its answer up to
+/// `config_center.max_wait`: `GET /v1/config/{ns}` and `POST
+/// /v1/config/watch`. `layers.rs` gives them that much more than the
+/// request timeout, and counts them against `config_center.max_watchers`
+/// instead of the in-flight limit (a parked watcher is not work).
+pub fn is_watch(method: &Method, template: &str) -> bool {
+    (method == Method::GET && template == "/v1/config/{ns}")
+        || (method == Method::POST && template == "/v1/config/watch")
+}
 
 /// The `wait` of a long-poll or watch that names none.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);

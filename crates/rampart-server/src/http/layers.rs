@@ -189,13 +189,13 @@ where
         // router's, and labels are interned by the metrics.
         let route = self.defences.state.metrics.http_route(template);
         let foreground = template.starts_with("/v1/");
-        // A profile samples for up to its own bound, then symbolises: the
-        // request timeout of ordinary requests would cut it short.
         // A watch holds its request up to config_center.max_wait, then
         // answers: the request timeout counts from there. Parked watchers
         // are bounded by config_center.max_watchers (in the handler), not
         // by the in-flight limit, which bounds work.
-        let watch = crate::config_center::routes::WATCH_ROUTES.contains(&template);
+        let watch = crate::config_center::routes::is_watch(request.method(), template);
+        // A profile samples for up to its own bound, then symbolises: the
+        // request timeout of ordinary requests would cut it short.
         let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {
             crate::ops::profile::route_timeout(self.defences.timeout)
         } else if watch {
