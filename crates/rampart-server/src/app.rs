@@ -181,6 +181,10 @@ impl AppState {
             config.warmup.ready_fraction,
             config.warmup.ready_deadline,
         ));
+        let config_center = Arc::new(crate::config_center::ConfigCenter::new(
+            &config,
+            pool.clone(),
+        ));
         Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
             resources: Arc::new(resources),
@@ -190,6 +194,7 @@ impl AppState {
             readiness,
             redis,
             miss_budget,
+            config_center,
         })))
     }
 }
@@ -211,7 +216,8 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     // Writes: the admin check outside, the write bulkhead inside it.
     let writes = Router::new()
         .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
-        .route("/v1/filter/{resource}/rebuild", post(rebuild));
+        .route("/v1/filter/{resource}/rebuild", post(rebuild))
+        .merge(crate::config_center::routes::writes());
     let writes =
         write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
     // Profiling: admin only (see `ops/profile.rs`).
@@ -228,6 +234,7 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .merge(writes)
         .merge(profiling)
         .merge(crate::ops::dashboard::routes(&state))
+        .merge(crate::config_center::routes::reads())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

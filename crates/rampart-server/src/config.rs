@@ -44,6 +44,9 @@ pub struct Config {
     pub redis: RedisConfig,
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceConfig>,
+    /// `[config_center]`: versioned configuration namespaces, watch, canary.
+    #[serde(default)]
+    pub config_center: crate::config_center::ConfigCenterConfig,
 }
 
 /// The shared tier: absent URLs keep the in-process tier (the embedded
@@ -595,6 +598,7 @@ impl Config {
         if self.database.pool_size == 0 {
             return Err("database.pool_size must be at least 1".into());
         }
+        self.config_center.validate()?;
         if self.server.max_concurrent_requests == 0 {
             return Err("server.max_concurrent_requests must be at least 1".into());
         }

@@ -14,6 +14,7 @@
 //! | [`state`] | what requests share at run time: resources, metrics, readiness |
 //! | [`server`] | start, serve, graceful shutdown |
 //! | [`cache`] | the read-through cache API over SQL: handlers, keys, source, warm-up |
+//! | [`config_center`] | versioned config namespaces: CAS writes, watch, history, canary |
 //! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
@@ -24,6 +25,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod config_center;
 pub mod drill;
 pub mod error;
 pub mod http;

@@ -32,6 +32,8 @@ pub struct Server {
     warming: JoinHandle<()>,
     /// Existence filter builds and rebuilds; stops with `stop`.
     filtering: JoinHandle<()>,
+    /// The config center's notice listener and reconcile; stops with `stop`.
+    propagating: JoinHandle<()>,
 }
 
 impl Server {
@@ -43,6 +45,7 @@ impl Server {
         // Before anything is opened: a bad token file stops the start.
         let admin_token = Arc::new(AdminToken::resolve(&config)?);
         let state = AppState::open(config).await?;
+        state.config_center.open().await?;
         crate::ops::deadlock::spawn(Arc::downgrade(&state.metrics));
         let listener = TcpListener::bind(listen)
             .await
@@ -79,6 +82,10 @@ impl Server {
             })
         };
         let filtering = tokio::spawn(filter::run(state.clone(), stop.clone()));
+        let propagating = crate::config_center::propagation::spawn(
+            Arc::clone(&state.config_center),
+            stop.clone(),
+        );
         let serving = {
             let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
             tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
@@ -91,6 +98,7 @@ impl Server {
             serving,
             warming,
             filtering,
+            propagating,
         })
     }
 
@@ -108,6 +116,7 @@ impl Server {
         let drained = tokio::time::timeout(grace, &mut serving).await;
         let _ = self.warming.await;
         let _ = self.filtering.await;
+        let _ = self.propagating.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(source))) => Err(StartError::Bind {

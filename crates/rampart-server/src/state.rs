@@ -45,6 +45,8 @@ pub struct Shared {
     pub redis: Option<SharedRedis>,
     /// The per-client miss budget, when `server.misses_per_client` is set.
     pub miss_budget: Option<Arc<MissBudget>>,
+    /// The config center's store and served namespaces.
+    pub config_center: Arc<crate::config_center::ConfigCenter>,
 }
 
 impl std::ops::Deref for AppState {
