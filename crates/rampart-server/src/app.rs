@@ -185,6 +185,7 @@ impl AppState {
             &config,
             pool.clone(),
         ));
+        let reload = Arc::new(crate::reload::Reload::new(&config, &metrics));
         Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
             resources: Arc::new(resources),
@@ -195,6 +196,7 @@ impl AppState {
             redis,
             miss_budget,
             config_center,
+            reload,
         })))
     }
 }
@@ -217,7 +219,8 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     let writes = Router::new()
         .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
         .route("/v1/filter/{resource}/rebuild", post(rebuild))
-        .merge(crate::config_center::routes::writes());
+        .merge(crate::config_center::routes::writes())
+        .merge(crate::reload::routes::writes());
     let writes =
         write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
     // Profiling: admin only (see `ops/profile.rs`).

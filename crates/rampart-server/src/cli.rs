@@ -141,7 +141,10 @@ impl ConfigArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
-        Command::Serve(args) => server::run_until_signal(args.load()?).await,
+        Command::Serve(args) => {
+            let config = args.load()?;
+            server::run_until_signal(config, Box::new(move || args.load())).await
+        }
         Command::DemoData(args) => {
             let mut config = Config::embedded()?;
             config.database.url = args.database_url.clone();

@@ -160,6 +160,15 @@ pub enum Error {
     #[error("the config store failed: {0}")]
     ConfigStore(String),
 
+    /// A reload refused: the new config is invalid or changes a setting
+    /// only a restart can change (the message names it). Nothing changed.
+    #[error("reload refused, the running settings stay: {0}")]
+    ReloadRefused(String),
+
+    /// A reload asked of a server that has no config source to re-read.
+    #[error("{0}")]
+    ReloadUnavailable(String),
+
     /// `config_center.enabled` is off.
     #[error("the config center is disabled (config_center.enabled)")]
     ConfigCenterDisabled,
@@ -261,6 +270,8 @@ impl Error {
                 Some(1),
             ),
             Error::ConfigCenterDisabled => (StatusCode::NOT_FOUND, "config_center_disabled", None),
+            Error::ReloadRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", None),
+            Error::ReloadUnavailable(_) => (StatusCode::CONFLICT, "reload_unavailable", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@
 //! | [`server`] | start, serve, graceful shutdown |
 //! | [`cache`] | the read-through cache API over SQL: handlers, keys, source, warm-up |
 //! | [`config_center`] | versioned config namespaces: CAS writes, watch, history, canary |
+//! | [`reload`] | live reload of the guards' settings: SIGHUP, `POST /v1/admin/reload`, a config-center namespace |
 //! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
@@ -30,6 +31,7 @@ pub mod drill;
 pub mod error;
 pub mod http;
 pub mod ops;
+pub mod reload;
 pub mod server;
 pub mod start_error;
 pub mod state;

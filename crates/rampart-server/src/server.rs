@@ -34,6 +34,8 @@ pub struct Server {
     filtering: JoinHandle<()>,
     /// The config center's notice listener and reconcile; stops with `stop`.
     propagating: JoinHandle<()>,
+    /// SIGHUP and the settings namespace (`reload/`); stops with `stop`.
+    reloading: JoinHandle<()>,
 }
 
 impl Server {
@@ -86,6 +88,7 @@ impl Server {
             Arc::clone(&state.config_center),
             stop.clone(),
         );
+        let reloading = crate::reload::spawn(&state, &stop);
         let serving = {
             let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
             tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
@@ -99,6 +102,7 @@ impl Server {
             warming,
             filtering,
             propagating,
+            reloading,
         })
     }
 
@@ -117,6 +121,7 @@ impl Server {
         let _ = self.warming.await;
         let _ = self.filtering.await;
         let _ = self.propagating.await;
+        let _ = self.reloading.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(source))) => Err(StartError::Bind {
@@ -136,12 +141,17 @@ impl Server {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP and
+/// `POST /v1/admin/reload` re-read the config through `reload_source`.
+pub async fn run_until_signal(
+    config: Config,
+    reload_source: crate::reload::ConfigSource,
+) -> Result<(), StartError> {
     panic_hook::install();
     let database = source::redact(&config.database_url());
     let embedded = config.is_embedded_database();
     let server = Server::start(config).await?;
+    server.state.reload.set_source(reload_source);
     let base = format!("http://{}", server.addr);
     println!("rampart serving on {base}  (source: {database})");
     for name in cache::routes::resource_names(&server.state) {

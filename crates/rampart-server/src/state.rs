@@ -47,6 +47,8 @@ pub struct Shared {
     pub miss_budget: Option<Arc<MissBudget>>,
     /// The config center's store and served namespaces.
     pub config_center: Arc<crate::config_center::ConfigCenter>,
+    /// The live settings in force and how they change (`reload/`).
+    pub reload: Arc<crate::reload::Reload>,
 }
 
 impl std::ops::Deref for AppState {

@@ -51,7 +51,6 @@ pub fn wrap(routes: Router, state: &AppState) -> App {
             max_uri_bytes: server.max_uri_bytes,
             max_header_bytes: server.max_header_bytes,
         },
-        max_in_flight: server.max_concurrent_requests,
         in_flight: AtomicUsize::new(0),
         timeout: server.request_timeout,
         next_id: AtomicU64::new(random_start()),
@@ -133,9 +132,6 @@ impl Service<Request> for App {
 struct Defences {
     state: AppState,
     limits: HeadLimits,
-    /// Requests allowed in flight at once (all routes together); past it a
-    /// request is shed, never queued.
-    max_in_flight: usize,
     in_flight: AtomicUsize,
     timeout: Duration,
     /// Request ids, unless the caller sent one: a counter from a random
@@ -367,7 +363,9 @@ impl Defences {
         // Relaxed: the count is its own only datum; no other memory is
         // published through it.
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if before >= self.max_in_flight {
+        // The limit (`server.max_concurrent_requests`, all routes
+        // together) is live: past it a request is shed, never queued.
+        if before >= self.state.reload.max_in_flight() {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

@@ -38,7 +38,11 @@ pub struct Route {
 /// Every route table the service serves, one per capability. A new
 /// capability adds its table here; the router test, the OpenAPI document
 /// and the fuzzer then cover it.
-pub const TABLES: &[&[Route]] = &[ROUTES, crate::config_center::routes::ROUTES];
+pub const TABLES: &[&[Route]] = &[
+    ROUTES,
+    crate::config_center::routes::ROUTES,
+    crate::reload::routes::ROUTES,
+];
 
 /// Every documented route, from every table.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
@@ -267,6 +271,8 @@ pub const ERROR_CODES: &[&str] = &[
     "schema_violation",
     "invalid_schema",
     "canary_active",
+    "reload_refused",
+    "reload_unavailable",
     "no_canary",
     "config_store_unavailable",
     "config_center_disabled",
