@@ -168,7 +168,8 @@ impl Reload {
                 ),
             ));
         };
-        let file = source().map_err(|e| self.refuse(&origin, Error::ReloadRefused(e.to_string())))?;
+        let file =
+            source().map_err(|e| self.refuse(&origin, Error::ReloadRefused(e.to_string())))?;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let new = match &running.overlay {
             Some((name, version, text)) => overlay(name, *version, text)
@@ -220,10 +221,7 @@ impl Reload {
         if !frozen.is_empty() {
             return Err(self.refuse(
                 &origin,
-                Error::ReloadRefused(format!(
-                    "only a restart can change: {}",
-                    frozen.join(", ")
-                )),
+                Error::ReloadRefused(format!("only a restart can change: {}", frozen.join(", "))),
             ));
         }
         if state.redis.is_some() {
@@ -247,7 +245,11 @@ impl Reload {
         let changed = live_changes(&running.config, &new);
         for after in &new.resources {
             let (Some(before), Some(resource)) = (
-                running.config.resources.iter().find(|r| r.name == after.name),
+                running
+                    .config
+                    .resources
+                    .iter()
+                    .find(|r| r.name == after.name),
                 state.resources.get(&after.name),
             ) else {
                 continue;
@@ -290,7 +292,13 @@ impl Reload {
         self.namespace_version
             .set(namespace_version.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
         self.reloads.with_label_values(&["ok"]).inc();
-        tracing::info!(version, source = origin.label(), ?namespace_version, ?changed, "live settings reloaded");
+        tracing::info!(
+            version,
+            source = origin.label(),
+            ?namespace_version,
+            ?changed,
+            "live settings reloaded"
+        );
         Ok(Applied {
             version,
             source: origin.label(),

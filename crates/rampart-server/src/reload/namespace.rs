@@ -39,9 +39,10 @@ pub async fn follow(state: AppState, stop: CancellationToken) {
         if tried != Some(version.version) {
             tried = Some(version.version);
             // Refusals are logged and counted by `apply_namespace`.
-            let _ = state
-                .reload
-                .apply_namespace(&state, &name, version.version, version.content.get());
+            let _ =
+                state
+                    .reload
+                    .apply_namespace(&state, &name, version.version, version.content.get());
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -83,7 +83,12 @@ pub fn frozen_differences(old: &Config, new: &Config) -> Vec<String> {
     check("redis", &old.redis, &fixed.redis);
     check("config_center", &old.config_center, &fixed.config_center);
     check("reload", &old.reload, &fixed.reload);
-    let names = |c: &Config| c.resources.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    let names = |c: &Config| {
+        c.resources
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    };
     if names(old) != names(&fixed) {
         frozen.push(format!(
             "the resource list ({:?} → {:?})",
