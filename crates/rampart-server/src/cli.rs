@@ -50,6 +50,9 @@ pub enum Command {
     Warm(ConfigArgs),
     /// Drive HTTP load at a running service (loopback only) and report.
     Drill(drill::DrillArgs),
+    /// The config center of a running server: get, put, history, diff,
+    /// rollback, watch, canary.
+    Config(crate::config_cli::ConfigCli),
 }
 
 /// Where the configuration comes from, and overrides of it.
@@ -163,6 +166,7 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
             Ok(())
         }
         Command::Warm(args) => warm_only(args.load()?).await,
+        Command::Config(args) => crate::config_cli::run(args).await,
         Command::Drill(args) => {
             let gate = args.gate();
             let json = args.json;
