@@ -57,7 +57,7 @@ fn an_older_or_equal_version_is_refused_and_the_current_stays() {
 /// most seeds, the monotonic one.
 #[test]
 fn a_million_reads_during_a_thousand_racing_writes_never_go_backwards_or_tear() {
-    let seed = support::stress_seed(0x5eed_5a9);
+    let seed = support::stress_seed(0x05ee_d5a9);
     let snapshot = Snapshot::new(0, pair(0));
     let mut versions: Vec<u64> = (1..=1_000).collect();
     // Two writers, each given every other version in a locally shuffled
