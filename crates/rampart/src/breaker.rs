@@ -159,7 +159,7 @@ use std::time::Duration;
 // open deadline and the lock are all loom's, and `tests/loom_breaker.rs`
 // explores their interleavings.
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::sync::{ArcCell, Mutex};
+use crate::sync::Mutex;
 
 use crate::clock::{Clock, Instant};
 use crate::{Error, ErrorKind};
@@ -499,9 +499,9 @@ struct Inner {
     /// models leave out: loom has no thread-locals of this kind).
     #[cfg_attr(rampart_loom, allow(dead_code))]
     id: u64,
-    /// The thresholds in force; replaced whole by `set_config`, loaded
-    /// without a lock. The closed state's `try_acquire` reads none of it.
-    settings: ArcCell<Settings>,
+    /// `open_wait` in nanoseconds, for the lock-free rejection while
+    /// forced open (the rest of the settings live in `core`).
+    open_wait_hint: AtomicU64,
     clock: Clock,
     /// Time zero for the nanosecond timestamps below.
     epoch: Instant,
@@ -562,6 +562,10 @@ impl Settings {
 }
 
 struct Core {
+    /// The thresholds in force, replaced whole by `set_config` under this
+    /// lock: every outcome is judged by one config, never half of two.
+    /// The closed state's lock-free `try_acquire` reads none of it.
+    settings: Arc<Settings>,
     state: State,
     generation: u64,
     window: Window,
@@ -602,13 +606,14 @@ impl CircuitBreaker {
                 name: name.into(),
                 // Relaxed: uniqueness needs only atomicity.
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                settings: ArcCell::new(crate::sync::Arc::new(settings)),
+                open_wait_hint: AtomicU64::new(settings.open_wait_nanos),
                 clock,
                 epoch,
                 word: AtomicU64::new(pack(State::Closed, 0)),
                 open_until: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 core: Mutex::new(Core {
+                    settings: Arc::new(settings),
                     state: State::Closed,
                     generation: 0,
                     window,
@@ -631,7 +636,8 @@ impl CircuitBreaker {
     /// The (normalised) config the breaker runs with now (a copy:
     /// [`set_config`](Self::set_config) may replace it).
     pub fn config(&self) -> BreakerConfig {
-        self.inner.settings.load().config.clone()
+        let core = crate::contention::lock(&self.inner.core, &crate::contention::BREAKER);
+        core.settings.config.clone()
     }
 
     /// Asks to make one call. On `Ok`, make the call and report its outcome
@@ -656,7 +662,10 @@ impl CircuitBreaker {
             State::Closed => Ok(self.permit(PermitKind::Closed, generation, inner.now_nanos())),
             // Disabled records nothing, so it needs no start time.
             State::Disabled => Ok(self.permit(PermitKind::Disabled, generation, 0)),
-            State::ForcedOpen => Err(inner.reject(inner.settings.load().config.open_wait)),
+            // Relaxed: a hint for the caller, ordered with nothing else.
+            State::ForcedOpen => Err(inner.reject(Duration::from_nanos(
+                inner.open_wait_hint.load(Ordering::Relaxed),
+            ))),
             State::Open => {
                 let now = inner.now_nanos();
                 // Relaxed: ordered by the Acquire load of `word` above. If a
@@ -688,7 +697,7 @@ impl CircuitBreaker {
             transitioned = true;
         }
         // The state may have moved since the lock-free read: decide afresh.
-        let settings = inner.settings.load();
+        let settings = Arc::clone(&core.settings);
         let config = &settings.config;
         let result = match core.state {
             State::Closed => Ok(self.permit(PermitKind::Closed, core.generation, now)),
@@ -838,10 +847,14 @@ impl CircuitBreaker {
         // settings and half by the new, and the window is swapped with
         // the settings it belongs to.
         let mut core = crate::contention::lock(&inner.core, &crate::contention::BREAKER);
-        if settings.config.window != inner.settings.load().config.window {
+        if settings.config.window != core.settings.config.window {
             core.window = settings.window();
         }
-        inner.settings.store(crate::sync::Arc::new(settings));
+        // Relaxed: a hint (see `try_acquire`).
+        inner
+            .open_wait_hint
+            .store(settings.open_wait_nanos, Ordering::Relaxed);
+        core.settings = Arc::new(settings);
         drop(core);
         Ok(())
     }
@@ -936,7 +949,7 @@ impl Inner {
         if to == State::Open {
             // Relaxed: published by the Release store of `word` below.
             self.open_until.store(
-                now.saturating_add(self.settings.load().open_wait_nanos),
+                now.saturating_add(core.settings.open_wait_nanos),
                 Ordering::Relaxed,
             );
         }
@@ -976,14 +989,20 @@ impl Inner {
         }
     }
 
-    /// Records a permit's outcome (`FAILED | SLOW` bits).
-    fn record(&self, kind: PermitKind, generation: u64, outcome: u8, now: u64) {
+    /// Records a permit's outcome: `failed` (the `FAILED` bit or 0), and
+    /// slow when it took `slow_call_duration` or longer since `start`.
+    fn record(&self, kind: PermitKind, generation: u64, failed: u8, start: u64, now: u64) {
         let mut core = crate::contention::lock(&self.core, &crate::contention::BREAKER);
         if core.generation != generation {
             return; // stale: issued in an earlier state
         }
-        let settings = self.settings.load();
+        let settings = Arc::clone(&core.settings);
         let config = &settings.config;
+        let outcome = if now.saturating_sub(start) >= settings.slow_nanos {
+            failed | SLOW
+        } else {
+            failed
+        };
         let transitioned = match kind {
             PermitKind::Disabled => false,
             PermitKind::Closed => {
@@ -1147,13 +1166,8 @@ impl Permit {
             return;
         }
         let now = self.inner.now_nanos();
-        let slow = if now.saturating_sub(self.start) >= self.inner.settings.load().slow_nanos {
-            SLOW
-        } else {
-            0
-        };
         self.inner
-            .record(self.kind, self.generation, failed | slow, now);
+            .record(self.kind, self.generation, failed, self.start, now);
     }
 }
 
