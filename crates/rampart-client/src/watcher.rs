@@ -98,15 +98,14 @@ where
             namespace,
             file,
             validator,
-            wait,
-            backoff,
-        } = self;
+            ..
+        } = &self;
         let mut status = WatchStatus::default();
-        let first = match client.get(&namespace).await {
+        let first = match client.get(namespace).await {
             Ok(doc) => match decode(&doc, validator.as_ref()) {
                 Ok(value) => Ok((doc.version, value, Some(doc))),
                 Err(e) => {
-                    note_refusal(&namespace, &mut status, &e);
+                    note_refusal(namespace, &mut status, &e);
                     Err(e)
                 }
             },
@@ -119,7 +118,7 @@ where
                     Some(path) => persist::load(path).await?,
                     None => None,
                 };
-                let Some(saved) = saved.filter(|s| s.namespace == namespace) else {
+                let Some(saved) = saved.filter(|s| &s.namespace == namespace) else {
                     return Err(server);
                 };
                 let value = decode_content(saved.version, &saved.content, validator.as_ref())?;
@@ -128,7 +127,7 @@ where
                 (saved.version, value, None)
             }
         };
-        if let (Some(path), Some(doc)) = (&file, &fetched) {
+        if let (Some(path), Some(doc)) = (file, &fetched) {
             persist::save(path.clone(), saved(doc)).await?;
         }
         status.version = version;
@@ -138,12 +137,7 @@ where
         });
         let (tell, changes) = watch::channel(version);
         let follow = Follow {
-            client,
-            namespace,
-            file,
-            validator,
-            wait,
-            backoff,
+            how: self,
             shared: Arc::clone(&shared),
             tell,
         };
@@ -229,12 +223,8 @@ where
 
 /// The long-poll loop.
 struct Follow<T> {
-    client: Client,
-    namespace: String,
-    file: Option<PathBuf>,
-    validator: Option<Validator<T>>,
-    wait: Duration,
-    backoff: Backoff,
+    /// What the watcher was built with.
+    how: WatcherBuilder<T>,
     shared: Arc<Shared<T>>,
     tell: watch::Sender<u64>,
 }
@@ -250,7 +240,7 @@ where
         let mut seen = cursor;
         let mut failures: u32 = 0;
         loop {
-            match self.client.poll(&self.namespace, seen, self.wait).await {
+            match self.how.client.poll(&self.how.namespace, seen, self.how.wait).await {
                 Ok(None) => failures = 0,
                 Ok(Some(doc)) => {
                     failures = 0;
@@ -260,7 +250,7 @@ where
                         self.update(|s| s.from_file = false);
                         continue;
                     }
-                    match decode(&doc, self.validator.as_ref()) {
+                    match decode(&doc, self.how.validator.as_ref()) {
                         Ok(value) => {
                             cursor = doc.version;
                             self.shared.current.store(Arc::new(value));
@@ -270,15 +260,15 @@ where
                                 s.failures = 0;
                             });
                             let _ = self.tell.send(cursor);
-                            if let Some(path) = &self.file {
+                            if let Some(path) = &self.how.file {
                                 if let Err(e) = persist::save(path.clone(), saved(&doc)).await {
-                                    tracing::warn!(namespace = self.namespace, error = %e, "cannot save the last known good version");
+                                    tracing::warn!(namespace = self.how.namespace, error = %e, "cannot save the last known good version");
                                 }
                             }
                         }
                         Err(e) => {
                             let mut status = self.status();
-                            note_refusal(&self.namespace, &mut status, &e);
+                            note_refusal(&self.how.namespace, &mut status, &e);
                             self.update(|s| *s = status);
                         }
                     }
@@ -286,8 +276,8 @@ where
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     self.update(|s| s.failures = failures);
-                    let delay = self.backoff.delay(failures.saturating_sub(1).min(16));
-                    tracing::debug!(namespace = self.namespace, error = %e, ?delay, "config poll failed");
+                    let delay = self.how.backoff.delay(failures.saturating_sub(1).min(16));
+                    tracing::debug!(namespace = self.how.namespace, error = %e, ?delay, "config poll failed");
                     // A namespace deleted or not yet created answers 404:
                     // retried like an outage, with the back-off.
                     tokio::time::sleep(delay).await;

@@ -68,6 +68,24 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("{what} never held");
 }
 
+/// An admin client over `urls` that has created `limits` at `limit`.
+async fn created(running: &Running, urls: Vec<String>, limit: u32) -> Client {
+    let admin = Client::builder(urls)
+        .token(running.token.clone())
+        .build()
+        .expect("client");
+    admin
+        .put(
+            "limits",
+            &json!({ "limit": limit }),
+            &change("first"),
+            Precondition::Create,
+        )
+        .await
+        .expect("create");
+    admin
+}
+
 fn validated(client: Client) -> rampart_client::WatcherBuilder<Limits> {
     ConfigWatcher::<Limits>::builder(client, "limits")
         .wait(Duration::from_secs(5))
@@ -83,19 +101,7 @@ fn validated(client: Client) -> rampart_client::WatcherBuilder<Limits> {
 #[tokio::test]
 async fn the_watcher_follows_good_versions_refuses_bad_ones_and_keeps_the_last_good_on_disk() {
     let running = serve().await;
-    let admin = Client::builder([running.base.clone()])
-        .token(running.token.clone())
-        .build()
-        .expect("client");
-    admin
-        .put(
-            "limits",
-            &json!({ "limit": 5 }),
-            &change("first"),
-            Precondition::Create,
-        )
-        .await
-        .expect("create");
+    let admin = created(&running, vec![running.base.clone()], 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("limits.json");
     let client = Client::builder([running.base.clone()])
@@ -195,19 +201,8 @@ async fn the_watcher_follows_good_versions_refuses_bad_ones_and_keeps_the_last_g
 #[tokio::test]
 async fn calls_fail_over_to_the_next_server_and_canaries_follow_the_client_id() {
     let running = serve().await;
-    let admin = Client::builder([dead_url(), running.base.clone()])
-        .token(running.token.clone())
-        .build()
-        .expect("client");
-    admin
-        .put(
-            "limits",
-            &json!({ "limit": 1 }),
-            &change("first"),
-            Precondition::Create,
-        )
-        .await
-        .expect("create through the second URL");
+    // Created through the second URL: the first is dead.
+    let admin = created(&running, vec![dead_url(), running.base.clone()], 1).await;
     // A 4xx is an answer, not an outage: returned at once.
     let conflict = admin
         .put(
