@@ -677,7 +677,8 @@ async fn two_instances_on_postgres(
 }
 
 /// A write on A answers a watcher parked on B: by NOTIFY, well before the
-/// (here one-minute) reconcile could.
+/// (here one-minute) reconcile could. Then writers racing on both
+/// instances with the same If-Match: exactly one wins.
 #[tokio::test]
 async fn a_write_on_one_instance_reaches_a_watcher_on_another_by_notify() {
     let (schema, a, b) =
@@ -711,6 +712,42 @@ async fn a_write_on_one_instance_reaches_a_watcher_on_another_by_notify() {
     assert_eq!(body["content"]["n"], 2);
     let lag = answered.saturating_duration_since(wrote);
     assert!(lag < Duration::from_secs(3), "took {lag:?}");
+    // Writers on both instances with the same If-Match: one wins.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let (client, url, token) = (
+                server.client.clone(),
+                server.url("/v1/config/shared"),
+                server.admin_token(),
+            );
+            tokio::spawn(async move {
+                client
+                    .put(url)
+                    .bearer_auth(token)
+                    .header("if-match", "\"2\"")
+                    .json(&json!({ "content": { "n": i }, "change": change("race") }))
+                    .send()
+                    .await
+                    .expect("put")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for writer in writers {
+        statuses.push(writer.await.expect("writer"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 412, 503].contains(s)),
+        "{statuses:?}"
+    );
     a.server.shutdown().await.expect("a");
     b.server.shutdown().await.expect("b");
     schema.drop().await;
