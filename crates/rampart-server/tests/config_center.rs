@@ -63,6 +63,15 @@ async fn update(server: &TestServer, ns: &str, from: u64, content: Value) -> req
     .await
 }
 
+/// A GET (a long-poll) running in the background.
+fn get_in_background(
+    server: &TestServer,
+    path: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (client, url) = (server.client.clone(), server.url(path));
+    tokio::spawn(async move { client.get(url).send().await.expect("long-poll") })
+}
+
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
 }
@@ -533,11 +542,7 @@ async fn a_canary_is_sticky_follows_its_percentage_and_is_promoted_or_aborted() 
 
     // A stable-side watcher is woken by the promotion; the canary side is
     // already on that version.
-    let (client, url) = (
-        server.client.clone(),
-        server.url("/v1/config/search?after=1&wait=20s"),
-    );
-    let stable_watch = tokio::spawn(async move { client.get(url).send().await.expect("poll") });
+    let stable_watch = get_in_background(&server, "/v1/config/search?after=1&wait=20s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let promoted = admin(
         &server,
@@ -569,11 +574,8 @@ async fn a_canary_is_sticky_follows_its_percentage_and_is_promoted_or_aborted() 
     .await;
     let canary_side = json_of(server.get("/v1/config/search?client=tester").await).await;
     assert_eq!(canary_side["version"], 3);
-    let (client, url) = (
-        server.client.clone(),
-        server.url("/v1/config/search?client=tester&after=3&wait=20s"),
-    );
-    let canary_watch = tokio::spawn(async move { client.get(url).send().await.expect("poll") });
+    let canary_watch =
+        get_in_background(&server, "/v1/config/search?client=tester&after=3&wait=20s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let aborted = admin(
         &server,
