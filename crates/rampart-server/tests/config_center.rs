@@ -63,6 +63,15 @@ async fn update(server: &TestServer, ns: &str, from: u64, content: Value) -> req
     .await
 }
 
+/// A GET (a long-poll) running in the background.
+fn get_in_background(
+    server: &TestServer,
+    path: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (client, url) = (server.client.clone(), server.url(path));
+    tokio::spawn(async move { client.get(url).send().await.expect("long-poll") })
+}
+
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("JSON body")
 }
@@ -533,11 +542,7 @@ async fn a_canary_is_sticky_follows_its_percentage_and_is_promoted_or_aborted() 
 
     // A stable-side watcher is woken by the promotion; the canary side is
     // already on that version.
-    let (client, url) = (
-        server.client.clone(),
-        server.url("/v1/config/search?after=1&wait=20s"),
-    );
-    let stable_watch = tokio::spawn(async move { client.get(url).send().await.expect("poll") });
+    let stable_watch = get_in_background(&server, "/v1/config/search?after=1&wait=20s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let promoted = admin(
         &server,
@@ -569,11 +574,8 @@ async fn a_canary_is_sticky_follows_its_percentage_and_is_promoted_or_aborted() 
     .await;
     let canary_side = json_of(server.get("/v1/config/search?client=tester").await).await;
     assert_eq!(canary_side["version"], 3);
-    let (client, url) = (
-        server.client.clone(),
-        server.url("/v1/config/search?client=tester&after=3&wait=20s"),
-    );
-    let canary_watch = tokio::spawn(async move { client.get(url).send().await.expect("poll") });
+    let canary_watch =
+        get_in_background(&server, "/v1/config/search?client=tester&after=3&wait=20s");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let aborted = admin(
         &server,
@@ -677,7 +679,8 @@ async fn two_instances_on_postgres(
 }
 
 /// A write on A answers a watcher parked on B: by NOTIFY, well before the
-/// (here one-minute) reconcile could.
+/// (here one-minute) reconcile could. Then writers racing on both
+/// instances with the same If-Match: exactly one wins.
 #[tokio::test]
 async fn a_write_on_one_instance_reaches_a_watcher_on_another_by_notify() {
     let (schema, a, b) =
@@ -711,6 +714,42 @@ async fn a_write_on_one_instance_reaches_a_watcher_on_another_by_notify() {
     assert_eq!(body["content"]["n"], 2);
     let lag = answered.saturating_duration_since(wrote);
     assert!(lag < Duration::from_secs(3), "took {lag:?}");
+    // Writers on both instances with the same If-Match: one wins.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let (client, url, token) = (
+                server.client.clone(),
+                server.url("/v1/config/shared"),
+                server.admin_token(),
+            );
+            tokio::spawn(async move {
+                client
+                    .put(url)
+                    .bearer_auth(token)
+                    .header("if-match", "\"2\"")
+                    .json(&json!({ "content": { "n": i }, "change": change("race") }))
+                    .send()
+                    .await
+                    .expect("put")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for writer in writers {
+        statuses.push(writer.await.expect("writer"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 412, 503].contains(s)),
+        "{statuses:?}"
+    );
     a.server.shutdown().await.expect("a");
     b.server.shutdown().await.expect("b");
     schema.drop().await;

@@ -3,11 +3,15 @@
 //! versions with a change record each, and at most one canary a namespace.
 //!
 //! Every change is one transaction that starts with a conditional write
-//! (`UPDATE … WHERE version = N`, or an insert that does nothing if the
-//! namespace exists): of writers racing on the same base version exactly
-//! one changes a row, the others change none and are answered 412. Taking
-//! the write first also takes SQLite's write lock first, so a transaction
-//! never has to upgrade a read lock (which SQLite may refuse at once).
+//! of the namespace's row (`UPDATE … WHERE version = N AND canary = 0`,
+//! or an insert that does nothing if the namespace exists): of writers
+//! racing on the same base version exactly one changes the row, the
+//! others change none and are answered 412 (or 409 while a canary is
+//! pending). Every condition is on that one row, so PostgreSQL re-checks
+//! it against the winner's update (a subquery on another table would be
+//! judged on the statement's older snapshot). Taking the write first also
+//! takes SQLite's write lock first, so a transaction never has to upgrade
+//! a read lock (which SQLite may refuse at once).
 //!
 //! Times are Unix milliseconds (`BIGINT`): the `Any` driver has no portable
 //! timestamp type.
@@ -33,6 +37,7 @@ const TABLES: &[&str] = &[
         schema TEXT,
         version BIGINT NOT NULL,
         revision BIGINT NOT NULL,
+        canary BIGINT NOT NULL,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
@@ -184,8 +189,9 @@ impl Store {
         let version = match pre {
             Precondition::Create => {
                 let created = sqlx::query(
-                    "INSERT INTO config_namespaces (name, schema, version, revision, created_at, updated_at)
-                     VALUES ($1, $2, 1, 1, $3, $4) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO config_namespaces
+                     (name, schema, version, revision, canary, created_at, updated_at)
+                     VALUES ($1, $2, 1, 1, 0, $3, $4) ON CONFLICT (name) DO NOTHING",
                 )
                 .bind(name)
                 .bind(schema)
@@ -195,7 +201,7 @@ impl Store {
                 .await
                 .map_err(db)?;
                 if created.rows_affected() == 0 {
-                    let current = current_version(&mut tx, name).await?.unwrap_or(0);
+                    let current = current_version(&mut tx, name).await?.map_or(0, |(v, _)| v);
                     return Err(Error::NamespaceExists(current));
                 }
                 1
@@ -227,25 +233,19 @@ impl Store {
             "UPDATE config_namespaces
              SET version = version + 1, revision = revision + 1, updated_at = $1,
                  schema = COALESCE($2, schema)
-             WHERE name = $3 AND version = $4
-               AND NOT EXISTS (SELECT 1 FROM config_canaries WHERE namespace = $5)",
+             WHERE name = $3 AND version = $4 AND canary = 0",
         )
         .bind(now)
         .bind(schema)
         .bind(name)
         .bind(as_i64(expected))
-        .bind(name)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
         if moved.rows_affected() == 1 {
             return Ok(());
         }
-        match current_version(tx, name).await? {
-            None => Err(Error::UnknownNamespace(name.to_owned())),
-            Some(current) if current != expected => Err(Error::VersionMismatch(current)),
-            Some(_) => Err(Error::CanaryActive(name.to_owned())),
-        }
+        Err(refusal(tx, name, expected).await?)
     }
 
     /// The content against the namespace's schema as it stands in this
@@ -331,23 +331,17 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
         let moved = sqlx::query(
-            "UPDATE config_namespaces SET revision = revision + 1, updated_at = $1
-             WHERE name = $2 AND version = $3
-               AND NOT EXISTS (SELECT 1 FROM config_canaries WHERE namespace = $4)",
+            "UPDATE config_namespaces SET revision = revision + 1, canary = 1, updated_at = $1
+             WHERE name = $2 AND version = $3 AND canary = 0",
         )
         .bind(now)
         .bind(name)
         .bind(as_i64(canary.base))
-        .bind(name)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         if moved.rows_affected() == 0 {
-            return Err(match current_version(&mut tx, name).await? {
-                None => Error::UnknownNamespace(name.to_owned()),
-                Some(current) if current != canary.base => Error::VersionMismatch(current),
-                Some(_) => Error::CanaryActive(name.to_owned()),
-            });
+            return Err(refusal(&mut tx, name, canary.base).await?);
         }
         let content: Value = serde_json::from_str(canary.content)
             .map_err(|e| Error::ConfigStore(format!("canary content: {e}")))?;
@@ -380,8 +374,25 @@ impl Store {
     pub async fn end_canary(&self, name: &str, promote: bool) -> Result<u64, Error> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        // The write first (see the module doc): whoever deletes the
-        // canary row is the one who ends it.
+        // The namespace's row first (see the module doc): whoever clears
+        // its canary flag is the one who ends it.
+        let moved = sqlx::query(
+            "UPDATE config_namespaces
+             SET canary = 0, version = version + $1, revision = revision + 1, updated_at = $2
+             WHERE name = $3 AND canary = 1",
+        )
+        .bind(i64::from(promote))
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if moved.rows_affected() == 0 {
+            return Err(match current_version(&mut tx, name).await? {
+                None => Error::UnknownNamespace(name.to_owned()),
+                Some(_) => Error::NoCanary(name.to_owned()),
+            });
+        }
         let row = sqlx::query(
             "DELETE FROM config_canaries WHERE namespace = $1
              RETURNING base_version, content, author, reason, rollback_plan",
@@ -389,30 +400,12 @@ impl Store {
         .bind(name)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
-        let Some(row) = row else {
-            return Err(match current_version(&mut tx, name).await? {
-                None => Error::UnknownNamespace(name.to_owned()),
-                Some(_) => Error::NoCanary(name.to_owned()),
-            });
-        };
+        .map_err(db)?
+        .ok_or_else(|| {
+            Error::ConfigStore(format!("{name}: canary flag set without a canary row"))
+        })?;
         let base = as_u64(row.try_get(0).map_err(db)?);
         let version = if promote {
-            let moved = sqlx::query(
-                "UPDATE config_namespaces
-                 SET version = version + 1, revision = revision + 1, updated_at = $1
-                 WHERE name = $2 AND version = $3",
-            )
-            .bind(now)
-            .bind(name)
-            .bind(as_i64(base))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if moved.rows_affected() != 1 {
-                let current = current_version(&mut tx, name).await?.unwrap_or(0);
-                return Err(Error::VersionMismatch(current));
-            }
             let change = Change {
                 author: row.try_get(2).map_err(db)?,
                 reason: row.try_get(3).map_err(db)?,
@@ -422,15 +415,6 @@ impl Store {
             insert_version(&mut tx, name, base + 1, &content, now, &change).await?;
             base + 1
         } else {
-            sqlx::query(
-                "UPDATE config_namespaces SET revision = revision + 1, updated_at = $1
-                 WHERE name = $2",
-            )
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
             base
         };
         self.notify(&mut tx, name).await?;
@@ -439,17 +423,36 @@ impl Store {
     }
 }
 
+/// The namespace's current version and whether a canary is pending.
 async fn current_version(
     tx: &mut Transaction<'static, Any>,
     name: &str,
-) -> Result<Option<u64>, Error> {
-    let row = sqlx::query("SELECT version FROM config_namespaces WHERE name = $1")
+) -> Result<Option<(u64, bool)>, Error> {
+    let row = sqlx::query("SELECT version, canary FROM config_namespaces WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut **tx)
         .await
         .map_err(db)?;
-    row.map(|row| row.try_get::<i64, _>(0).map(as_u64).map_err(db))
-        .transpose()
+    row.map(|row| {
+        let version = row.try_get::<i64, _>(0).map_err(db)?;
+        let canary = row.try_get::<i64, _>(1).map_err(db)?;
+        Ok((as_u64(version), canary != 0))
+    })
+    .transpose()
+}
+
+/// Why a conditional write at `expected` changed no row: 404, 412 with
+/// the current version, or 409 while a canary is pending.
+async fn refusal(
+    tx: &mut Transaction<'static, Any>,
+    name: &str,
+    expected: u64,
+) -> Result<Error, Error> {
+    Ok(match current_version(tx, name).await? {
+        None => Error::UnknownNamespace(name.to_owned()),
+        Some((current, _)) if current != expected => Error::VersionMismatch(current),
+        Some(_) => Error::CanaryActive(name.to_owned()),
+    })
 }
 
 async fn insert_version(
