@@ -165,10 +165,6 @@ pub enum Error {
     #[error("reload refused, the running settings stay: {0}")]
     ReloadRefused(String),
 
-    /// A reload asked of a server that has no config source to re-read.
-    #[error("{0}")]
-    ReloadUnavailable(String),
-
     /// `config_center.enabled` is off.
     #[error("the config center is disabled (config_center.enabled)")]
     ConfigCenterDisabled,
@@ -271,7 +267,6 @@ impl Error {
             ),
             Error::ConfigCenterDisabled => (StatusCode::NOT_FOUND, "config_center_disabled", None),
             Error::ReloadRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", None),
-            Error::ReloadUnavailable(_) => (StatusCode::CONFLICT, "reload_unavailable", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -272,7 +272,6 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_schema",
     "canary_active",
     "reload_refused",
-    "reload_unavailable",
     "no_canary",
     "config_store_unavailable",
     "config_center_disabled",

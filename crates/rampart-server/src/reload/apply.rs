@@ -157,19 +157,24 @@ impl Reload {
     }
 
     /// Re-reads the file and applies it, with the namespace version in
-    /// force (if any) over it again.
+    /// force (if any) over it again. Without a source (a server started
+    /// from a config built in code) the config it started with is the file.
     pub fn reload_file(&self, state: &AppState) -> Result<Applied, Error> {
         let origin = Origin::File;
-        let Some(source) = self.source.get() else {
-            return Err(self.refuse(
-                &origin,
-                Error::ReloadUnavailable(
-                    "this server was started without a config source to re-read".into(),
-                ),
-            ));
+        let file = match self.source.get() {
+            Some(source) => {
+                source().map_err(|e| self.refuse(&origin, Error::ReloadRefused(e.to_string())))?
+            }
+            // Started from a config built in code (an embedding, a test):
+            // there is no file, so the config it started with is re-applied.
+            None => Config::clone(
+                &self
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .file,
+            ),
         };
-        let file =
-            source().map_err(|e| self.refuse(&origin, Error::ReloadRefused(e.to_string())))?;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let new = match &running.overlay {
             Some((name, version, text)) => overlay(name, *version, text)

@@ -33,7 +33,6 @@ pub const ROUTES: &[Route] = &[Route {
         (200, &[], "{ version, source, changed: [setting] }: applied (changed is empty when nothing differed)."),
         (401, &["unauthorized"], "No admin token (WWW-Authenticate: Bearer)."),
         (403, &["forbidden"], "Another token than the admin token."),
-        (409, &["reload_unavailable"], "The server was started without a config source to re-read."),
         (422, &["reload_refused"], "The file is invalid, or changes a setting only a restart can change: the detail names the field; the running settings stay."),
     ],
     extra: Some(reload_extra),
