@@ -11,7 +11,7 @@
 //! | [`namespace`] | the config-center namespace as a second source |
 //!
 //! Every trigger (SIGHUP, the admin route, a new namespace version) ends in
-//! [`Reload::apply`]: the whole new config is validated with the same
+//! `Reload::apply`: the whole new config is validated with the same
 //! `validate()` a start uses, settings that only a restart can change are
 //! compared and refused by name, and only then is anything swapped. A
 //! refusal leaves every running setting as it was.
