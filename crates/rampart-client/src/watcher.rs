@@ -240,7 +240,12 @@ where
         let mut seen = cursor;
         let mut failures: u32 = 0;
         loop {
-            match self.how.client.poll(&self.how.namespace, seen, self.how.wait).await {
+            match self
+                .how
+                .client
+                .poll(&self.how.namespace, seen, self.how.wait)
+                .await
+            {
                 Ok(None) => failures = 0,
                 Ok(Some(doc)) => {
                     failures = 0;

@@ -740,6 +740,12 @@ fn bulkhead_stress_set_limits_against_holders() {
     };
     assert!(max <= 8, "high-water {max} above every limit (seed {seed})");
     assert_eq!(bulkhead.in_flight(), 0, "seed {seed}");
-    let held: Vec<_> = std::iter::from_fn(|| bulkhead.try_acquire().ok()).take(100).collect();
-    assert_eq!(held.len(), last, "slots after the last resize to {last} (seed {seed})");
+    let held: Vec<_> = std::iter::from_fn(|| bulkhead.try_acquire().ok())
+        .take(100)
+        .collect();
+    assert_eq!(
+        held.len(),
+        last,
+        "slots after the last resize to {last} (seed {seed})"
+    );
 }
