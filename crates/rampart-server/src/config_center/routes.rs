@@ -272,7 +272,7 @@ struct WatchBody {
 fn watch_body(bytes: &[u8]) -> Result<WatchBody, Error> {
     let mut body = body_object(bytes, &["namespaces", "wait", "client"])?;
     let mut text = |field: &str| match body.remove(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Error::InvalidBody(format!("{field} must be a string"))),
     };
@@ -501,8 +501,10 @@ fn parse_json(bytes: &[u8]) -> Result<Value, Error> {
 
 /// The version named by `If-Match: "N"`, or 428 without one.
 fn if_match(headers: &HeaderMap) -> Result<u64, Error> {
+    // An empty header is no header.
     let value = headers
         .get(header::IF_MATCH)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
         .ok_or(Error::PreconditionRequired)?;
     value
         .to_str()
@@ -515,7 +517,10 @@ fn if_match(headers: &HeaderMap) -> Result<u64, Error> {
 
 /// The write's precondition: `If-Match: "N"`, or `If-None-Match: *` to create.
 fn precondition(headers: &HeaderMap) -> Result<Precondition, Error> {
-    if headers.contains_key(header::IF_MATCH) {
+    if headers
+        .get(header::IF_MATCH)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
+    {
         return if_match(headers).map(Precondition::Match);
     }
     // Only `*` means something on a write (create); any other value is
