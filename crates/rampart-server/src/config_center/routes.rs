@@ -48,6 +48,12 @@ const MAX_CANARY_CLIENTS: usize = 10_000;
 const MAX_CLIENT_ID: usize = 256;
 /// The most versions one history page may hold.
 const MAX_HISTORY: u32 = 1_000;
+/// The largest version number a request may name (the database's BIGINT).
+const MAX_VERSION: u64 = i64::MAX as u64;
+/// What a `wait` looks like: seconds, or a number with ms, s or m.
+const WAIT_PATTERN: &str = "^[0-9]{1,6}(ms|s|m)?$";
+/// An `If-Match` value: a version in quotes, as the ETag.
+const ETAG_PATTERN: &str = "^\"[0-9]{1,18}\"$";
 
 /// The read routes (no token).
 pub fn reads() -> Router<AppState> {
@@ -134,9 +140,9 @@ fn parse_wait(text: Option<&str>, max: Duration) -> Result<Duration, Error> {
 
 fn check_client(client: Option<&str>) -> Result<(), Error> {
     match client {
-        Some(id) if id.is_empty() || id.len() > MAX_CLIENT_ID => Err(Error::BadRequest(format!(
-            "client must be 1 to {MAX_CLIENT_ID} bytes"
-        ))),
+        Some(id) if id.is_empty() || id.chars().count() > MAX_CLIENT_ID => Err(Error::BadRequest(
+            format!("client must be 1 to {MAX_CLIENT_ID} characters"),
+        )),
         _ => Ok(()),
     }
 }
@@ -193,12 +199,8 @@ async fn read(
         .get(&ns)
         .ok_or_else(|| Error::UnknownNamespace(ns.clone()))?;
     let client = query.client.as_deref();
+    // `wait` alone is ignored: without `after` there is nothing to wait for.
     let Some(after) = query.after else {
-        if query.wait.is_some() {
-            return Err(Error::BadRequest(
-                "wait needs after=N (the version you have)".into(),
-            ));
-        }
         let current = snapshot.load();
         let (version, _) = current.view(client);
         if if_none_match(&headers, version.version) {
@@ -259,12 +261,49 @@ fn if_none_match(headers: &HeaderMap, version: u64) -> bool {
         .any(|t| t == "*" || t == tag)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WatchBody {
     namespaces: BTreeMap<String, u64>,
     wait: Option<String>,
     client: Option<String>,
+}
+
+/// A watch body: `{ namespaces: { name: version }, wait?, client? }`.
+/// Versions are whole numbers (`2.0` too: JSON does not tell them apart).
+fn watch_body(bytes: &[u8]) -> Result<WatchBody, Error> {
+    let mut body = body_object(bytes, &["namespaces", "wait", "client"])?;
+    let mut text = |field: &str| match body.remove(field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::InvalidBody(format!("{field} must be a string"))),
+    };
+    let wait = text("wait")?;
+    let client = text("client")?;
+    let Some(Value::Object(listed)) = body.remove("namespaces") else {
+        return Err(Error::InvalidBody(
+            "namespaces must be an object of { name: version }".into(),
+        ));
+    };
+    let mut namespaces = BTreeMap::new();
+    for (name, version) in listed {
+        let whole = version.as_u64().or_else(|| {
+            version
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=MAX_VERSION as f64).contains(f))
+                .map(|f| f as u64)
+        });
+        let Some(version) = whole else {
+            return Err(Error::InvalidBody(format!(
+                "namespaces.{}: a version is a whole number",
+                echo(&name)
+            )));
+        };
+        namespaces.insert(name, version);
+    }
+    Ok(WatchBody {
+        namespaces,
+        wait,
+        client,
+    })
 }
 
 /// `POST /v1/config/watch`: which of the named namespaces this client is
@@ -273,8 +312,7 @@ async fn watch(State(state): State<AppState>, body: Body) -> Result<Response, Er
     let center = center(&state)?;
     let _slot = center.registry.enter_watch()?;
     let bytes = read_body(body, 1024 * 1024).await?;
-    let body: WatchBody = parse_json(&bytes)
-        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::InvalidBody(e.to_string())))?;
+    let body = watch_body(&bytes)?;
     if body.namespaces.is_empty() || body.namespaces.len() > MAX_WATCHED {
         return Err(Error::InvalidBody(format!(
             "namespaces must name 1 to {MAX_WATCHED} namespaces"
@@ -463,8 +501,10 @@ fn parse_json(bytes: &[u8]) -> Result<Value, Error> {
 
 /// The version named by `If-Match: "N"`, or 428 without one.
 fn if_match(headers: &HeaderMap) -> Result<u64, Error> {
+    // An empty header is no header.
     let value = headers
         .get(header::IF_MATCH)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty())
         .ok_or(Error::PreconditionRequired)?;
     value
         .to_str()
@@ -477,15 +517,17 @@ fn if_match(headers: &HeaderMap) -> Result<u64, Error> {
 
 /// The write's precondition: `If-Match: "N"`, or `If-None-Match: *` to create.
 fn precondition(headers: &HeaderMap) -> Result<Precondition, Error> {
-    if headers.contains_key(header::IF_MATCH) {
+    if headers
+        .get(header::IF_MATCH)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
+    {
         return if_match(headers).map(Precondition::Match);
     }
+    // Only `*` means something on a write (create); any other value is
+    // no precondition at all.
     match headers.get(header::IF_NONE_MATCH) {
         Some(v) if v.as_bytes().trim_ascii() == b"*" => Ok(Precondition::Create),
-        Some(_) => Err(Error::BadRequest(
-            "only If-None-Match: * (create) is meaningful on a write".into(),
-        )),
-        None => Err(Error::PreconditionRequired),
+        _ => Err(Error::PreconditionRequired),
     }
 }
 
@@ -673,10 +715,10 @@ async fn start_canary(
     if clients.len() > MAX_CANARY_CLIENTS
         || clients
             .iter()
-            .any(|c| c.is_empty() || c.len() > MAX_CLIENT_ID)
+            .any(|c| c.is_empty() || c.chars().count() > MAX_CLIENT_ID)
     {
         return Err(Error::InvalidBody(format!(
-            "clients: at most {MAX_CANARY_CLIENTS} ids of 1 to {MAX_CLIENT_ID} bytes"
+            "clients: at most {MAX_CANARY_CLIENTS} ids of 1 to {MAX_CLIENT_ID} characters"
         )));
     }
     let percent = match body.remove("percent") {
@@ -960,9 +1002,9 @@ fn read_extra(_: &crate::config::Config) -> Value {
             { "name": "client", "in": "query", "required": false, "description": "The caller's id, for canary selection.",
               "schema": { "type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID } },
             { "name": "after", "in": "query", "required": false, "description": "The version the caller has: a long-poll.",
-              "schema": { "type": "integer", "minimum": 0 } },
-            { "name": "wait", "in": "query", "required": false, "description": "How long to hold a long-poll (with after), e.g. 30s; capped at config_center.max_wait.",
-              "schema": { "type": "string" } },
+              "schema": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } },
+            { "name": "wait", "in": "query", "required": false, "description": "How long to hold a long-poll (with after; ignored without), e.g. 30s, 500ms, or seconds; capped at config_center.max_wait.",
+              "schema": { "type": "string", "pattern": WAIT_PATTERN } },
             { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } }
         ],
         "responses": {
@@ -981,8 +1023,9 @@ fn watch_extra(_: &crate::config::Config) -> Value {
             "additionalProperties": false,
             "properties": {
                 "namespaces": { "type": "object", "minProperties": 1, "maxProperties": MAX_WATCHED,
-                                "additionalProperties": { "type": "integer", "minimum": 0 } },
-                "wait": { "type": "string" },
+                                "propertyNames": { "pattern": "^[A-Za-z0-9._-]{1,128}$" },
+                                "additionalProperties": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } },
+                "wait": { "type": "string", "pattern": WAIT_PATTERN },
                 "client": { "type": "string", "minLength": 1, "maxLength": MAX_CLIENT_ID }
             }
         } } } },
@@ -1015,7 +1058,7 @@ fn put_extra(_: &crate::config::Config) -> Value {
         "security": admin_security(),
         "parameters": [
             ns_param(),
-            { "name": "If-Match", "in": "header", "required": false, "description": "\"N\": change version N.", "schema": { "type": "string" } },
+            { "name": "If-Match", "in": "header", "required": false, "description": "\"N\": change version N.", "schema": { "type": "string", "pattern": ETAG_PATTERN } },
             { "name": "If-None-Match", "in": "header", "required": false, "description": "*: create the namespace.", "schema": { "type": "string" } }
         ],
         "requestBody": write_body(json!({ "schema": { "description": "A JSON Schema the content (and every later version) must satisfy." } })),
@@ -1028,7 +1071,7 @@ fn put_extra(_: &crate::config::Config) -> Value {
 }
 
 fn if_match_param() -> Value {
-    json!({ "name": "If-Match", "in": "header", "required": true, "description": "\"N\": the current version.", "schema": { "type": "string" } })
+    json!({ "name": "If-Match", "in": "header", "required": true, "description": "\"N\": the current version.", "schema": { "type": "string", "pattern": ETAG_PATTERN } })
 }
 
 fn rollback_extra(_: &crate::config::Config) -> Value {
@@ -1037,7 +1080,7 @@ fn rollback_extra(_: &crate::config::Config) -> Value {
         "parameters": [ns_param(), if_match_param()],
         "requestBody": { "required": true, "content": { "application/json": { "schema": {
             "type": "object", "required": ["to", "change"],
-            "properties": { "to": { "type": "integer", "minimum": 1 }, "change": change_schema() }
+            "properties": { "to": { "type": "integer", "minimum": 1, "maximum": MAX_VERSION }, "change": change_schema() }
         } } } },
         "responses": {
             "200": { "headers": etag_header(), "content": { "application/json": { "schema": summary_schema() } } },
@@ -1074,7 +1117,7 @@ fn history_extra(_: &crate::config::Config) -> Value {
     json!({
         "parameters": [
             ns_param(),
-            { "name": "before", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } },
+            { "name": "before", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } },
             { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": MAX_HISTORY } }
         ]
     })
@@ -1084,7 +1127,7 @@ fn version_extra(_: &crate::config::Config) -> Value {
     json!({
         "parameters": [
             ns_param(),
-            { "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 0 } }
+            { "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } }
         ]
     })
 }
@@ -1093,8 +1136,8 @@ fn diff_extra(_: &crate::config::Config) -> Value {
     json!({
         "parameters": [
             ns_param(),
-            { "name": "from", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 0 } },
-            { "name": "to", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 0 } }
+            { "name": "from", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } },
+            { "name": "to", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 0, "maximum": MAX_VERSION } }
         ]
     })
 }
