@@ -58,6 +58,10 @@ token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 awk '/^\[resource.filter\]/ { f = 1 } f && /^enabled = false/ { sub(/false/, "true"); f = 0 } { print }' \
   rampart.example.toml >"$work/fuzz.toml"
 grep -c '^enabled = true' "$work/fuzz.toml" | grep -qx 3
+# Long-polls and watches held at most 2 s (not 55): the fuzzer sends
+# `after` and `wait` of its choosing on every one.
+sed -i 's/^max_wait = "55s"/max_wait = "2s"/' "$work/fuzz.toml"
+grep -qx 'max_wait = "2s"' "$work/fuzz.toml"
 RAMPART_ADMIN_TOKEN=$token RAMPART_LOG=${RAMPART_LOG:-warn} "$binary" serve --config "$work/fuzz.toml" \
   --listen 127.0.0.1:0 --data-dir "$work/data" --demo-rows 2000 \
   >"$work/stdout" 2>"$work/stderr" &

@@ -210,6 +210,11 @@ impl AppState {
                 gate,
             ))
         });
+        let config_center = Arc::new(crate::config_center::ConfigCenter::new(
+            &config,
+            pool.clone(),
+        ));
+        let reload = Arc::new(crate::reload::Reload::new(&config, &metrics));
         Ok(AppState(Arc::new(Shared {
             stock,
             config: Arc::new(config),
@@ -220,6 +225,8 @@ impl AppState {
             readiness,
             redis,
             miss_budget,
+            config_center,
+            reload,
         })))
     }
 }
@@ -242,7 +249,9 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     let writes = Router::new()
         .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
         .route("/v1/filter/{resource}/rebuild", post(rebuild))
-        .route("/v1/stock/{sku}", put(crate::stock::routes::put_stock));
+        .route("/v1/stock/{sku}", put(crate::stock::routes::put_stock))
+        .merge(crate::config_center::routes::writes())
+        .merge(crate::reload::routes::writes());
     let writes =
         write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
     // Profiling: admin only (see `ops/profile.rs`).
@@ -272,6 +281,7 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .merge(writes)
         .merge(profiling)
         .merge(crate::ops::dashboard::routes(&state))
+        .merge(crate::config_center::routes::reads())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -50,6 +50,9 @@ pub enum Command {
     Warm(WarmArgs),
     /// Drive HTTP load at a running service (loopback only) and report.
     Drill(Box<drill::DrillCli>),
+    /// The config center of a running server: get, put, history, diff,
+    /// rollback, watch, canary.
+    Config(crate::config_cli::ConfigCli),
 }
 
 /// Where the configuration comes from, and overrides of it.
@@ -153,7 +156,10 @@ impl ConfigArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), StartError> {
     match cli.command {
-        Command::Serve(args) => server::run_until_signal(args.load()?).await,
+        Command::Serve(args) => {
+            let config = args.load()?;
+            server::run_until_signal(config, Box::new(move || args.load())).await
+        }
         Command::DemoData(args) => {
             let mut config = Config::embedded()?;
             config.database.url = args.database_url.clone();
@@ -173,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
         }
         Command::Warm(args) => warm_only(args.config.load()?, args.measure).await,
         Command::Drill(cli) => drill::command(*cli).await,
+        Command::Config(args) => crate::config_cli::run(args).await,
     }
 }
 

@@ -47,6 +47,12 @@ pub struct Config {
     /// `[stock]`: reservations and their holds (`stock/config.rs`).
     #[serde(default)]
     pub stock: crate::stock::config::StockSettings,
+    /// `[config_center]`: versioned configuration namespaces, watch, canary.
+    #[serde(default)]
+    pub config_center: crate::config_center::ConfigCenterConfig,
+    /// `[reload]`: live settings from a config-center namespace.
+    #[serde(default)]
+    pub reload: crate::reload::ReloadConfig,
 }
 
 /// The shared tier: absent URLs keep the in-process tier (the embedded
@@ -605,6 +611,8 @@ impl Config {
         if self.database.pool_size == 0 {
             return Err("database.pool_size must be at least 1".into());
         }
+        self.config_center.validate()?;
+        self.reload.validate()?;
         if self.server.max_concurrent_requests == 0 {
             return Err("server.max_concurrent_requests must be at least 1".into());
         }

@@ -131,10 +131,6 @@ pub enum Error {
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
 
-    /// A write that must be conditional was not.
-    #[error("this write needs If-None-Match: * (create) or If-Match: \"<version>\" (change)")]
-    PreconditionRequired,
-
     /// A total below what is already held and sold.
     #[error("total {total} is below the {committed} units held or sold")]
     TotalBelowCommitted { total: i64, committed: i64 },
@@ -142,6 +138,83 @@ pub enum Error {
     /// The stock tables could not be read or written.
     #[error("stock database: {0}")]
     StockStore(String),
+    /// No config namespace by that name.
+    #[error("no config namespace named {:?}", echo(.0))]
+    UnknownNamespace(String),
+
+    /// A config namespace name outside `[A-Za-z0-9._-]{1,128}`.
+    #[error("bad namespace name {0:?}: 1 to 128 of A-Z a-z 0-9 . _ -")]
+    BadNamespace(String),
+
+    /// No such version of a config namespace.
+    #[error("{:?} has no version {version}", echo(namespace))]
+    UnknownVersion { namespace: String, version: u64 },
+
+    /// `If-Match` named another version than the current one.
+    #[error("the current version is {0}; If-Match must name it")]
+    VersionMismatch(u64),
+
+    /// `If-None-Match: *` on a namespace that exists.
+    #[error("the namespace exists, at version {0}; change it with If-Match")]
+    NamespaceExists(u64),
+
+    /// A config write without `If-Match` or `If-None-Match: *`.
+    #[error(
+        "a write needs If-Match: \"N\" (the version it changes) or If-None-Match: * (to create)"
+    )]
+    PreconditionRequired,
+
+    /// A config content (or body) over the configured size.
+    #[error("the content has {} bytes; at most {max} (config_center.max_content_bytes)", len.map_or_else(|| "more".to_owned(), |n| n.to_string()))]
+    ContentTooLarge { len: Option<usize>, max: usize },
+
+    /// A body that is not JSON.
+    #[error("malformed JSON at line {line}, column {column}: {detail}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        detail: String,
+    },
+
+    /// JSON of the wrong shape.
+    #[error("{0}")]
+    InvalidBody(String),
+
+    /// A change record without some of its fields.
+    #[error("the change record needs {}", .0.join(", "))]
+    MissingChange(Vec<&'static str>),
+
+    /// Content that violates the namespace's JSON Schema.
+    #[error("the content violates the namespace's schema in {total} place(s): {}", violations.iter().map(|(p, m)| format!("{} {m}", if p.is_empty() { "/" } else { p })).collect::<Vec<_>>().join("; "))]
+    SchemaViolation {
+        violations: Vec<(String, String)>,
+        total: usize,
+    },
+
+    /// A schema that is not a valid JSON Schema.
+    #[error("not a valid JSON Schema: {0}")]
+    InvalidSchema(String),
+
+    /// A change while a canary is pending.
+    #[error("{:?} has a canary pending: promote or abort it first", echo(.0))]
+    CanaryActive(String),
+
+    /// Promote or abort without a canary.
+    #[error("{:?} has no canary pending", echo(.0))]
+    NoCanary(String),
+
+    /// The config center's database failed.
+    #[error("the config store failed: {0}")]
+    ConfigStore(String),
+
+    /// A reload refused: the new config is invalid or changes a setting
+    /// only a restart can change (the message names it). Nothing changed.
+    #[error("reload refused, the running settings stay: {0}")]
+    ReloadRefused(String),
+
+    /// `config_center.enabled` is off.
+    #[error("the config center is disabled (config_center.enabled)")]
+    ConfigCenterDisabled,
 }
 
 /// How much of a caller's input an error echoes back, in characters.
@@ -172,6 +245,9 @@ struct Body<'a> {
     error: String,
     code: &'a str,
     detail: String,
+    /// Fields some errors add (`Error::extra`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Error {
@@ -224,6 +300,15 @@ impl Error {
             Error::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed", None)
             }
+            Error::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "unknown_namespace", None),
+            Error::BadNamespace(_) => (StatusCode::BAD_REQUEST, "bad_namespace", None),
+            Error::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version", None),
+            Error::VersionMismatch(_) => {
+                (StatusCode::PRECONDITION_FAILED, "version_mismatch", None)
+            }
+            Error::NamespaceExists(_) => {
+                (StatusCode::PRECONDITION_FAILED, "namespace_exists", None)
+            }
             Error::PreconditionRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "precondition_required",
@@ -237,6 +322,25 @@ impl Error {
                 "source_unavailable",
                 Some(1),
             ),
+            Error::ContentTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "content_too_large", None)
+            }
+            Error::MalformedJson { .. } => (StatusCode::BAD_REQUEST, "malformed_json", None),
+            Error::InvalidBody(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", None),
+            Error::MissingChange(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_change", None),
+            Error::SchemaViolation { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema_violation", None)
+            }
+            Error::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema", None),
+            Error::CanaryActive(_) => (StatusCode::CONFLICT, "canary_active", None),
+            Error::NoCanary(_) => (StatusCode::NOT_FOUND, "no_canary", None),
+            Error::ConfigStore(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "config_store_unavailable",
+                Some(1),
+            ),
+            Error::ConfigCenterDisabled => (StatusCode::NOT_FOUND, "config_center_disabled", None),
+            Error::ReloadRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -281,6 +385,33 @@ impl Error {
     pub fn code(&self) -> &'static str {
         self.classify().1
     }
+
+    /// Machine-readable fields beside `detail`, for the errors a client
+    /// acts on: the current version of a 412, each missing field of a
+    /// change record, each schema violation's JSON pointer, where a body
+    /// stopped being JSON.
+    fn extra(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        use serde_json::json;
+        let value = match self {
+            Error::VersionMismatch(current) | Error::NamespaceExists(current) => {
+                json!({ "current_version": current })
+            }
+            Error::MissingChange(missing) => json!({ "missing": missing }),
+            Error::SchemaViolation { violations, total } => json!({
+                "violations": violations
+                    .iter()
+                    .map(|(pointer, message)| json!({ "pointer": pointer, "message": message }))
+                    .collect::<Vec<_>>(),
+                "total": total,
+            }),
+            Error::MalformedJson { line, column, .. } => json!({ "line": line, "column": column }),
+            _ => return None,
+        };
+        match value {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
 }
 
 impl IntoResponse for Error {
@@ -292,11 +423,18 @@ impl IntoResponse for Error {
             error: code.replace('_', " "),
             code,
             detail,
+            extra: self.extra(),
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Error::VersionMismatch(current) | Error::NamespaceExists(current) = &self {
+            // The version to retry against, as the ETag a read would give.
+            if let Ok(tag) = HeaderValue::from_str(&format!("\"{current}\"")) {
+                headers.insert(header::ETAG, tag);
+            }
         }
         if matches!(self, Error::Unauthorized) {
             // RFC 6750: a 401 names the scheme the caller should use.

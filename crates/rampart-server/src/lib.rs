@@ -14,6 +14,9 @@
 //! | [`state`] | what requests share at run time: resources, metrics, readiness |
 //! | [`server`] | start, serve, graceful shutdown |
 //! | [`cache`] | the read-through cache API over SQL: handlers, keys, source, warm-up |
+//! | [`config_center`] | versioned config namespaces: CAS writes, watch, history, canary |
+//! | [`config_cli`] | `rampart config …`: the config center from the command line, through `rampart-client` |
+//! | [`reload`] | live reload of the guards' settings: SIGHUP, `POST /v1/admin/reload`, a config-center namespace |
 //! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
@@ -25,10 +28,13 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod config_center;
+pub mod config_cli;
 pub mod drill;
 pub mod error;
 pub mod http;
 pub mod ops;
+pub mod reload;
 pub mod server;
 pub mod start_error;
 pub mod state;

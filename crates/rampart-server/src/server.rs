@@ -34,6 +34,10 @@ pub struct Server {
     filtering: JoinHandle<()>,
     /// The stock reaper (expired holds back into stock); stops with `stop`.
     reaping: JoinHandle<()>,
+    /// The config center's notice listener and reconcile; stops with `stop`.
+    propagating: JoinHandle<()>,
+    /// SIGHUP and the settings namespace (`reload/`); stops with `stop`.
+    reloading: JoinHandle<()>,
 }
 
 impl Server {
@@ -45,6 +49,7 @@ impl Server {
         // Before anything is opened: a bad token file stops the start.
         let admin_token = Arc::new(AdminToken::resolve(&config)?);
         let state = AppState::open(config).await?;
+        state.config_center.open().await?;
         crate::ops::deadlock::spawn(Arc::downgrade(&state.metrics));
         let listener = TcpListener::bind(listen)
             .await
@@ -82,6 +87,11 @@ impl Server {
         };
         let filtering = tokio::spawn(filter::run(state.clone(), stop.clone()));
         let reaping = tokio::spawn(crate::stock::reaper::run(state.clone(), stop.clone()));
+        let propagating = crate::config_center::propagation::spawn(
+            Arc::clone(&state.config_center),
+            stop.clone(),
+        );
+        let reloading = crate::reload::spawn(&state, &stop);
         let serving = {
             let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
             tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
@@ -95,6 +105,8 @@ impl Server {
             warming,
             filtering,
             reaping,
+            propagating,
+            reloading,
         })
     }
 
@@ -113,6 +125,8 @@ impl Server {
         let _ = self.warming.await;
         let _ = self.filtering.await;
         let _ = self.reaping.await;
+        let _ = self.propagating.await;
+        let _ = self.reloading.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(source))) => Err(StartError::Bind {
@@ -132,12 +146,17 @@ impl Server {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP and
+/// `POST /v1/admin/reload` re-read the config through `reload_source`.
+pub async fn run_until_signal(
+    config: Config,
+    reload_source: crate::reload::ConfigSource,
+) -> Result<(), StartError> {
     panic_hook::install();
     let database = source::redact(&config.database_url());
     let embedded = config.is_embedded_database();
     let server = Server::start(config).await?;
+    server.state.reload.set_source(reload_source);
     let base = format!("http://{}", server.addr);
     println!("rampart serving on {base}  (source: {database})");
     for name in cache::routes::resource_names(&server.state) {

@@ -47,6 +47,10 @@ pub struct Shared {
     pub miss_budget: Option<Arc<MissBudget>>,
     /// Reservations (`stock/`), when `stock.enabled`.
     pub stock: Option<Arc<crate::stock::Stock>>,
+    /// The config center's store and served namespaces.
+    pub config_center: Arc<crate::config_center::ConfigCenter>,
+    /// The live settings in force and how they change (`reload/`).
+    pub reload: Arc<crate::reload::Reload>,
 }
 
 impl std::ops::Deref for AppState {

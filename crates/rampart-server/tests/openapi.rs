@@ -218,6 +218,7 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
             let response = match stock_example(&t, route.method, route.path).await {
                 Some(response) => Ok(response),
                 None => match route.method {
+                    _ if route.path.starts_with("/v1/config") => config_example(&t, route).await,
                     "get" if secured => {
                         t.client
                             .get(t.url(&request))
@@ -276,6 +277,111 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
     assert_eq!(wrong.status(), 405);
 }
 
+/// The config center's routes with an example that answers 2xx: a
+/// namespace `demo` with two versions, then each route in table order
+/// (a canary is started before its abort and promotion).
+async fn config_example(
+    t: &common::TestServer,
+    route: &openapi::Route,
+) -> reqwest::Result<reqwest::Response> {
+    use serde_json::json;
+    let change = json!({ "author": "a", "reason": "r", "rollback_plan": "p" });
+    let current = |t: &common::TestServer| {
+        let request = t.client.get(t.url("/v1/config/demo"));
+        async move {
+            match request.send().await {
+                Ok(r) if r.status() == 200 => {
+                    r.headers()["etag"].to_str().expect("etag").to_owned()
+                }
+                _ => String::new(),
+            }
+        }
+    };
+    let admin = |method: reqwest::Method, path: &str| {
+        t.client
+            .request(method, t.url(path))
+            .bearer_auth(t.admin_token())
+    };
+    if current(t).await.is_empty() {
+        for (header, value, n) in [("if-none-match", "*", 1), ("if-match", "\"1\"", 2)] {
+            let made = admin(reqwest::Method::PUT, "/v1/config/demo")
+                .header(header, value)
+                .json(&json!({ "content": { "n": n }, "change": change }))
+                .send()
+                .await?;
+            assert!(made.status().is_success(), "{}", made.status());
+        }
+    }
+    let start_canary = || async {
+        admin(reqwest::Method::PUT, "/v1/config/demo/canary")
+            .header("if-match", current(t).await)
+            .json(&json!({ "content": { "n": 0 }, "change": change, "percent": 50 }))
+            .send()
+            .await
+    };
+    match (route.method, route.path) {
+        ("get", "/v1/config") => t.client.get(t.url("/v1/config")).send().await,
+        ("get", "/v1/config/{ns}") => t.client.get(t.url("/v1/config/demo")).send().await,
+        ("post", "/v1/config/watch") => {
+            t.client
+                .post(t.url("/v1/config/watch"))
+                .json(&json!({ "namespaces": { "demo": 0 }, "wait": "1s" }))
+                .send()
+                .await
+        }
+        ("put", "/v1/config/{ns}") => {
+            admin(reqwest::Method::PUT, "/v1/config/demo")
+                .header("if-match", current(t).await)
+                .json(&json!({ "content": { "n": 3 }, "change": change }))
+                .send()
+                .await
+        }
+        ("get", "/v1/config/{ns}/history") => {
+            t.client.get(t.url("/v1/config/demo/history")).send().await
+        }
+        ("get", "/v1/config/{ns}/versions/{version}") => {
+            t.client
+                .get(t.url("/v1/config/demo/versions/1"))
+                .send()
+                .await
+        }
+        ("get", "/v1/config/{ns}/diff") => {
+            t.client
+                .get(t.url("/v1/config/demo/diff?from=1&to=2"))
+                .send()
+                .await
+        }
+        ("post", "/v1/config/{ns}/rollback") => {
+            admin(reqwest::Method::POST, "/v1/config/demo/rollback")
+                .header("if-match", current(t).await)
+                .json(&json!({ "to": 1, "change": change }))
+                .send()
+                .await
+        }
+        ("put", "/v1/config/{ns}/canary") => {
+            let started = start_canary().await;
+            // Leave none pending for the next route.
+            admin(reqwest::Method::DELETE, "/v1/config/demo/canary")
+                .send()
+                .await?;
+            started
+        }
+        ("delete", "/v1/config/{ns}/canary") => {
+            start_canary().await?;
+            admin(reqwest::Method::DELETE, "/v1/config/demo/canary")
+                .send()
+                .await
+        }
+        ("post", "/v1/config/{ns}/canary/promote") => {
+            start_canary().await?;
+            admin(reqwest::Method::POST, "/v1/config/demo/canary/promote")
+                .send()
+                .await
+        }
+        (method, path) => panic!("no example for {method} {path}: add one"),
+    }
+}
+
 #[test]
 fn every_error_code_is_in_the_code_enum() {
     let errors = [
@@ -330,6 +436,31 @@ fn every_error_code_is_in_the_code_enum() {
             committed: 1,
         },
         Error::StockStore("x".into()),
+        Error::UnknownNamespace("x".into()),
+        Error::BadNamespace("x".into()),
+        Error::UnknownVersion {
+            namespace: "x".into(),
+            version: 1,
+        },
+        Error::VersionMismatch(1),
+        Error::NamespaceExists(1),
+        Error::ContentTooLarge { len: None, max: 1 },
+        Error::MalformedJson {
+            line: 1,
+            column: 1,
+            detail: "x".into(),
+        },
+        Error::InvalidBody("x".into()),
+        Error::MissingChange(vec!["change.author"]),
+        Error::SchemaViolation {
+            violations: Vec::new(),
+            total: 1,
+        },
+        Error::InvalidSchema("x".into()),
+        Error::CanaryActive("x".into()),
+        Error::NoCanary("x".into()),
+        Error::ConfigStore("x".into()),
+        Error::ConfigCenterDisabled,
     ];
     for error in &errors {
         assert!(

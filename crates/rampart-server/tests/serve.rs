@@ -421,16 +421,11 @@ async fn health_metrics_and_openapi() {
         };
         let response = match route.method {
             "get" => t.client.get(t.url(&path)).send().await,
-            "post" => {
+            "post" | "put" | "delete" => {
+                let method = reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes())
+                    .expect("method");
                 t.client
-                    .post(t.url(&path))
-                    .bearer_auth(t.admin_token())
-                    .send()
-                    .await
-            }
-            "put" => {
-                t.client
-                    .put(t.url(&path))
+                    .request(method, t.url(&path))
                     .bearer_auth(t.admin_token())
                     .send()
                     .await

@@ -499,11 +499,9 @@ struct Inner {
     /// models leave out: loom has no thread-locals of this kind).
     #[cfg_attr(rampart_loom, allow(dead_code))]
     id: u64,
-    config: BreakerConfig,
-    /// `minimum_calls`, capped at a count window's size.
-    minimum_calls: u64,
-    slow_nanos: u64,
-    open_wait_nanos: u64,
+    /// `open_wait` in nanoseconds, for the lock-free rejection while
+    /// forced open (the rest of the settings live in `core`).
+    open_wait_hint: AtomicU64,
     clock: Clock,
     /// Time zero for the nanosecond timestamps below.
     epoch: Instant,
@@ -528,7 +526,46 @@ struct Inner {
     delivering: AtomicBool,
 }
 
+/// A config and what is derived from it, swapped together so no reader
+/// sees one config's threshold with another's durations.
+struct Settings {
+    config: BreakerConfig,
+    /// `minimum_calls`, capped at a count window's size.
+    minimum_calls: u64,
+    slow_nanos: u64,
+    open_wait_nanos: u64,
+}
+
+impl Settings {
+    /// Normalises `config` and derives the rest.
+    fn new(config: BreakerConfig) -> Settings {
+        let config = config.normalized();
+        let minimum_calls = match config.window {
+            SlidingWindow::Count { calls } => config.minimum_calls.min(calls),
+            SlidingWindow::Time { .. } => config.minimum_calls,
+        };
+        Settings {
+            minimum_calls: u64::from(minimum_calls),
+            slow_nanos: saturating_nanos(config.slow_call_duration),
+            open_wait_nanos: saturating_nanos(config.open_wait),
+            config,
+        }
+    }
+
+    /// An empty window of the configured kind and size.
+    fn window(&self) -> Window {
+        match self.config.window {
+            SlidingWindow::Count { calls } => Window::count(calls as usize),
+            SlidingWindow::Time { seconds } => Window::time(seconds as usize),
+        }
+    }
+}
+
 struct Core {
+    /// The thresholds in force, replaced whole by `set_config` under this
+    /// lock: every outcome is judged by one config, never half of two.
+    /// The closed state's lock-free `try_acquire` reads none of it.
+    settings: Arc<Settings>,
     state: State,
     generation: u64,
     window: Window,
@@ -561,31 +598,22 @@ impl CircuitBreaker {
 
     /// A breaker on the given clock (tests pass [`Clock::mock`]'s).
     pub fn with_clock(name: impl Into<Arc<str>>, config: BreakerConfig, clock: Clock) -> Self {
-        let config = config.normalized();
-        let window = match config.window {
-            SlidingWindow::Count { calls } => Window::count(calls as usize),
-            SlidingWindow::Time { seconds } => Window::time(seconds as usize),
-        };
-        let minimum_calls = match config.window {
-            SlidingWindow::Count { calls } => config.minimum_calls.min(calls),
-            SlidingWindow::Time { .. } => config.minimum_calls,
-        };
+        let settings = Settings::new(config);
+        let window = settings.window();
         let epoch = clock.now();
         CircuitBreaker {
             inner: Arc::new(Inner {
                 name: name.into(),
                 // Relaxed: uniqueness needs only atomicity.
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                minimum_calls: u64::from(minimum_calls),
-                slow_nanos: saturating_nanos(config.slow_call_duration),
-                open_wait_nanos: saturating_nanos(config.open_wait),
-                config,
+                open_wait_hint: AtomicU64::new(settings.open_wait_nanos),
                 clock,
                 epoch,
                 word: AtomicU64::new(pack(State::Closed, 0)),
                 open_until: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 core: Mutex::new(Core {
+                    settings: Arc::new(settings),
                     state: State::Closed,
                     generation: 0,
                     window,
@@ -605,9 +633,11 @@ impl CircuitBreaker {
         &self.inner.name
     }
 
-    /// The (normalised) config the breaker runs with.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.inner.config
+    /// The (normalised) config the breaker runs with now (a copy:
+    /// [`set_config`](Self::set_config) may replace it).
+    pub fn config(&self) -> BreakerConfig {
+        let core = crate::contention::lock(&self.inner.core, &crate::contention::BREAKER);
+        core.settings.config.clone()
     }
 
     /// Asks to make one call. On `Ok`, make the call and report its outcome
@@ -632,7 +662,10 @@ impl CircuitBreaker {
             State::Closed => Ok(self.permit(PermitKind::Closed, generation, inner.now_nanos())),
             // Disabled records nothing, so it needs no start time.
             State::Disabled => Ok(self.permit(PermitKind::Disabled, generation, 0)),
-            State::ForcedOpen => Err(inner.reject(inner.config.open_wait)),
+            // Relaxed: a hint for the caller, ordered with nothing else.
+            State::ForcedOpen => Err(inner.reject(Duration::from_nanos(
+                inner.open_wait_hint.load(Ordering::Relaxed),
+            ))),
             State::Open => {
                 let now = inner.now_nanos();
                 // Relaxed: ordered by the Acquire load of `word` above. If a
@@ -664,23 +697,25 @@ impl CircuitBreaker {
             transitioned = true;
         }
         // The state may have moved since the lock-free read: decide afresh.
+        let settings = Arc::clone(&core.settings);
+        let config = &settings.config;
         let result = match core.state {
             State::Closed => Ok(self.permit(PermitKind::Closed, core.generation, now)),
             State::Disabled => Ok(self.permit(PermitKind::Disabled, core.generation, 0)),
-            State::ForcedOpen => Err(inner.reject(inner.config.open_wait)),
+            State::ForcedOpen => Err(inner.reject(config.open_wait)),
             State::HalfOpen => {
                 let probes = &mut core.probes;
-                if probes.outstanding + probes.calls < inner.config.half_open_probes {
+                if probes.outstanding + probes.calls < config.half_open_probes {
                     probes.outstanding += 1;
                     Ok(self.permit(PermitKind::Probe, core.generation, now))
                 } else {
                     // The verdict comes when the probes in flight finish;
                     // a slow call's duration is a fair guess at when.
-                    Err(inner.reject(inner.config.slow_call_duration.min(inner.config.open_wait)))
+                    Err(inner.reject(config.slow_call_duration.min(config.open_wait)))
                 }
             }
             // Handled above.
-            State::Open => Err(inner.reject(inner.config.open_wait)),
+            State::Open => Err(inner.reject(config.open_wait)),
         };
         drop(core);
         if transitioned {
@@ -793,6 +828,38 @@ impl CircuitBreaker {
     }
 }
 
+/// Live reconfiguration, kept apart from the call path.
+impl CircuitBreaker {
+    /// Replaces the thresholds while the breaker runs. Refused (and the
+    /// running config kept) when `config` fails [`BreakerConfig::validate`]:
+    /// unlike [`new`](Self::new), a change made at run time is not clamped
+    /// silently. The state is kept; a new window kind or size starts an
+    /// empty window (the old counts do not fit it), otherwise the counts
+    /// are kept and judged by the new thresholds from the next outcome. An
+    /// `Open` breaker keeps the deadline it opened with.
+    pub fn set_config(&self, config: BreakerConfig) -> Result<(), Error> {
+        config
+            .validate()
+            .map_err(|e| Error::invalid_config(format!("breaker `{}`: {e}", self.inner.name)))?;
+        let inner = &*self.inner;
+        let settings = Settings::new(config);
+        // Under the core lock: no outcome is judged half by the old
+        // settings and half by the new, and the window is swapped with
+        // the settings it belongs to.
+        let mut core = crate::contention::lock(&inner.core, &crate::contention::BREAKER);
+        if settings.config.window != core.settings.config.window {
+            core.window = settings.window();
+        }
+        // Relaxed: a hint (see `try_acquire`).
+        inner
+            .open_wait_hint
+            .store(settings.open_wait_nanos, Ordering::Relaxed);
+        core.settings = Arc::new(settings);
+        drop(core);
+        Ok(())
+    }
+}
+
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
@@ -862,10 +929,10 @@ impl Inner {
         build()
     }
 
-    fn exceeds_thresholds(&self, t: &Totals) -> bool {
+    fn exceeds_thresholds(config: &BreakerConfig, t: &Totals) -> bool {
         let (failure_rate, slow_rate) = rates(t);
-        failure_rate >= self.config.failure_rate_threshold
-            || slow_rate >= self.config.slow_call_rate_threshold
+        failure_rate >= config.failure_rate_threshold
+            || slow_rate >= config.slow_call_rate_threshold
     }
 
     /// Moves to `to` under the lock: new generation, fresh window and
@@ -881,8 +948,10 @@ impl Inner {
         core.consecutive_failures = 0;
         if to == State::Open {
             // Relaxed: published by the Release store of `word` below.
-            self.open_until
-                .store(now.saturating_add(self.open_wait_nanos), Ordering::Relaxed);
+            self.open_until.store(
+                now.saturating_add(core.settings.open_wait_nanos),
+                Ordering::Relaxed,
+            );
         }
         // Release: pairs with the Acquire loads in `try_acquire`/`state`, so
         // a reader that sees the new state sees the new deadline too.
@@ -920,12 +989,20 @@ impl Inner {
         }
     }
 
-    /// Records a permit's outcome (`FAILED | SLOW` bits).
-    fn record(&self, kind: PermitKind, generation: u64, outcome: u8, now: u64) {
+    /// Records a permit's outcome: `failed` (the `FAILED` bit or 0), and
+    /// slow when it took `slow_call_duration` or longer since `start`.
+    fn record(&self, kind: PermitKind, generation: u64, failed: u8, start: u64, now: u64) {
         let mut core = crate::contention::lock(&self.core, &crate::contention::BREAKER);
         if core.generation != generation {
             return; // stale: issued in an earlier state
         }
+        let settings = Arc::clone(&core.settings);
+        let config = &settings.config;
+        let outcome = if now.saturating_sub(start) >= settings.slow_nanos {
+            failed | SLOW
+        } else {
+            failed
+        };
         let transitioned = match kind {
             PermitKind::Disabled => false,
             PermitKind::Closed => {
@@ -935,10 +1012,11 @@ impl Inner {
                 } else {
                     0
                 };
-                let in_a_row = self.config.consecutive_failures;
+                let in_a_row = config.consecutive_failures;
                 let totals = core.window.totals();
                 if (in_a_row > 0 && core.consecutive_failures >= in_a_row)
-                    || (totals.calls >= self.minimum_calls && self.exceeds_thresholds(&totals))
+                    || (totals.calls >= settings.minimum_calls
+                        && Self::exceeds_thresholds(config, &totals))
                 {
                     self.transition(&mut core, State::Open, now);
                     true
@@ -952,13 +1030,13 @@ impl Inner {
                 probes.calls += 1;
                 probes.failures += u32::from(outcome & FAILED != 0);
                 probes.slow += u32::from(outcome & SLOW != 0);
-                if probes.calls >= self.config.half_open_probes {
+                if probes.calls >= config.half_open_probes {
                     let totals = Totals {
                         calls: u64::from(probes.calls),
                         failures: u64::from(probes.failures),
                         slow: u64::from(probes.slow),
                     };
-                    let to = if self.exceeds_thresholds(&totals) {
+                    let to = if Self::exceeds_thresholds(config, &totals) {
                         State::Open
                     } else {
                         State::Closed
@@ -1088,13 +1166,8 @@ impl Permit {
             return;
         }
         let now = self.inner.now_nanos();
-        let slow = if now.saturating_sub(self.start) >= self.inner.slow_nanos {
-            SLOW
-        } else {
-            0
-        };
         self.inner
-            .record(self.kind, self.generation, failed | slow, now);
+            .record(self.kind, self.generation, failed, self.start, now);
     }
 }
 

@@ -72,6 +72,7 @@
 //! | [`existence`] | concurrent Bloom filter of the keys that exist | distinct missing keys each reaching the source |
 //! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
 //! | [`stock`] | per-SKU stock gate, reservations, idempotency by request key | overselling, double decrements on retry, holds that never come back |
+//! | [`snapshot`] | versioned value swapped atomically, lock-free reads, never older | torn or backwards reads of hot-swapped configuration |
 //! | [`layer`] | the guards as tower layers (feature `tower`) | — |
 //!
 //! Supporting pieces: [`guarded`] (one call behind breaker + bulkhead +
@@ -117,6 +118,7 @@ pub mod limit;
 #[cfg(not(rampart_loom))]
 mod send_sync;
 pub mod stock;
+pub mod snapshot;
 mod sync;
 pub mod warm;
 

@@ -959,3 +959,37 @@ fn a_run_of_failures_opens_whatever_the_window_rate() {
     permit(&b).failure();
     assert_eq!(b.state(), State::Open, "20 failures in a row");
 }
+
+// ------------------------------------------------------- live settings
+
+/// `set_config`: a lower threshold judges the next outcome; a new window
+/// size starts an empty window; an invalid config is refused and kept out.
+#[test]
+fn set_config_changes_thresholds_live_and_refuses_an_invalid_one() {
+    let (b, _mock) = breaker(count_config(10, 10));
+    fail(&b, 5); // 5 of 5: below minimum_calls, stays closed
+    assert_eq!(b.state(), State::Closed);
+    let refused = b.set_config(BreakerConfig {
+        minimum_calls: 0,
+        ..count_config(10, 10)
+    });
+    assert!(refused.is_err(), "minimum_calls 0 is refused");
+    assert_eq!(b.config().minimum_calls, 10, "the running config stays");
+    // Same window: the counts are kept and judged by the new minimum.
+    b.set_config(count_config(10, 5)).expect("valid");
+    assert_eq!(b.state(), State::Closed, "judged at the next outcome");
+    fail(&b, 1);
+    assert_eq!(
+        b.state(),
+        State::Open,
+        "6 failures of 6 past the new minimum"
+    );
+    b.reset();
+    fail(&b, 4);
+    // A new window size: the old counts do not carry over.
+    b.set_config(count_config(20, 5)).expect("valid");
+    fail(&b, 4);
+    assert_eq!(b.state(), State::Closed, "4 in the new window, minimum 5");
+    fail(&b, 1);
+    assert_eq!(b.state(), State::Open);
+}

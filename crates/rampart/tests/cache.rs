@@ -1170,3 +1170,43 @@ async fn clear_local_drops_l1_and_refuses_fills_already_running() {
         "the fill begun before the clear was refused"
     );
 }
+
+// ------------------------------------------------------- live settings
+
+/// `set_config`: a shorter TTL applies from the next fill; an invalid
+/// config is refused and the running one stays.
+#[tokio::test]
+async fn set_config_shortens_the_ttl_from_the_next_fill_and_refuses_an_invalid_one() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(2);
+    let cache = cache(&source, &clock);
+    cache.get(&1).await.expect("get");
+    cache
+        .set_config(CacheConfig {
+            ttl: Duration::from_secs(2),
+            grace: Duration::ZERO,
+            ..config()
+        })
+        .expect("valid");
+    assert_eq!(cache.config().ttl, Duration::from_secs(2));
+    cache.get(&0).await.expect("get"); // filled under the new TTL
+    mock.increment(Duration::from_secs(3));
+    assert_eq!(
+        cache.get(&0).await.expect("get").status(),
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        cache.get(&1).await.expect("get").status(),
+        CacheStatus::Hit,
+        "an entry keeps the deadline it was stored with"
+    );
+    let refused = cache.set_config(CacheConfig {
+        jitter: 2.0,
+        ..config()
+    });
+    assert!(
+        matches!(refused.as_ref().map_err(|e| e.kind()), Err(ErrorKind::InvalidConfig(m)) if m.contains("jitter")),
+        "{refused:?}"
+    );
+    assert_eq!(cache.config().ttl, Duration::from_secs(2), "kept");
+}

@@ -268,7 +268,7 @@ fn bulkhead_validate_names_the_field() {
 
     let bulkhead = Bulkhead::new("db", BulkheadConfig::default());
     assert_eq!(bulkhead.name(), "db");
-    assert_eq!(bulkhead.config(), &BulkheadConfig::default());
+    assert_eq!(bulkhead.config(), BulkheadConfig::default());
     // An out-of-range bound is clamped instead of panicking in `new`.
     let huge = Bulkhead::new("huge", config(usize::MAX, 1, Duration::ZERO));
     assert!(huge.config().max_concurrent < usize::MAX);
@@ -630,4 +630,122 @@ fn backoff_seeded_determinism() {
     };
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
+}
+
+// ------------------------------------------------------- live settings
+
+/// `set_limits`: growing admits waiters at once; shrinking below the slots
+/// held retires them as they come back, never interrupting a holder.
+#[tokio::test(start_paused = true)]
+async fn bulkhead_set_limits_grows_and_shrinks_live() {
+    let bulkhead = Bulkhead::new("db", config(1, 4, Duration::from_secs(10)));
+    let first = expect_permit(bulkhead.try_acquire());
+    let mut waiting = Box::pin(bulkhead.acquire());
+    assert!(poll_once(&mut waiting).await.is_pending());
+    bulkhead
+        .set_limits(config(3, 4, Duration::from_secs(10)))
+        .expect("valid");
+    let second = expect_permit(waiting.await);
+    let third = expect_permit(bulkhead.try_acquire());
+    assert_eq!(bulkhead.in_flight(), 3);
+    // Shrink to 1 with 3 held: nobody is interrupted, nobody new gets in.
+    bulkhead
+        .set_limits(config(1, 4, Duration::from_secs(10)))
+        .expect("valid");
+    assert_eq!(bulkhead.in_flight(), 3);
+    assert!(bulkhead.try_acquire().is_err());
+    drop(first);
+    drop(second);
+    assert_eq!(bulkhead.in_flight(), 1);
+    assert!(bulkhead.try_acquire().is_err(), "the limit is 1, 1 held");
+    drop(third);
+    assert_eq!(bulkhead.in_flight(), 0);
+    let only = expect_permit(bulkhead.try_acquire());
+    assert!(bulkhead.try_acquire().is_err(), "exactly one slot left");
+    drop(only);
+    // Grow back while nothing is owed; an invalid limit is refused.
+    assert!(bulkhead
+        .set_limits(config(0, 4, Duration::from_secs(10)))
+        .is_err());
+    assert_eq!(bulkhead.config().max_concurrent, 1, "kept");
+    bulkhead
+        .set_limits(config(2, 4, Duration::from_secs(10)))
+        .expect("valid");
+    let _a = expect_permit(bulkhead.try_acquire());
+    let _b = expect_permit(bulkhead.try_acquire());
+    assert!(bulkhead.try_acquire().is_err());
+}
+
+/// `set_limits` racing holders that come and go: whatever the interleaving
+/// of resizes and releases, once everyone is gone the bulkhead admits
+/// exactly its last limit (no slot leaked by a shrink that met a release,
+/// none lost by a grow that paid a debt), and no moment ever saw more
+/// holders than the largest limit set. Reproduce with
+/// `RAMPART_STRESS_SEED=<seed>`.
+#[test]
+fn bulkhead_stress_set_limits_against_holders() {
+    let seed = support::stress_seed(0x11_5e75);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => panic!("runtime: {err}"),
+    };
+    let body = async {
+        let bulkhead = Bulkhead::new("resize", config(4, 64, Duration::from_millis(2)));
+        let hw = Arc::new(HighWater::default());
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let holders: Vec<_> = (0..2_000)
+            .map(|_| {
+                let (bulkhead, hw) = (bulkhead.clone(), Arc::clone(&hw));
+                let arrival = Duration::from_micros(rng.u64(0..200_000));
+                let yields = rng.usize(0..10);
+                tokio::spawn(async move {
+                    tokio::time::sleep(arrival).await;
+                    if let Ok(_permit) = bulkhead.acquire().await {
+                        hw.enter();
+                        for _ in 0..yields {
+                            tokio::task::yield_now().await;
+                        }
+                        hw.exit();
+                    }
+                })
+            })
+            .collect();
+        let resizer = {
+            let bulkhead = bulkhead.clone();
+            let limits: Vec<usize> = (0..200).map(|_| rng.usize(1..=8)).collect();
+            tokio::spawn(async move {
+                for limit in &limits {
+                    bulkhead
+                        .set_limits(config(*limit, 64, Duration::from_millis(2)))
+                        .expect("valid");
+                    tokio::time::sleep(Duration::from_micros(900)).await;
+                }
+                *limits.last().expect("limits")
+            })
+        };
+        for holder in holders {
+            holder.await.expect("holder");
+        }
+        let last = resizer.await.expect("resizer");
+        (bulkhead, hw.max(), last)
+    };
+    let outcome =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(20), body).await });
+    let Ok((bulkhead, max, last)) = outcome else {
+        panic!("stress test hung (seed {seed})");
+    };
+    assert!(max <= 8, "high-water {max} above every limit (seed {seed})");
+    assert_eq!(bulkhead.in_flight(), 0, "seed {seed}");
+    let held: Vec<_> = std::iter::from_fn(|| bulkhead.try_acquire().ok())
+        .take(100)
+        .collect();
+    assert_eq!(
+        held.len(),
+        last,
+        "slots after the last resize to {last} (seed {seed})"
+    );
 }

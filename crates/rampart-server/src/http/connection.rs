@@ -86,6 +86,24 @@ struct Activity {
     busy_since: AtomicU64,
     /// When the last response finished (idle phase).
     idle_since: AtomicU64,
+    /// Milliseconds the current request may be busy past the busy bound
+    /// (a long-poll's hold, see [`hold_busy`]); reset by each request.
+    busy_extra: AtomicU64,
+}
+
+tokio::task_local! {
+    /// The connection being served, for [`hold_busy`].
+    static ACTIVITY: Arc<Activity>;
+}
+
+/// Lets the request being served on this connection be busy `hold` longer
+/// than the busy bound before the watchdog calls it stuck: a long-poll
+/// that parks on purpose. The request's own timeout (`layers.rs`) still
+/// bounds it; outside a connection (a test calling the router) this does
+/// nothing.
+pub fn hold_busy(hold: Duration) {
+    let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+    let _ = ACTIVITY.try_with(|activity| activity.busy_extra.store(ms, Ordering::Relaxed));
 }
 
 impl Activity {
@@ -96,6 +114,7 @@ impl Activity {
             head_since: AtomicU64::new(1),
             busy_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(1),
+            busy_extra: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +137,7 @@ impl Activity {
 
     /// A head was parsed and handed to the service.
     fn on_request(&self) {
+        self.busy_extra.store(0, Ordering::Relaxed);
         self.busy_since.store(self.now(), Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
     }
@@ -136,7 +156,8 @@ impl Activity {
         };
         let busy = self.busy_since.load(Ordering::Acquire);
         if busy != 0 {
-            return (at(busy, limits.busy_timeout), Timeout::Busy);
+            let extra = Duration::from_millis(self.busy_extra.load(Ordering::Relaxed));
+            return (at(busy, limits.busy_timeout + extra), Timeout::Busy);
         }
         let head = self.head_since.load(Ordering::Relaxed);
         if head != 0 {
@@ -301,6 +322,9 @@ pub async fn serve(
         // See the module doc: the watchdog bounds heads and idle time.
         .header_read_timeout(None);
     let connection = builder.serve_connection(io, service);
+    // The handlers run inside the connection's polls: they see ACTIVITY.
+    let scope = Arc::clone(&activity);
+    ACTIVITY.scope(scope, async move {
     tokio::pin!(connection);
     // Biased, the connection first: it is the branch that is ready on
     // nearly every wake, and an unbiased select draws a random number per
@@ -324,6 +348,8 @@ pub async fn serve(
             }
         }
     }
+    })
+    .await;
 }
 
 /// Connection errors are the client's business (a reset, a malformed

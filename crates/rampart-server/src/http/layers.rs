@@ -51,7 +51,6 @@ pub fn wrap(routes: Router, state: &AppState) -> App {
             max_uri_bytes: server.max_uri_bytes,
             max_header_bytes: server.max_header_bytes,
         },
-        max_in_flight: server.max_concurrent_requests,
         in_flight: AtomicUsize::new(0),
         timeout: server.request_timeout,
         next_id: AtomicU64::new(random_start()),
@@ -133,9 +132,6 @@ impl Service<Request> for App {
 struct Defences {
     state: AppState,
     limits: HeadLimits,
-    /// Requests allowed in flight at once (all routes together); past it a
-    /// request is shed, never queued.
-    max_in_flight: usize,
     in_flight: AtomicUsize,
     timeout: Duration,
     /// Request ids, unless the caller sent one: a counter from a random
@@ -189,16 +185,23 @@ where
         // router's, and labels are interned by the metrics.
         let route = self.defences.state.metrics.http_route(template);
         let foreground = template.starts_with("/v1/");
+        // A watch holds its request up to config_center.max_wait, then
+        // answers: the request timeout counts from there. Parked watchers
+        // are bounded by config_center.max_watchers (in the handler), not
+        // by the in-flight limit, which bounds work.
+        let watch = crate::config_center::routes::is_watch(request.method(), template);
         // A profile samples for up to its own bound, then symbolises: the
         // request timeout of ordinary requests would cut it short.
         let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {
             crate::ops::profile::route_timeout(self.defences.timeout)
+        } else if watch {
+            self.defences.timeout + self.defences.state.config.config_center.max_wait
         } else {
             self.defences.timeout
         };
         let inner = &mut self.inner;
         self.defences
-            .run_labelled(request, route, foreground, timeout, |request| {
+            .run_labelled(request, route, foreground, timeout, !watch, |request| {
                 inner.call(request)
             })
     }
@@ -218,19 +221,21 @@ impl Defences {
     {
         let route = self.state.metrics.http_route(template);
         let foreground = template.starts_with("/v1/");
-        self.run_labelled(request, route, foreground, self.timeout, call)
+        self.run_labelled(request, route, foreground, self.timeout, true, call)
     }
 
     /// The defences, in the module doc's order, around `call`. `route`
     /// labels the metrics; `foreground` requests (the API's own, not
     /// operators') feed the warm-up's back-off when they get slow;
-    /// `timeout` is the request's deadline from its start.
+    /// `timeout` is the request's deadline from its start; `counted`
+    /// requests take a slot of the in-flight limit (shed past it).
     fn run_labelled<F>(
         self: &Arc<Self>,
         request: Request,
         route: HttpRoute,
         foreground: bool,
         timeout: Duration,
+        counted: bool,
         call: impl FnOnce(Request) -> F,
     ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
     where
@@ -263,7 +268,11 @@ impl Defences {
         };
         let early = if let Err(refused) = defences.limits.check(&request) {
             Err(refused.into_response())
-        } else if let Some(permit) = defences.try_enter() {
+        } else if let Some(permit) = if counted {
+            defences.try_enter().map(Some)
+        } else {
+            Some(None)
+        } {
             // Synchronous work inside `call` can panic too.
             match catch_unwind(AssertUnwindSafe(|| call(request))) {
                 Ok(answer) => Ok((permit, answer)),
@@ -354,7 +363,9 @@ impl Defences {
         // Relaxed: the count is its own only datum; no other memory is
         // published through it.
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if before >= self.max_in_flight {
+        // The limit (`server.max_concurrent_requests`, all routes
+        // together) is live: past it a request is shed, never queued.
+        if before >= self.state.reload.max_in_flight() {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

@@ -444,6 +444,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for a capability that registers its own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Every metric's current value (for the dashboard's sampler).
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()

@@ -38,7 +38,12 @@ pub struct Route {
 /// Every route table the service serves, one per capability. A new
 /// capability adds its table here; the router test, the OpenAPI document
 /// and the fuzzer then cover it.
-pub const TABLES: &[&[Route]] = &[ROUTES, crate::stock::routes::ROUTES];
+pub const TABLES: &[&[Route]] = &[
+    ROUTES,
+    crate::config_center::routes::ROUTES,
+    crate::reload::routes::ROUTES,
+    crate::stock::routes::ROUTES,
+];
 
 /// Every documented route, from every table.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
@@ -265,6 +270,22 @@ pub const ERROR_CODES: &[&str] = &[
     "precondition_failed",
     "precondition_required",
     "total_below_committed",
+    "unknown_namespace",
+    "bad_namespace",
+    "unknown_version",
+    "version_mismatch",
+    "namespace_exists",
+    "content_too_large",
+    "malformed_json",
+    "invalid_body",
+    "missing_change",
+    "schema_violation",
+    "invalid_schema",
+    "canary_active",
+    "reload_refused",
+    "no_canary",
+    "config_store_unavailable",
+    "config_center_disabled",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -516,9 +537,9 @@ fn response(
         }
     }
     let content = match (route.path, status) {
-        (_, 204) => None,
-        // A route with its own extras documents its own success bodies.
-        (_, 200..=299) if route.extra.is_some() => None,
+        (_, 204) | (_, 304) => None,
+        // A table with extras documents its own success bodies there.
+        (_, ok) if ok < 400 && route.extra.is_some() => None,
         ("/v1/r/{resource}/{key}", 200) => Some(json!({
             "application/json": {
                 "schema": { "$ref": "#/components/schemas/Row" },
@@ -708,6 +729,12 @@ fn components() -> Value {
                     "error": { "type": "string", "description": "The code in words." },
                     "code": { "type": "string", "enum": ERROR_CODES },
                     "detail": { "type": "string", "maxLength": 513, "description": "What went wrong; caller input echoed at most 64 characters." },
+                    "current_version": { "type": "integer", "description": "412 version_mismatch / namespace_exists: the version to retry against." },
+                    "missing": { "type": "array", "items": { "type": "string" }, "description": "422 missing_change: each change-record field missing." },
+                    "violations": { "type": "array", "items": { "type": "object", "required": ["pointer", "message"], "properties": { "pointer": { "type": "string" }, "message": { "type": "string" } } }, "description": "422 schema_violation: the JSON pointer of each violation (at most 20)." },
+                    "total": { "type": "integer", "description": "422 schema_violation: all violations, counted." },
+                    "line": { "type": "integer", "description": "400 malformed_json: where the body stopped being JSON." },
+                    "column": { "type": "integer" },
                 },
             },
             "Row": {

@@ -66,6 +66,18 @@ pub fn shared_config(namespace: &str, leases: bool) -> String {
 /// Starts `rampart serve` with `config` over `db` and the test Redis, and
 /// waits until it answers `/healthz`.
 pub async fn spawn(config: &str, db: &str) -> Instance {
+    spawn_with(config, &["--database-url", db, "--redis-url", &redis_url()]).await
+}
+
+/// Where [`spawn_with`] writes an instance's config file.
+pub fn config_path(instance: &Instance) -> std::path::PathBuf {
+    instance._config.path().join("rampart.toml")
+}
+
+/// Starts `rampart serve` with `config` (written to [`config_path`]) and
+/// `args`, its data directory beside the file, and waits until it answers
+/// `/healthz`.
+pub async fn spawn_with(config: &str, args: &[&str]) -> Instance {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rampart.toml");
     std::fs::write(&path, config).expect("write config");
@@ -76,7 +88,7 @@ pub async fn spawn(config: &str, db: &str) -> Instance {
         .arg(&path)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--data-dir", &dir.path().display().to_string()])
-        .args(["--database-url", db, "--redis-url", &redis_url()])
+        .args(args)
         .env(
             "RAMPART_LOG",
             std::env::var("RAMPART_TEST_CHILD_LOG").unwrap_or_else(|_| "error".into()),

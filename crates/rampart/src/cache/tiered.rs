@@ -23,6 +23,7 @@ use crate::existence::ExistenceFilter;
 use crate::flight::{Flight, Role};
 use crate::guarded::Guarded;
 use crate::limit::{Bulkhead, BulkheadConfig};
+use crate::sync::ArcCell;
 use crate::{Error, ErrorKind};
 
 /// A read-through cache: L1 in process, an optional shared L2 [`Tier`], an
@@ -42,7 +43,10 @@ impl<K, V> Clone for TieredCache<K, V> {
 
 struct Inner<K, V> {
     name: Arc<str>,
-    config: CacheConfig,
+    /// The settings in force: swapped whole by `set_config`, loaded (no
+    /// lock) by the slow paths that read them. The hit path reads none:
+    /// an L1 slot carries its own deadline.
+    config: ArcCell<CacheConfig>,
     l1: quick_cache::sync::Cache<K, L1Slot<V>>,
     l1_generations: Generations,
     flight: Flight<K, Fetched<V>>,
@@ -237,7 +241,7 @@ where
                 clock,
                 stats: Counters::default(),
                 refreshes: RefreshQueue::default(),
-                config: self.config,
+                config: ArcCell::new(crate::sync::Arc::new(self.config)),
                 name: self.name,
             }),
         })
@@ -278,9 +282,10 @@ where
         &self.inner.name
     }
 
-    /// The cache's settings.
-    pub fn config(&self) -> &CacheConfig {
-        &self.inner.config
+    /// The cache's settings in force (a copy: [`set_config`](Self::set_config)
+    /// may replace them at any time).
+    pub fn config(&self) -> CacheConfig {
+        CacheConfig::clone(&self.inner.config.load())
     }
 
     /// The breaker in front of the loader, if any (for metrics and operators).
@@ -352,7 +357,7 @@ where
     fn look_in_l1_slow(&self, key: &K, entry: Arc<Entry<V>>, now: Instant) -> L1<V> {
         match entry.freshness(now) {
             Freshness::Fresh => {
-                if let Some(beta) = self.inner.config.early_refresh_beta {
+                if let Some(beta) = self.inner.config.load().early_refresh_beta {
                     if entry.wants_early_refresh(now, beta) {
                         self.spawn_refresh(key, &entry);
                     }
@@ -390,7 +395,7 @@ where
                     .map(|kept| lookup(kept.entry, kept.status));
             }
         }
-        if let (Some(kept), Some(patience)) = (&fallback, self.inner.config.stale_if_slow) {
+        if let (Some(kept), Some(patience)) = (&fallback, self.inner.config.load().stale_if_slow) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 // The load runs as its own task so that answering from the
                 // kept value does not cancel it: it fills the cache when it
@@ -728,8 +733,9 @@ where
                     LeaseOutcome::Filled(fetched) => return Ok(fetched),
                     LeaseOutcome::TimedOut => {
                         bump(&self.stats.lease_timeouts);
-                        let waited = self.config.lease_wait;
-                        if self.config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
+                        let config = self.config.load();
+                        let waited = config.lease_wait;
+                        if config.on_lease_timeout == LeaseTimeoutPolicy::Fail {
                             return self
                                 .or_fallback(ErrorKind::LeaseWaitTimeout(waited).into(), fallback);
                         }
@@ -799,7 +805,7 @@ where
         l1_generation: u64,
         fallback: &mut Option<Arc<Entry<V>>>,
     ) -> LeaseOutcome<V> {
-        let deadline = tokio::time::Instant::now() + self.config.lease_wait;
+        let deadline = tokio::time::Instant::now() + self.config.load().lease_wait;
         let mut waited = false;
         loop {
             match lease.acquire(key).await {
@@ -820,7 +826,7 @@ where
                     if now >= deadline {
                         return LeaseOutcome::TimedOut;
                     }
-                    let step = (deadline - now).min(self.config.lease_retry);
+                    let step = (deadline - now).min(self.config.load().lease_retry);
                     // Woken by the notice or by the step; either way, look.
                     let _ = tokio::time::timeout(step, notice).await;
                     if let TierLookup::Fresh(fetched) =
@@ -1082,7 +1088,7 @@ where
         let filled = self.l1_generations.fill_if_current(key, generation, || {
             self.l1.insert(
                 key.clone(),
-                entry.l1_slot(self.config.early_refresh_beta.is_some()),
+                entry.l1_slot(self.config.load().early_refresh_beta.is_some()),
             );
         });
         if filled.is_none() {
@@ -1131,7 +1137,7 @@ where
         &self,
         load: impl std::future::Future<Output = Result<T, crate::BoxError>>,
     ) -> Result<T, Error> {
-        Guarded::new(self.config.load_timeout)
+        Guarded::new(self.config.load().load_timeout)
             .maybe_breaker(self.breaker.as_ref())
             .maybe_bulkhead(self.bulkhead.as_ref())
             .call(async { load.await.map_err(Error::source) }, |waited| {
@@ -1143,7 +1149,7 @@ where
     /// Builds what a fill stores: deadlines from the settings, the TTL
     /// jittered so that keys loaded together do not expire together.
     fn stored(&self, value: Option<V>, loaded_at: Instant, load_time: Duration) -> Stored<V> {
-        let config = &self.config;
+        let config = self.config.load();
         let loaded_at_ms = self
             .wall
             .unix_ms()
@@ -1229,6 +1235,32 @@ enum GetState<'a, V> {
 }
 
 type MissFuture<'a, V> = Pin<Box<dyn Future<Output = Result<Lookup<V>, Error>> + Send + 'a>>;
+
+/// Live reconfiguration, kept apart from the read path.
+impl<K, V> TieredCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Replaces the settings while the cache runs: validated first (an
+    /// invalid config is refused and the running one stays), then swapped
+    /// whole, so a reader sees either the old settings or the new, never a
+    /// mix. Entries already cached keep the deadlines they were stored
+    /// with (a shorter `ttl` applies from each key's next fill, within the
+    /// old `ttl` at most); a new `l1_capacity` resizes L1 at once (evicting
+    /// if it shrank). The hit path reads no setting, so it costs nothing.
+    pub fn set_config(&self, config: CacheConfig) -> Result<(), Error> {
+        config
+            .validate()
+            .map_err(|e| Error::invalid_config(format!("cache `{}`: {e}", self.inner.name)))?;
+        if config.l1_capacity != self.inner.config.load().l1_capacity {
+            let capacity = u64::try_from(config.l1_capacity).unwrap_or(u64::MAX);
+            self.inner.l1.set_capacity(capacity);
+        }
+        self.inner.config.store(crate::sync::Arc::new(config));
+        Ok(())
+    }
+}
 
 impl<V> Future for Get<'_, V> {
     type Output = Result<Lookup<V>, Error>;

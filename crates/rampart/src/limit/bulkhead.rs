@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::sync::ArcCell;
 use crate::{Error, ErrorKind};
 
 /// How many calls a [`Bulkhead`] lets run, how many may wait, and for how
@@ -92,8 +93,16 @@ pub struct Bulkhead {
 
 struct Inner {
     name: Arc<str>,
-    config: BulkheadConfig,
+    /// The limits in force; replaced whole by `set_limits`.
+    config: ArcCell<BulkheadConfig>,
     semaphore: Arc<Semaphore>,
+    /// Slots to retire when they come back: a shrink below the slots
+    /// handed out cannot take them from their holders, so the next ones
+    /// released are forgotten instead of returned, until this is paid.
+    debt: AtomicUsize,
+    /// Serialises `set_limits` (rare), so two resizes never interleave
+    /// their reads of the old limit with each other's permit changes.
+    resizing: crate::sync::Mutex<()>,
     /// Callers currently waiting for a slot. Only ever changed through
     /// [`QueuePlace`], so a waiter that is cancelled still gives its place
     /// back.
@@ -115,8 +124,10 @@ impl Bulkhead {
             inner: Arc::new(Inner {
                 name: name.into(),
                 semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
-                config,
+                config: ArcCell::new(crate::sync::Arc::new(config)),
                 queued: AtomicUsize::new(0),
+                debt: AtomicUsize::new(0),
+                resizing: crate::sync::Mutex::new(()),
             }),
         }
     }
@@ -140,8 +151,9 @@ impl Bulkhead {
         let _place = self.join_queue()?;
         let start = tokio::time::Instant::now();
         let wait = Arc::clone(&self.inner.semaphore).acquire_owned();
-        match tokio::time::timeout(self.inner.config.max_wait, wait).await {
-            Ok(Ok(permit)) => Ok(BulkheadPermit { _permit: permit }),
+        let max_wait = self.inner.config.load().max_wait;
+        match tokio::time::timeout(max_wait, wait).await {
+            Ok(Ok(permit)) => Ok(self.permit(permit)),
             // The semaphore is private and `close` is never called on it.
             Ok(Err(_closed)) => unreachable!("a bulkhead's semaphore is never closed"),
             Err(_elapsed) => Err(ErrorKind::BulkheadTimeout {
@@ -161,7 +173,7 @@ impl Bulkhead {
     pub fn try_acquire(&self) -> Result<BulkheadPermit, Error> {
         Arc::clone(&self.inner.semaphore)
             .try_acquire_owned()
-            .map(|permit| BulkheadPermit { _permit: permit })
+            .map(|permit| self.permit(permit))
             .map_err(|_no_permits_or_closed| self.full())
     }
 
@@ -174,11 +186,19 @@ impl Bulkhead {
         Ok(fut.await)
     }
 
+    fn permit(&self, permit: OwnedSemaphorePermit) -> BulkheadPermit {
+        BulkheadPermit {
+            permit: Some(permit),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// Slots currently handed out.
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .config
-            .max_concurrent
+        // Relaxed: a gauge (see `queued`). Slots owed to a shrink are
+        // still held, so they count.
+        let debt = self.inner.debt.load(Ordering::Relaxed);
+        (self.inner.config.load().max_concurrent + debt)
             .saturating_sub(self.inner.semaphore.available_permits())
     }
 
@@ -195,14 +215,48 @@ impl Bulkhead {
     }
 
     /// The config in force (after the clamping described at
-    /// [`new`](Self::new)).
-    pub fn config(&self) -> &BulkheadConfig {
-        &self.inner.config
+    /// [`new`](Self::new)); a copy, as [`set_limits`](Self::set_limits) may
+    /// replace it.
+    pub fn config(&self) -> BulkheadConfig {
+        BulkheadConfig::clone(&self.inner.config.load())
+    }
+
+    /// Changes the limits while the bulkhead runs. Refused (the running
+    /// limits kept) when `config` fails [`BulkheadConfig::validate`].
+    ///
+    /// Growing adds slots at once (waiters take them in order). Shrinking
+    /// takes the free slots at once and never interrupts a running call:
+    /// slots above the new limit are retired as their holders release
+    /// them, so `in_flight` falls to the new limit as calls finish (a
+    /// slot released while the change is being made may still be handed
+    /// to one more caller first). A new `max_queued` or
+    /// `max_wait` applies to callers arriving after the change.
+    pub fn set_limits(&self, config: BulkheadConfig) -> Result<(), Error> {
+        config
+            .validate()
+            .map_err(|e| Error::invalid_config(format!("bulkhead `{}`: {e}", self.inner.name)))?;
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.resizing.lock();
+        let old = inner.config.load().max_concurrent;
+        let new = config.max_concurrent;
+        if new > old {
+            // Cancel retirements still owed before adding slots.
+            let paid = take_up_to(&inner.debt, new - old);
+            inner.semaphore.add_permits(new - old - paid);
+        } else if new < old {
+            let cut = old - new;
+            let taken = inner.semaphore.forget_permits(cut);
+            // Relaxed: `debt` publishes nothing but itself; every update
+            // is an atomic read-modify-write, so none is lost.
+            inner.debt.fetch_add(cut - taken, Ordering::Relaxed);
+        }
+        inner.config.store(crate::sync::Arc::new(config));
+        Ok(())
     }
 
     /// Reserves a queue place, or fails if `max_queued` callers already wait.
     fn join_queue(&self) -> Result<QueuePlace<'_>, Error> {
-        let max_queued = self.inner.config.max_queued;
+        let max_queued = self.inner.config.load().max_queued;
         self.inner
             .queued
             // Relaxed: the bound needs only the atomicity of the
@@ -220,10 +274,11 @@ impl Bulkhead {
     }
 
     fn full(&self) -> Error {
+        let config = self.inner.config.load();
         ErrorKind::BulkheadFull {
             name: Arc::clone(&self.inner.name),
-            max_concurrent: self.inner.config.max_concurrent,
-            max_queued: self.inner.config.max_queued,
+            max_concurrent: config.max_concurrent,
+            max_queued: config.max_queued,
         }
         .into()
     }
@@ -233,7 +288,7 @@ impl fmt::Debug for Bulkhead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("name", &self.inner.name)
-            .field("config", &self.inner.config)
+            .field("config", &self.config())
             .field("in_flight", &self.in_flight())
             .field("queued", &self.queued())
             .finish()
@@ -258,7 +313,34 @@ impl Drop for QueuePlace<'_> {
 /// future is dropped).
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct BulkheadPermit {
-    _permit: OwnedSemaphorePermit,
+    /// Taken in `drop`: returned to the semaphore, or forgotten to pay a
+    /// shrink's debt.
+    permit: Option<OwnedSemaphorePermit>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for BulkheadPermit {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            // One relaxed load when nothing is owed (the common case).
+            if take_up_to(&self.inner.debt, 1) == 1 {
+                permit.forget();
+            }
+        }
+    }
+}
+
+/// Takes up to `n` from `counter` without going below zero; returns what
+/// was taken.
+fn take_up_to(counter: &AtomicUsize, n: usize) -> usize {
+    // Relaxed: the counter publishes no other data; the CAS makes each
+    // take atomic, so two takers never both take the last unit.
+    match counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |owed| {
+        (owed > 0).then(|| owed - owed.min(n))
+    }) {
+        Ok(owed) => owed.min(n),
+        Err(_) => 0,
+    }
 }
 
 impl fmt::Debug for BulkheadPermit {
