@@ -228,6 +228,7 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .merge(writes)
         .merge(profiling)
         .merge(crate::ops::dashboard::routes(&state))
+        .merge(crate::sessions::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -90,6 +90,19 @@ pub enum Error {
     /// The profiler could not start or render (see `ops/profile.rs`).
     #[error("profiling failed: {0}")]
     Profiler(String),
+
+    /// A session route without a bearer token, or with one that has no
+    /// live session (see `sessions/`).
+    #[error("session: {0}")]
+    NoSession(&'static str),
+
+    /// The in-process session store holds `sessions.max_sessions` already.
+    #[error("{max} live sessions already (sessions.max_sessions); try again later")]
+    SessionsFull { max: usize },
+
+    /// The OS random number generator failed (no token can be made).
+    #[error("no randomness: {0}")]
+    Entropy(String),
 }
 
 /// How much of a caller's input an error echoes back, in characters.
@@ -153,6 +166,11 @@ impl Error {
             Error::RebuildRunning(_) => (StatusCode::CONFLICT, "rebuild_running", None),
             Error::ProfileInProgress => (StatusCode::CONFLICT, "profile_in_progress", None),
             Error::Profiler(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::NoSession(_) => (StatusCode::UNAUTHORIZED, "no_session", None),
+            Error::SessionsFull { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sessions_full", Some(1))
+            }
+            Error::Entropy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -214,7 +232,7 @@ impl IntoResponse for Error {
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if matches!(self, Error::Unauthorized) {
+        if matches!(self, Error::Unauthorized | Error::NoSession(_)) {
             // RFC 6750: a 401 names the scheme the caller should use.
             headers.insert(
                 header::WWW_AUTHENTICATE,

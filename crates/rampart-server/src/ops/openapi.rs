@@ -38,7 +38,7 @@ pub struct Route {
 /// Every route table the service serves, one per capability. A new
 /// capability adds its table here; the router test, the OpenAPI document
 /// and the fuzzer then cover it.
-pub const TABLES: &[&[Route]] = &[ROUTES];
+pub const TABLES: &[&[Route]] = &[ROUTES, crate::sessions::ROUTES];
 
 /// Every documented route, from every table.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
@@ -254,6 +254,8 @@ pub const ERROR_CODES: &[&str] = &[
     "no_filter",
     "rebuild_running",
     "profile_in_progress",
+    "no_session",
+    "sessions_full",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -571,6 +573,8 @@ fn response(
         ("/openapi.json", 200) => Some(json!({
             "application/json": { "schema": { "type": "object", "required": ["openapi", "info", "paths"] } }
         })),
+        // Other tables document their successes' content in `extra`.
+        (_, 200..=299) => None,
         _ => Some(json!({
             "application/json": {
                 "schema": error_schema(codes),
@@ -816,6 +820,10 @@ fn components() -> Value {
             "bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "The admin token: RAMPART_ADMIN_TOKEN, server.admin_token_file, or <data_dir>/admin-token.",
+            },
+            "sessionToken": {
+                "type": "http", "scheme": "bearer",
+                "description": "A session's token, as POST /v1/sessions or its rotation answered it.",
             },
         },
     })
