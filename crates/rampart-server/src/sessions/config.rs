@@ -3,8 +3,9 @@
 //!
 //! The timeouts' defaults follow the OWASP Session Management Cheat
 //! Sheet ("Session Expiration"): an idle timeout of 15–30 minutes for
-//! low-risk applications (30 min here) and an absolute timeout of 4–8 hours
-//! for a working day (8 h here). Lower both for high-value applications.
+//! low-risk applications (2–5 for high-value ones; 30 min here) and an
+//! absolute timeout of 4–8 hours for an application used through an office
+//! day (8 h here). Lower both for high-value applications.
 
 use std::time::Duration;
 
