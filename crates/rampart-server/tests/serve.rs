@@ -428,6 +428,8 @@ async fn health_metrics_and_openapi() {
                     .send()
                     .await
             }
+            "patch" => t.client.patch(t.url(&path)).send().await,
+            "delete" => t.client.delete(t.url(&path)).send().await,
             other => panic!("method {other}"),
         }
         .expect("request");
