@@ -88,7 +88,10 @@ fn main() {
     let store = Arc::new(MemoryStore::new(config));
     runtime.block_on(async {
         for (i, id) in ids.iter().enumerate() {
-            let data: Data = json!({ "user_id": i }).as_object().cloned().unwrap_or_default();
+            let data: Data = json!({ "user_id": i })
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             store.create(*id, data, 1).await.expect("room");
         }
     });

@@ -387,7 +387,7 @@ async fn expiry_with_a_mock_clock_in_process() {
     let store = MemoryStore::new(short());
     expiry(&store).await;
     assert_eq!(
-        store.len(),
+        store.live_sessions(),
         Some(0),
         "expired sessions were removed when touched"
     );
@@ -416,7 +416,7 @@ async fn the_sweeper_frees_expired_sessions() {
         .await
         .expect("create");
     assert_eq!(store.sweep(60_000).await, 10);
-    assert_eq!(store.len(), Some(1));
+    assert_eq!(store.live_sessions(), Some(1));
 }
 
 #[tokio::test]

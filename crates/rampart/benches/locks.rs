@@ -324,7 +324,8 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(700))
-        .sample_size(10);
+        .sample_size(10)
+        .without_plots();
     targets = maps, counters
 }
 criterion_main!(benches);

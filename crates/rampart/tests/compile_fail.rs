@@ -55,7 +55,14 @@ fn go_concurrency_bugs_do_not_compile() {
         let name = case.file_name().expect("name");
         let output = Command::new(&rustc)
             .current_dir(&dir)
-            .args(["--edition", "2021", "--crate-type", "bin", "--emit", "metadata"])
+            .args([
+                "--edition",
+                "2021",
+                "--crate-type",
+                "bin",
+                "--emit",
+                "metadata",
+            ])
             .args(["--color", "never", "--out-dir"])
             .arg(&out)
             .arg(name)

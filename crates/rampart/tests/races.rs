@@ -64,7 +64,11 @@ struct NaiveCache {
 
 impl NaiveCache {
     /// `between` runs after the check and before the act.
-    async fn get(&self, key: u64, between: impl std::future::Future<Output = ()>) -> Option<String> {
+    async fn get(
+        &self,
+        key: u64,
+        between: impl std::future::Future<Output = ()>,
+    ) -> Option<String> {
         let cached = self.map.lock().get(&key).cloned();
         if cached.is_some() {
             return cached;
@@ -107,7 +111,11 @@ async fn check_then_act_loads_once_per_caller_naively_and_once_with_the_guard() 
     for task in tasks {
         assert_eq!(task.await.expect("task").as_deref(), Some("v1"));
     }
-    assert_eq!(naive.source.loads(), CALLERS, "the naive cache loads once per caller");
+    assert_eq!(
+        naive.source.loads(),
+        CALLERS,
+        "the naive cache loads once per caller"
+    );
 
     // The same ten callers, all arrived before the one load answers.
     let (gate, closed) = watch::channel(false);
@@ -175,9 +183,17 @@ async fn an_invalidation_during_a_load_is_lost_naively_and_kept_with_the_guard()
     cache.invalidate(&1).await.expect("invalidate");
     gate.send(true).expect("open");
     let first = loading.await.expect("task").expect("loaded");
-    assert_eq!(first.as_deref(), Some("v1"), "the caller in flight gets what it loaded");
+    assert_eq!(
+        first.as_deref(),
+        Some("v1"),
+        "the caller in flight gets what it loaded"
+    );
     let after = cache.get(&1).await.expect("loaded");
-    assert_eq!(after.value().map(String::as_str), Some("v2"), "but it was not stored");
+    assert_eq!(
+        after.value().map(String::as_str),
+        Some("v2"),
+        "but it was not stored"
+    );
     assert_eq!(cache.stats().fills_refused, 1);
 }
 

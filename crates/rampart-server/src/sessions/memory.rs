@@ -219,7 +219,7 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    fn len(&self) -> Option<usize> {
+    fn live_sessions(&self) -> Option<usize> {
         Some(self.len.load(Ordering::Acquire))
     }
 }
@@ -258,7 +258,7 @@ mod tests {
             .expect("a slot was freed");
         // All idle past 60 s: the sweep frees every slot.
         assert_eq!(store.sweep(61_001).await, 3);
-        assert_eq!(store.len(), Some(0));
+        assert_eq!(store.live_sessions(), Some(0));
         store
             .create(id(4), Data::new(), 61_001)
             .await
@@ -286,6 +286,6 @@ mod tests {
             None
         );
         assert!(store.get(&id(2), 2_003).await.expect("get").is_some());
-        assert_eq!(store.len(), Some(1));
+        assert_eq!(store.live_sessions(), Some(1));
     }
 }

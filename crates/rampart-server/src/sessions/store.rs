@@ -50,7 +50,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Session>, Error>;
 
     /// Live sessions, where the store knows it cheaply (the in-process one).
-    fn len(&self) -> Option<usize> {
+    fn live_sessions(&self) -> Option<usize> {
         None
     }
 }
