@@ -11,7 +11,8 @@
 //! `cargo bench -p rampart --bench locks -- map/90` for the 90 % read
 //! group alone (the sessions store's choice, see BENCHMARKS.md).
 //! `RAMPART_LOCK_THREADS=16` raises the largest thread count (the default
-//! is the machine's cores, at least 2).
+//! is the machine's cores, at least 2). `RAMPART_LOCKS_TABLE=1` prints the
+//! interleaved best-of-rounds tables of `docs/LOCKS.md` instead.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -20,13 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 /// Keys in the shared map.
 const KEYS: u64 = 1_024;
 
 /// Operations one iteration runs, split across the threads.
-const OPS: u64 = 4_096;
+const OPS: u64 = 65_536;
 
 /// A shared `u64 → u64` map, however it is protected.
 trait SharedMap: Send + Sync + 'static {
@@ -286,7 +287,7 @@ fn counters(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     run_threads(threads, iters, |_, ops| {
                         for _ in 0..ops {
-                            atomic.fetch_add(1, Ordering::Relaxed);
+                            black_box(&atomic).fetch_add(1, Ordering::Relaxed);
                         }
                     })
                 })
@@ -297,7 +298,7 @@ fn counters(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 run_threads(threads, iters, |_, ops| {
                     for _ in 0..ops {
-                        if let Ok(mut n) = std_locked.lock() {
+                        if let Ok(mut n) = black_box(&std_locked).lock() {
                             *n += 1;
                         }
                     }
@@ -309,7 +310,7 @@ fn counters(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 run_threads(threads, iters, |_, ops| {
                     for _ in 0..ops {
-                        *pl_locked.lock() += 1;
+                        *black_box(&pl_locked).lock() += 1;
                     }
                 })
             })
@@ -328,4 +329,77 @@ criterion_group! {
         .without_plots();
     targets = maps, counters
 }
-criterion_main!(benches);
+/// `RAMPART_LOCKS_TABLE=1`: instead of criterion's one-contender-at-a-time
+/// runs, every contender in turn, round after round, keeping each one's
+/// best round — on a machine shared with other work, the least disturbed
+/// figure, and every contender sees the same background load. Prints
+/// markdown tables of M operations/s (the ones in docs/LOCKS.md).
+fn interleaved_table() {
+    let rounds = 15;
+    let counts = thread_counts(max_threads());
+    let names: Vec<&str> = contenders().iter().map(|(n, _)| *n).collect();
+    println!("| reads | threads | {} |", names.join(" | "));
+    println!("|---|---|{}", "---|".repeat(names.len()));
+    for read_percent in [50u64, 90, 99] {
+        for &threads in &counts {
+            let maps = contenders();
+            let mut best = vec![0f64; maps.len()];
+            for _ in 0..rounds {
+                for (i, (_, map)) in maps.iter().enumerate() {
+                    let took =
+                        run_threads(threads, 8, |t, ops| mixed(&**map, t + 1, ops, read_percent));
+                    best[i] = best[i].max((OPS * 8) as f64 / took.as_secs_f64() / 1e6);
+                }
+            }
+            let cells: Vec<String> = best.iter().map(|b| format!("{b:.1}")).collect();
+            println!("| {read_percent} % | {threads} | {} |", cells.join(" | "));
+        }
+    }
+    println!();
+    println!("| threads | atomic fetch_add | std Mutex | parking_lot Mutex | (M increments/s) |");
+    println!("|---|---|---|---|---|");
+    for &threads in &counts {
+        let atomic = AtomicU64::new(0);
+        let std_locked = std::sync::Mutex::new(0u64);
+        let pl_locked = parking_lot::Mutex::new(0u64);
+        let mut best = [0f64; 3];
+        for _ in 0..rounds {
+            let runs: [&(dyn Fn(u64) + Sync); 3] = [
+                &|ops| {
+                    for _ in 0..ops {
+                        black_box(&atomic).fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                &|ops| {
+                    for _ in 0..ops {
+                        if let Ok(mut n) = black_box(&std_locked).lock() {
+                            *n += 1;
+                        }
+                    }
+                },
+                &|ops| {
+                    for _ in 0..ops {
+                        *black_box(&pl_locked).lock() += 1;
+                    }
+                },
+            ];
+            for (i, run) in runs.iter().enumerate() {
+                let took = run_threads(threads, 8, |_, ops| run(ops));
+                best[i] = best[i].max((OPS * 8) as f64 / took.as_secs_f64() / 1e6);
+            }
+        }
+        println!(
+            "| {threads} | {:.1} | {:.1} | {:.1} | |",
+            best[0], best[1], best[2]
+        );
+    }
+}
+
+fn main() {
+    if std::env::var_os("RAMPART_LOCKS_TABLE").is_some() {
+        interleaved_table();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
