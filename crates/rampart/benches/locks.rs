@@ -209,28 +209,37 @@ fn thread_counts(max: usize) -> Vec<usize> {
 }
 
 /// Runs `per_thread(thread, ops)` on `threads` threads at once, `iters`
-/// times, and returns the wall time of the lot (thread start excluded: all
-/// wait on a barrier first).
+/// times, and returns the wall time of the lot: from the first thread's
+/// start to the last one's end, each read by the worker itself (thread
+/// start excluded: all wait on a barrier first). Timing from the spawning
+/// thread instead would be wrong on a loaded machine: descheduled between
+/// the barrier and its clock read, it would miss the work it measures.
 fn run_threads<F>(threads: usize, iters: u64, per_thread: F) -> Duration
 where
     F: Fn(u64, u64) + Sync,
 {
-    let barrier = std::sync::Barrier::new(threads + 1);
+    let barrier = std::sync::Barrier::new(threads);
     let ops = OPS * iters / threads as u64;
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let (barrier, per_thread) = (&barrier, &per_thread);
-            scope.spawn(move || {
-                barrier.wait();
-                per_thread(t as u64, ops);
-                barrier.wait();
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        barrier.wait();
-        start.elapsed()
-    })
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, per_thread) = (&barrier, &per_thread);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    per_thread(t as u64, ops);
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("a thread");
+    let last = spans.iter().map(|s| s.1).max().expect("a thread");
+    last - first
 }
 
 /// One thread's share: a cheap xorshift picks the key and whether the
