@@ -84,6 +84,16 @@ impl NaiveCache {
     }
 }
 
+/// A `TieredCache` over a gated source (closed: loads wait for the sender).
+fn guarded() -> (watch::Sender<bool>, Source, Arc<TieredCache<u64, String>>) {
+    let (gate, closed) = watch::channel(false);
+    let source = Source::new(closed);
+    let cache = TieredCache::builder("races", source.clone())
+        .build()
+        .expect("cache");
+    (gate, source, Arc::new(cache))
+}
+
 fn open_gate() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     watch::channel(true)
 }
@@ -118,13 +128,7 @@ async fn check_then_act_loads_once_per_caller_naively_and_once_with_the_guard() 
     );
 
     // The same ten callers, all arrived before the one load answers.
-    let (gate, closed) = watch::channel(false);
-    let source = Source::new(closed);
-    let cache = Arc::new(
-        TieredCache::builder("races", source.clone())
-            .build()
-            .expect("cache"),
-    );
+    let (gate, source, cache) = guarded();
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
         let cache = Arc::clone(&cache);
@@ -167,13 +171,7 @@ async fn an_invalidation_during_a_load_is_lost_naively_and_kept_with_the_guard()
         "the naive cache kept the value read before the invalidation"
     );
 
-    let (gate, closed) = watch::channel(false);
-    let source = Source::new(closed);
-    let cache = Arc::new(
-        TieredCache::builder("races", source.clone())
-            .build()
-            .expect("cache"),
-    );
+    let (gate, source, cache) = guarded();
     let loading = tokio::spawn({
         let cache = Arc::clone(&cache);
         async move { cache.get(&1).await.map(|l| l.value().cloned()) }

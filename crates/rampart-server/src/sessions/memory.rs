@@ -119,10 +119,7 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, id: SessionId, data: Data, now: u64) -> Result<Session, Error> {
-        let size = store::data_bytes(&data);
-        if size > self.config.max_data_bytes {
-            return Err(store::too_large(size, self.config.max_data_bytes));
-        }
+        store::fits(&data, self.config.max_data_bytes)?;
         self.reserve()?;
         let session = Session {
             data,

@@ -230,10 +230,7 @@ fn live(answer: Answer) -> Result<Option<Session>, Error> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, id: SessionId, data: Data, now: u64) -> Result<Session, Error> {
-        let size = store::data_bytes(&data);
-        if size > self.config.max_data_bytes {
-            return Err(store::too_large(size, self.config.max_data_bytes));
-        }
+        store::fits(&data, self.config.max_data_bytes)?;
         let mut extra = vec![now.to_string()];
         extra.extend(encode(data));
         let answer = self.run(&CREATE, &id, now, extra).await?;

@@ -98,6 +98,15 @@ pub fn merge(data: &mut Data, patch: Data, max_bytes: usize) -> Result<(), Error
     Ok(())
 }
 
+/// Refuses new data larger than `max_bytes`.
+pub fn fits(data: &Data, max_bytes: usize) -> Result<(), Error> {
+    let size = data_bytes(data);
+    if size > max_bytes {
+        return Err(too_large(size, max_bytes));
+    }
+    Ok(())
+}
+
 /// The size of `data` as `max_data_bytes` counts it.
 pub fn data_bytes(data: &Data) -> usize {
     data.iter().map(|(k, v)| entry_bytes(k, v)).sum()
