@@ -31,3 +31,28 @@ served_base() {
   cat "$out" "$err" >&2
   return 1
 }
+
+# release_bin: prints the rampart binary to measure: RAMPART_BIN if set,
+# else target/release/rampart, built first.
+release_bin() {
+  if [[ -z "${RAMPART_BIN:-}" ]]; then
+    cargo build --release -q -p rampart-server --bin rampart >&2
+  fi
+  echo "${RAMPART_BIN:-target/release/rampart}"
+}
+
+# bench_data_dir: prints a data directory for a benchmark: BENCH_DATA if
+# set (kept between runs, so a large demo database is generated once),
+# else a new temporary one.
+bench_data_dir() {
+  local data=${BENCH_DATA:-$(mktemp -d)}
+  mkdir -p "$data"
+  echo "$data"
+}
+
+# bench_cleanup DIR: for `trap … EXIT`: stops the script's background jobs,
+# and removes DIR unless it is BENCH_DATA.
+bench_cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  [[ -n "${BENCH_DATA:-}" ]] || rm -rf "$1"
+}

@@ -58,7 +58,7 @@ scripts/fuzz-openapi.sh
 # (loom explores thousands of interleavings).
 echo "== loom models"
 RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom \
-  cargo test --locked --release -p rampart --test loom_flight --test loom_breaker --test loom_existence
+  cargo test --locked --release -p rampart --test loom_flight --test loom_breaker --test loom_existence --test loom_stock
 
 # The Prometheus alert rules: valid, and each firing on its failure
 # (promtool, from Debian's prometheus package; installed when missing).

@@ -14,6 +14,7 @@
 //! | [`lease`] | [`RedisLease`]: the fenced cross-process [`Lease`](rampart::Lease) with a watchdog |
 //! | [`notices`] | one pub/sub subscriber per process: lease releases wake local waiters, invalidations reach L1, gaps are reported |
 //! | [`bounds`] | how long a key's bookkeeping (generation, fence counter) lives |
+//! | [`stock`] | [`RedisStock`](stock::RedisStock): the stock gate — one script checks and decrements, records the request key and the hold |
 //! | [`deploy`] | [`RedisDeployment`]: connect, subscribe, attach tier + lease to caches, wire notices to L1 |
 //!
 //! Every Redis call is bounded by a timeout and goes through the circuit
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod lease;
 pub mod notices;
 pub mod scripts;
+pub mod stock;
 pub mod tier;
 
 pub use conn::RedisConn;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, Uri};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use rampart::breaker::{CircuitBreaker, Transition};
 use rampart::cache::{Admission, LocalLease, MemoryTier, TieredCache};
@@ -89,6 +89,10 @@ impl AppState {
         if config.is_embedded_database() && config.demo_rows > 0 {
             crate::cache::demo::ensure(&pool, &config.database_url(), config.demo_rows, false)
                 .await?;
+        }
+        if config.stock.enabled {
+            let demo = config.is_embedded_database() && config.demo_rows > 0;
+            crate::stock::Stock::prepare(&pool, &config.stock, demo).await?;
         }
         let redis = SharedRedis::connect(&config).await?;
         Self::new(config, pool, redis)
@@ -181,7 +185,27 @@ impl AppState {
             config.warmup.ready_fraction,
             config.warmup.ready_deadline,
         ));
+        let stock = config.stock.enabled.then(|| {
+            let gate = redis
+                .as_ref()
+                .filter(|_| config.stock.redis_gate)
+                .map(|shared| {
+                    let key_ttl_ms =
+                        u64::try_from(config.stock.key_ttl.as_millis()).unwrap_or(u64::MAX);
+                    rampart_redis::stock::RedisStock::new(
+                        shared.redis().clone(),
+                        shared.namespace(),
+                        key_ttl_ms,
+                    )
+                });
+            Arc::new(crate::stock::Stock::new(
+                pool.clone(),
+                config.stock.clone(),
+                gate,
+            ))
+        });
         Ok(AppState(Arc::new(Shared {
+            stock,
             config: Arc::new(config),
             resources: Arc::new(resources),
             metrics,
@@ -211,7 +235,8 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     // Writes: the admin check outside, the write bulkhead inside it.
     let writes = Router::new()
         .route("/v1/r/{resource}/{key}/invalidate", post(invalidate))
-        .route("/v1/filter/{resource}/rebuild", post(rebuild));
+        .route("/v1/filter/{resource}/rebuild", post(rebuild))
+        .route("/v1/stock/{sku}", put(crate::stock::routes::put_stock));
     let writes =
         write_limit::limit_writes(writes, write_limit::write_bulkhead()).route_layer(admin.clone());
     // Profiling: admin only (see `ops/profile.rs`).
@@ -225,6 +250,19 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
     let router = Router::new()
         .route("/v1/r/{resource}/{key}", get(get_one))
         .route("/v1/r/{resource}", get(get_batch))
+        .route("/v1/stock/{sku}", get(crate::stock::routes::get_stock))
+        .route(
+            "/v1/stock/{sku}/reservations",
+            post(crate::stock::routes::reserve),
+        )
+        .route(
+            "/v1/reservations/{id}/confirm",
+            post(crate::stock::routes::confirm),
+        )
+        .route(
+            "/v1/reservations/{id}/cancel",
+            post(crate::stock::routes::cancel),
+        )
         .merge(writes)
         .merge(profiling)
         .merge(crate::ops::dashboard::routes(&state))

@@ -47,7 +47,7 @@ pub enum Command {
     /// Create and fill the demo tables (idempotent).
     DemoData(DemoArgs),
     /// Run the warm-up alone and report, with a progress bar on a terminal.
-    Warm(ConfigArgs),
+    Warm(WarmArgs),
     /// Drive HTTP load at a running service (loopback only) and report.
     Drill(drill::DrillArgs),
 }
@@ -74,6 +74,18 @@ pub struct ConfigArgs {
     /// (comma-separated) Cluster seed nodes. Absent: in-process tier.
     #[arg(long, env = "RAMPART_REDIS_URL", value_delimiter = ',')]
     pub redis_url: Vec<String>,
+}
+
+/// `rampart warm`'s flags.
+#[derive(Args, Debug, Clone)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// First read the same rows with a plain client (one connection, `IN`
+    /// lists of the batch size), then warm, and print both rates and their
+    /// ratio.
+    #[arg(long)]
+    pub measure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,7 +171,7 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
             );
             Ok(())
         }
-        Command::Warm(args) => warm_only(args.load()?).await,
+        Command::Warm(args) => warm_only(args.config.load()?, args.measure).await,
         Command::Drill(args) => {
             let gate = args.gate();
             let json = args.json;
@@ -191,8 +203,13 @@ pub async fn run(cli: Cli) -> Result<(), StartError> {
 }
 
 /// `rampart warm`: the warm-up alone, with a progress bar on a terminal.
-async fn warm_only(config: Config) -> Result<(), StartError> {
+async fn warm_only(config: Config, measure: bool) -> Result<(), StartError> {
     let state = AppState::open(config).await?;
+    let ceilings = if measure {
+        warmup::ceilings(&state).await?
+    } else {
+        Vec::new()
+    };
     let cancel = CancellationToken::new();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -232,13 +249,18 @@ async fn warm_only(config: Config) -> Result<(), StartError> {
     let mut failed = None;
     for (name, report) in reports {
         match report {
-            Ok(r) => println!(
-                "{name}: {} keys warm, {} failed, {:.1} s{}",
-                r.keys_done,
-                r.keys_failed,
-                r.elapsed.as_secs_f64(),
-                if r.cancelled { " (cancelled)" } else { "" }
-            ),
+            Ok(r) => {
+                println!(
+                    "{name}: {} keys warm, {} failed, {:.1} s{}",
+                    r.keys_done,
+                    r.keys_failed,
+                    r.elapsed.as_secs_f64(),
+                    if r.cancelled { " (cancelled)" } else { "" }
+                );
+                if let Some((_, ceiling)) = ceilings.iter().find(|(n, _)| *n == name) {
+                    println!("{}", warmup::compare(&name, ceiling, &r));
+                }
+            }
             Err(e) => {
                 println!("{name}: warm-up stopped: {e}");
                 failed = Some(e);

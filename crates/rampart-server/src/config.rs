@@ -47,6 +47,9 @@ pub struct Config {
     /// `[sessions]`: timeouts and bounds of `/v1/sessions`.
     #[serde(default)]
     pub sessions: crate::sessions::SessionsConfig,
+    /// `[stock]`: reservations and their holds (`stock/config.rs`).
+    #[serde(default)]
+    pub stock: crate::stock::config::StockSettings,
 }
 
 /// The shared tier: absent URLs keep the in-process tier (the embedded
@@ -438,8 +441,11 @@ mod defaults {
     pub fn warm_concurrency() -> usize {
         2
     }
+    /// Off: the warm-up goes at the source's pace, held back by its
+    /// pressure signals (issue 15; a fixed 50k keys/s cap held it to a
+    /// fraction of what the embedded source serves).
     pub fn warm_rate() -> u32 {
-        50_000
+        0
     }
     pub fn pressure_pool_wait() -> Duration {
         Duration::from_millis(20)
@@ -609,6 +615,7 @@ impl Config {
             return Err("server.request_timeout must be greater than 0".into());
         }
         self.validate_connections()?;
+        self.stock.validate()?;
         let warmup = &self.warmup;
         if !(warmup.ready_fraction > 0.0 && warmup.ready_fraction <= 1.0) {
             return Err(format!(

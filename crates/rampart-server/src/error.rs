@@ -103,6 +103,57 @@ pub enum Error {
     /// The OS random number generator failed (no token can be made).
     #[error("no randomness: {0}")]
     Entropy(String),
+    /// No stock was ever set for the SKU.
+    #[error("no stock for SKU {:?}", echo(.0))]
+    UnknownSku(String),
+
+    /// Fewer units are left than a reservation asked for.
+    #[error("sold out: {available} left of {sku:?}, {asked} asked")]
+    SoldOut {
+        sku: String,
+        available: i64,
+        asked: i64,
+    },
+
+    /// A reservation without an `Idempotency-Key` header.
+    #[error("the Idempotency-Key header is required: one key per purchase attempt, the same on every retry")]
+    MissingIdempotencyKey,
+
+    /// The `Idempotency-Key` was used for another request.
+    #[error("the Idempotency-Key {:?} was used for another request (another SKU or quantity)", echo(.0))]
+    IdempotencyKeyReused(String),
+
+    /// The `Idempotency-Key`'s first request is still being answered.
+    #[error("a request with the Idempotency-Key {:?} is still being answered; retry shortly", echo(.0))]
+    IdempotencyInFlight(String),
+
+    /// No reservation by that id.
+    #[error("no reservation {:?}", echo(.0))]
+    UnknownReservation(String),
+
+    /// The reservation's hold ran out; its units went back into stock.
+    #[error("reservation {:?} expired; its units went back into stock", echo(.0))]
+    ReservationExpired(String),
+
+    /// The reservation was already confirmed or cancelled.
+    #[error("reservation {:?} is already {state}", echo(.id))]
+    ReservationSettled { id: String, state: String },
+
+    /// A conditional write's `If-Match` / `If-None-Match` did not hold.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+
+    /// A write that must be conditional was not.
+    #[error("this write needs If-None-Match: * (create) or If-Match: \"<version>\" (change)")]
+    PreconditionRequired,
+
+    /// A total below what is already held and sold.
+    #[error("total {total} is below the {committed} units held or sold")]
+    TotalBelowCommitted { total: i64, committed: i64 },
+
+    /// The stock tables could not be read or written.
+    #[error("stock database: {0}")]
+    StockStore(String),
 }
 
 /// How much of a caller's input an error echoes back, in characters.
@@ -171,6 +222,38 @@ impl Error {
                 (StatusCode::SERVICE_UNAVAILABLE, "sessions_full", Some(1))
             }
             Error::Entropy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::UnknownSku(_) => (StatusCode::NOT_FOUND, "unknown_sku", None),
+            Error::SoldOut { .. } => (StatusCode::CONFLICT, "sold_out", None),
+            Error::MissingIdempotencyKey => {
+                (StatusCode::BAD_REQUEST, "missing_idempotency_key", None)
+            }
+            Error::IdempotencyKeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                None,
+            ),
+            Error::IdempotencyInFlight(_) => {
+                (StatusCode::CONFLICT, "idempotency_in_flight", Some(1))
+            }
+            Error::UnknownReservation(_) => (StatusCode::NOT_FOUND, "unknown_reservation", None),
+            Error::ReservationExpired(_) => (StatusCode::GONE, "reservation_expired", None),
+            Error::ReservationSettled { .. } => (StatusCode::CONFLICT, "reservation_settled", None),
+            Error::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed", None)
+            }
+            Error::PreconditionRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                None,
+            ),
+            Error::TotalBelowCommitted { .. } => {
+                (StatusCode::CONFLICT, "total_below_committed", None)
+            }
+            Error::StockStore(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "source_unavailable",
+                Some(1),
+            ),
             Error::Guard(err) => match err.kind() {
                 G::BreakerOpen { retry_after, .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -18,6 +18,7 @@
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
 //! | [`sessions`] | `/v1/sessions`: bearer-token sessions, in process or in Redis |
+//! | [`stock`] | flash-sale stock: reservations, request keys, group commit, reaper |
 //! | [`error`] | a request's error and its HTTP responses (the one place) |
 //! | [`start_error`] | what stops `rampart` from starting: config, database, bind |
 
@@ -33,6 +34,7 @@ pub mod server;
 pub mod sessions;
 pub mod start_error;
 pub mod state;
+pub mod stock;
 
 pub use config::Config;
 pub use error::Error;

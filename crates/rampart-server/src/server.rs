@@ -32,6 +32,8 @@ pub struct Server {
     warming: JoinHandle<()>,
     /// Existence filter builds and rebuilds; stops with `stop`.
     filtering: JoinHandle<()>,
+    /// The stock reaper (expired holds back into stock); stops with `stop`.
+    reaping: JoinHandle<()>,
 }
 
 impl Server {
@@ -79,6 +81,7 @@ impl Server {
             })
         };
         let filtering = tokio::spawn(filter::run(state.clone(), stop.clone()));
+        let reaping = tokio::spawn(crate::stock::reaper::run(state.clone(), stop.clone()));
         let serving = {
             let (stop, metrics) = (stop.clone(), Arc::clone(&state.metrics));
             tokio::spawn(accept::serve(listener, app, settings, metrics, stop))
@@ -91,6 +94,7 @@ impl Server {
             serving,
             warming,
             filtering,
+            reaping,
         })
     }
 
@@ -108,6 +112,7 @@ impl Server {
         let drained = tokio::time::timeout(grace, &mut serving).await;
         let _ = self.warming.await;
         let _ = self.filtering.await;
+        let _ = self.reaping.await;
         match drained {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(source))) => Err(StartError::Bind {

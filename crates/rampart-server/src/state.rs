@@ -45,6 +45,8 @@ pub struct Shared {
     pub redis: Option<SharedRedis>,
     /// The per-client miss budget, when `server.misses_per_client` is set.
     pub miss_budget: Option<Arc<MissBudget>>,
+    /// Reservations (`stock/`), when `stock.enabled`.
+    pub stock: Option<Arc<crate::stock::Stock>>,
 }
 
 impl std::ops::Deref for AppState {

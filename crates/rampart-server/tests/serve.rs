@@ -430,6 +430,13 @@ async fn health_metrics_and_openapi() {
             }
             "patch" => t.client.patch(t.url(&path)).send().await,
             "delete" => t.client.delete(t.url(&path)).send().await,
+            "put" => {
+                t.client
+                    .put(t.url(&path))
+                    .bearer_auth(t.admin_token())
+                    .send()
+                    .await
+            }
             other => panic!("method {other}"),
         }
         .expect("request");

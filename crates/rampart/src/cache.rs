@@ -61,6 +61,7 @@ mod lease;
 mod loader;
 mod local_lease;
 mod memory_tier;
+mod refresh;
 mod tier;
 mod tiered;
 

@@ -71,6 +71,7 @@
 //! | [`cache`] | tiered read-through cache | stampedes, stale sets, penetration |
 //! | [`existence`] | concurrent Bloom filter of the keys that exist | distinct missing keys each reaching the source |
 //! | [`warm`] | bounded, batched, adaptive warm-up | a start-up storm taking the source down |
+//! | [`stock`] | per-SKU stock gate, reservations, idempotency by request key | overselling, double decrements on retry, holds that never come back |
 //! | [`layer`] | the guards as tower layers (feature `tower`) | — |
 //!
 //! Supporting pieces: [`guarded`] (one call behind breaker + bulkhead +
@@ -115,6 +116,7 @@ pub mod layer;
 pub mod limit;
 #[cfg(not(rampart_loom))]
 mod send_sync;
+pub mod stock;
 mod sync;
 pub mod warm;
 

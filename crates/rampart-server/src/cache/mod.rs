@@ -7,11 +7,13 @@
 //! | [`keys`] | a resource's key, checked at the edge |
 //! | [`source`] | the SQL pool, rows as JSON, the cache's `Loader` |
 //! | [`warmup`] | start-up warm-up, bounded and adaptive |
+//! | [`ceiling`] | the source's plain batch-read rate, for `rampart warm --measure` |
 //! | [`pressure`] | the warm-up's back-off signal (pool waits, foreground p99) |
 //! | [`filter`] | the existence filters: start-up build, periodic and on-demand rebuilds |
 //! | [`miss_budget`] | the per-client miss budget (429 past it), charged on misses only |
 //! | [`demo`] | the demo data set of the embedded default |
 
+pub mod ceiling;
 pub mod demo;
 pub mod filter;
 pub mod keys;

@@ -98,8 +98,87 @@ pub fn row_to_json(row: &AnyRow) -> Result<Value, sqlx::Error> {
     Ok(Value::Object(object))
 }
 
-fn to_bytes(value: &Value) -> Result<Bytes, BoxError> {
-    Ok(Bytes::from(serde_json::to_vec(value)?))
+/// How a query's rows become JSON objects: for each member in output
+/// order, the column it comes from and its `"name":` already encoded.
+///
+/// Why: the warm-up turns hundreds of thousands of rows a second into JSON,
+/// and going through `Value` costs a map, a `String` per column name and
+/// per text value, and a second pass to serialise (BENCHMARKS.md, warm-up
+/// at the source's pace, has the profile). The shape is worked out once per query
+/// (per batch of rows) and each row is then written straight into one
+/// scratch buffer, copied out at its exact length. Member order and
+/// duplicate names follow `row_to_json` exactly (a `serde_json::Map`
+/// decides them), so the bytes are the same.
+pub struct JsonShape {
+    members: Vec<(usize, Vec<u8>)>,
+}
+
+impl JsonShape {
+    /// The shape of rows with `row`'s columns.
+    pub fn of(row: &AnyRow) -> Result<JsonShape, serde_json::Error> {
+        let mut order = Map::with_capacity(row.columns().len());
+        for column in row.columns() {
+            order.insert(column.name().to_owned(), Value::from(column.ordinal()));
+        }
+        let mut members = Vec::with_capacity(order.len());
+        for (name, ordinal) in order {
+            let mut prefix = serde_json::to_vec(&name)?;
+            prefix.push(b':');
+            // Ordinals were stored as unsigned numbers just above.
+            let ordinal = ordinal.as_u64().map_or(usize::MAX, |o| o as usize);
+            members.push((ordinal, prefix));
+        }
+        Ok(JsonShape { members })
+    }
+
+    /// Writes `row` as a JSON object into `out` (cleared first); the same
+    /// bytes as `serde_json::to_vec(&row_to_json(row)?)`.
+    pub fn write(&self, row: &AnyRow, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        out.clear();
+        out.push(b'{');
+        for (n, (i, prefix)) in self.members.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(prefix);
+            let raw = row.try_get_raw(*i)?;
+            if raw.is_null() {
+                out.extend_from_slice(b"null");
+                continue;
+            }
+            match raw.type_info().kind() {
+                AnyTypeInfoKind::Null => out.extend_from_slice(b"null"),
+                AnyTypeInfoKind::Bool => {
+                    let b = row.try_get::<bool, _>(*i)?;
+                    out.extend_from_slice(if b { b"true" } else { b"false" });
+                }
+                AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => {
+                    serde_json::to_writer(&mut *out, &row.try_get::<i64, _>(*i)?)?;
+                }
+                AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
+                    match Number::from_f64(row.try_get::<f64, _>(*i)?) {
+                        Some(number) => serde_json::to_writer(&mut *out, &number)?,
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+                AnyTypeInfoKind::Text => {
+                    serde_json::to_writer(&mut *out, row.try_get::<&str, _>(*i)?)?;
+                }
+                AnyTypeInfoKind::Blob => {
+                    serde_json::to_writer(&mut *out, row.try_get::<&[u8], _>(*i)?)?;
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// `row` as JSON bytes of exactly its length (no spare capacity kept
+    /// alive by the cache), written through `scratch`.
+    pub fn to_bytes(&self, row: &AnyRow, scratch: &mut Vec<u8>) -> Result<Bytes, BoxError> {
+        self.write(row, scratch)?;
+        Ok(Bytes::copy_from_slice(scratch))
+    }
 }
 
 /// Loads one resource's rows from the pool, timing pool waits and loads.
@@ -165,7 +244,8 @@ impl Loader<Key, Bytes> for SqlLoader {
                 .bind(sqlx::query(&self.load))
                 .fetch_optional(&mut *connection)
                 .await?;
-            row.map(|row| to_bytes(&row_to_json(&row)?)).transpose()
+            row.map(|row| JsonShape::of(&row)?.to_bytes(&row, &mut Vec::with_capacity(256)))
+                .transpose()
         }
         .await;
         self.observe(start, result.is_ok());
@@ -197,9 +277,14 @@ impl Loader<Key, Bytes> for SqlLoader {
             let mut connection = self.connection().await?;
             let rows = query.fetch_all(&mut *connection).await?;
             let mut found = HashMap::with_capacity(rows.len());
+            let Some(first) = rows.first() else {
+                return Ok(found);
+            };
+            let shape = JsonShape::of(first)?;
+            let mut scratch = Vec::with_capacity(256);
             for row in rows {
                 let key = Key::from_row(self.key_type, &row, self.key_column.as_str())?;
-                found.insert(key, to_bytes(&row_to_json(&row)?)?);
+                found.insert(key, shape.to_bytes(&row, &mut scratch)?);
             }
             Ok::<_, BoxError>(found)
         }
@@ -252,4 +337,43 @@ pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, StartError> {
     let row = sqlx::query(sql).fetch_one(pool).await.map_err(db)?;
     let count: i64 = row.try_get(0).map_err(db)?;
     u64::try_from(count).map_err(|_| StartError::Database(format!("{sql}: negative count {count}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct writer must give exactly the bytes the `Value` route
+    /// gives: same member order, escaping, numbers, nulls, blobs, and the
+    /// last of duplicate column names.
+    #[tokio::test]
+    async fn json_shape_writes_the_same_bytes_as_row_to_json() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let queries = [
+            "SELECT 42 AS id, 'Zoë \"quoted\"\n\\tab\u{1}' AS name, NULL AS gone, \
+             1.5 AS ratio, -0.25e-3 AS tiny, x'00ff10' AS raw, '' AS empty, \
+             9223372036854775807 AS big",
+            "SELECT 1 AS a, 2 AS b, 3 AS a",
+            "SELECT 'only' AS z",
+        ];
+        for sql in queries {
+            let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+            let row = &rows[0];
+            let expected = serde_json::to_vec(&row_to_json(row).unwrap()).unwrap();
+            let shape = JsonShape::of(row).unwrap();
+            let mut scratch = Vec::new();
+            let got = shape.to_bytes(row, &mut scratch).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "{sql}"
+            );
+            assert_eq!(got.len(), expected.len());
+        }
+    }
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 use rampart::warm::{warm, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ceiling::{self, Ceiling};
 use crate::cache::keys::Key;
 use crate::cache::source::{count, warm_keys};
+use crate::start_error::StartError;
 use crate::state::AppState;
 
 /// Warms every resource in turn; returns each one's report. Marks the
@@ -78,6 +80,34 @@ pub async fn run(
     }
     state.readiness.warmed();
     reports
+}
+
+/// Each warmed resource's source ceiling ([`ceiling::measure`]), in name
+/// order, for `rampart warm --measure`.
+pub async fn ceilings(state: &AppState) -> Result<Vec<(String, Ceiling)>, StartError> {
+    let mut names: Vec<&String> = state.resources.keys().collect();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        let resource = &state.resources[name];
+        let batch = state.config.warmup.batch_size;
+        if let Some(c) = ceiling::measure(&state.pool, &resource.config, batch).await? {
+            found.push((name.clone(), c));
+        }
+    }
+    Ok(found)
+}
+
+/// One line comparing a warm-up's rate with its source's ceiling.
+pub fn compare(name: &str, ceiling: &Ceiling, report: &WarmReport) -> String {
+    let rate = report.keys_done as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "{name}: source ceiling {:.0} rows/s ({} rows, plain client, one connection); \
+         warm-up {rate:.0} keys/s = {:.2} of the ceiling",
+        ceiling.rows_per_sec(),
+        ceiling.rows,
+        rate / ceiling.rows_per_sec().max(1e-9),
+    )
 }
 
 /// How often a running warm-up logs its progress.

@@ -38,7 +38,11 @@ pub struct Route {
 /// Every route table the service serves, one per capability. A new
 /// capability adds its table here; the router test, the OpenAPI document
 /// and the fuzzer then cover it.
-pub const TABLES: &[&[Route]] = &[ROUTES, crate::sessions::ROUTES];
+pub const TABLES: &[&[Route]] = &[
+    ROUTES,
+    crate::stock::routes::ROUTES,
+    crate::sessions::ROUTES,
+];
 
 /// Every documented route, from every table.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
@@ -256,6 +260,17 @@ pub const ERROR_CODES: &[&str] = &[
     "profile_in_progress",
     "no_session",
     "sessions_full",
+    "unknown_sku",
+    "sold_out",
+    "missing_idempotency_key",
+    "idempotency_key_reused",
+    "idempotency_in_flight",
+    "unknown_reservation",
+    "reservation_expired",
+    "reservation_settled",
+    "precondition_failed",
+    "precondition_required",
+    "total_below_committed",
 ];
 
 /// The `x-cache` values (`rampart::cache::Source::as_str`).
@@ -508,6 +523,8 @@ fn response(
     }
     let content = match (route.path, status) {
         (_, 204) => None,
+        // A route with its own extras documents its own success bodies.
+        (_, 200..=299) if route.extra.is_some() => None,
         ("/v1/r/{resource}/{key}", 200) => Some(json!({
             "application/json": {
                 "schema": { "$ref": "#/components/schemas/Row" },
@@ -573,8 +590,6 @@ fn response(
         ("/openapi.json", 200) => Some(json!({
             "application/json": { "schema": { "type": "object", "required": ["openapi", "info", "paths"] } }
         })),
-        // Other tables document their successes' content in `extra`.
-        (_, 200..=299) => None,
         _ => Some(json!({
             "application/json": {
                 "schema": error_schema(codes),

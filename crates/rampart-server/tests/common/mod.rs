@@ -4,6 +4,7 @@
 
 pub mod private_pg;
 pub mod process;
+pub mod stock;
 
 use std::path::Path;
 use std::process::Command;

@@ -15,6 +15,7 @@ use super::entry::{CacheStatus, Entry, Freshness, L1Slot, Lookup};
 use super::generation::Generations;
 use super::lease::{Acquired, Lease, LeaseGuard};
 use super::loader::Loader;
+use super::refresh::{self, RefreshQueue};
 use super::tier::{FillOutcome, Stored, Tier, TierRead};
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, Instant, WallClock};
@@ -55,6 +56,7 @@ struct Inner<K, V> {
     clock: Clock,
     wall: WallClock,
     stats: Counters,
+    refreshes: RefreshQueue<K, V>,
 }
 
 /// What one flight produced: shared by its leader and followers.
@@ -106,7 +108,8 @@ pub struct CacheStats {
     /// Answers from a kept value because the load was slower than
     /// `stale_if_slow`.
     pub stale_if_slow: u64,
-    /// Keys being loaded right now.
+    /// Keys being loaded right now (background refreshes included, from
+    /// when they are queued).
     pub in_flight: u64,
     /// Callers waiting on those loads (coalesced onto them) right now.
     pub waiting: u64,
@@ -218,6 +221,7 @@ where
                 wall: WallClock::new(clock.clone()),
                 clock,
                 stats: Counters::default(),
+                refreshes: RefreshQueue::default(),
                 config: self.config,
                 name: self.name,
             }),
@@ -580,15 +584,15 @@ where
             lease_waits: read(&c.lease_waits),
             lease_timeouts: read(&c.lease_timeouts),
             stale_if_slow: read(&c.stale_if_slow),
-            in_flight: self.inner.flight.in_flight() as u64,
+            in_flight: (self.inner.flight.in_flight() + self.inner.refreshes.outstanding()) as u64,
             waiting: self.inner.flight.waiting() as u64,
             l1_entries: self.inner.l1.len() as u64,
         }
     }
 
-    /// Starts one background refresh of `key`, unless one is running.
-    /// Kept out of line so the hit path around it stays small enough to
-    /// inline.
+    /// Queues one background refresh of `key`, unless one is running;
+    /// refreshes go to the source in batches (see `refresh.rs`). Kept out
+    /// of line so the hit path around it stays small enough to inline.
     #[cold]
     #[inline(never)]
     fn spawn_refresh(&self, key: &K, entry: &Arc<Entry<V>>) {
@@ -601,18 +605,45 @@ where
             return;
         }
         bump(&self.inner.stats.refreshes);
-        let inner = Arc::clone(&self.inner);
-        let key = key.clone();
-        let entry = Arc::clone(entry);
-        runtime.spawn(async move {
-            let (result, _) = inner
-                .flight
-                .run(key.clone(), || inner.fetch(&key, None))
-                .await;
-            if result.is_err() {
-                entry.refresh_failed();
+        if self.inner.refreshes.push(key.clone(), Arc::clone(entry)) {
+            runtime.spawn(Arc::clone(&self.inner).drain_refreshes());
+        }
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The refresh drain: after a short window, refreshes the queued keys
+    /// a batch at a time (one L2 read, one `load_many`, the fills checked
+    /// against generations as any batch's), until the queue is empty. A
+    /// key whose refresh failed may be claimed again by its next stale hit.
+    /// Batches skip the per-key flight, as `get_many` does: a key being
+    /// refreshed is within grace, so its callers are answered stale and
+    /// none of them loads it meanwhile.
+    async fn drain_refreshes(self: Arc<Self>) {
+        tokio::time::sleep(refresh::WINDOW).await;
+        loop {
+            let batch = self.refreshes.take();
+            if batch.is_empty() {
+                return;
             }
-        });
+            let keys: Vec<K> = batch.iter().map(|(key, _)| key.clone()).collect();
+            let all: Vec<usize> = (0..keys.len()).collect();
+            let mut no_fallbacks: Vec<Option<Arc<Entry<V>>>> = vec![None; keys.len()];
+            let answers = self.fetch_many(&keys, &all, &mut no_fallbacks).await;
+            for ((_, entry), answer) in batch.iter().zip(answers) {
+                // A stale-if-error answer (the load failed, L2 still had the
+                // old value) is a failed refresh too: without this the key
+                // stayed claimed and was never refreshed until past grace.
+                let refreshed = matches!(&answer, Ok(a) if a.status != CacheStatus::StaleIfError);
+                if !refreshed {
+                    entry.refresh_failed();
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,192 @@
+//! Stock with the Redis gate: two instances over PostgreSQL + Redis sell
+//! exactly the stock, and the gate agrees with SQL afterwards (also after
+//! cancellations); Redis killed mid-sale (a private redis-server) → the
+//! sale goes on through SQL, still exact.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::stock::{counts, in_db, put, rows_in_db, staggered_sale, storm};
+use common::{start_with, Schema, TestServer};
+use serde_json::json;
+use tokio::sync::RwLock;
+
+/// A redis-server of this test's own, killed on drop.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        // Owned from here: dropped (killed and waited for) on any panic.
+        let redis = PrivateRedis { child, port };
+        for _ in 0..100 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut pong = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut pong).is_ok() {
+                    return redis;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis-server on {port} did not come up");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn instances(schema: &Schema, redis_url: &str, namespace: &str) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, redis_url) = (schema.url(), redis_url.to_owned());
+        let config = common::config(dir.path(), |c| {
+            c.database.url = url;
+            c.redis.urls = vec![redis_url];
+            c.redis.namespace = namespace.to_owned();
+            // Generous on a loaded test machine: a call timing out sends
+            // its request to SQL (exact, but the gate then drifts until
+            // the reconcile, which the agreement checks must not lean on).
+            c.redis.timeout = Duration::from_secs(2);
+            c.stock.reconcile_interval = Duration::from_secs(600);
+        });
+        servers.push(start_with(config, dir).await);
+    }
+    servers
+}
+
+async fn gate_available(t: &TestServer, sku: &str) -> Option<i64> {
+    let stock = t.server.state.stock.clone().expect("stock");
+    stock
+        .gate()
+        .expect("gate")
+        .available(sku)
+        .await
+        .expect("redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_with_the_redis_gate_sell_exactly_and_agree_with_sql() {
+    let schema = Schema::create("stock_gate").await;
+    let redis = PrivateRedis::start();
+    let servers = instances(&schema, &redis.url(), &schema.name).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    assert_eq!(
+        put(a, "HOT", Some(("If-None-Match", "*")), json!(100))
+            .await
+            .status(),
+        201
+    );
+    // Arrivals a millisecond apart: a loaded test machine must not time
+    // Redis calls out (each would send its buyer to SQL alone, and the
+    // gate would drift until the reconcile, which this test must not
+    // lean on).
+    let bases = Arc::new(RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let mut won = staggered_sale(a.client.clone(), bases.clone(), "HOT", 1_000)
+        .await
+        .expect("sale");
+    assert_eq!(won.len(), 100, "exactly the stock");
+    let ids: HashSet<_> = won.iter().collect();
+    assert_eq!(ids.len(), 100);
+    // The same buyers again (same keys), each on the other instance:
+    // the winners' retries are replays, the others still sold out.
+    let flipped = Arc::new(RwLock::new(vec![b.base.clone(), a.base.clone()]));
+    let mut again = staggered_sale(a.client.clone(), flipped, "HOT", 1_000)
+        .await
+        .expect("retries");
+    won.sort();
+    again.sort();
+    assert_eq!(again, won);
+    let c = counts(a, "HOT").await;
+    assert_eq!(
+        (c["available"].as_i64(), c["held"].as_i64()),
+        (Some(0), Some(100))
+    );
+    assert_eq!(gate_available(a, "HOT").await, Some(0), "Redis agrees");
+    // Ten cancellations: SQL and the gate both get the units back.
+    for id in won.iter().take(10) {
+        let r = a
+            .client
+            .post(a.url(&format!("/v1/reservations/{id}/cancel")))
+            .send()
+            .await
+            .expect("cancel");
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(counts(b, "HOT").await["available"], 10);
+    assert_eq!(gate_available(b, "HOT").await, Some(10));
+    let more = storm(&[a, b], "HOT", 50, "gate-more").await;
+    assert_eq!(more.len(), 10);
+    assert_eq!(counts(a, "HOT").await["available"], 0);
+    assert_eq!(gate_available(a, "HOT").await, Some(0));
+    for t in servers {
+        t.server.shutdown().await.expect("shutdown");
+    }
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_sale_the_sale_stays_exact() {
+    let schema = Schema::create("stock_gate_kill").await;
+    let mut redis = PrivateRedis::start();
+    let servers = instances(&schema, &redis.url(), &schema.name).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let total = 300;
+    assert_eq!(
+        put(a, "HOT", Some(("If-None-Match", "*")), json!(total))
+            .await
+            .status(),
+        201
+    );
+    let bases = Arc::new(RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let sale = staggered_sale(a.client.clone(), bases, "HOT", 1_000);
+    while in_db(&schema, "HOT", "held").await < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    redis.kill();
+    let at_kill = in_db(&schema, "HOT", "held").await;
+    assert!(at_kill < total, "Redis died mid-sale ({at_kill} held)");
+    let won = sale.await.expect("sale");
+    let distinct: HashSet<_> = won.iter().collect();
+    assert_eq!(distinct.len(), won.len());
+    assert_eq!(won.len() as i64, total, "exactly the stock, Redis or not");
+    let c = counts(b, "HOT").await;
+    assert_eq!(
+        (c["available"].as_i64(), c["held"].as_i64()),
+        (Some(0), Some(total))
+    );
+    assert_eq!(rows_in_db(&schema, "HOT").await, (total, total));
+    for t in servers {
+        t.server.shutdown().await.expect("shutdown");
+    }
+    schema.drop().await;
+}
