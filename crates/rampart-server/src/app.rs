@@ -282,6 +282,7 @@ pub fn routes(state: AppState, admin_token: Arc<AdminToken>) -> Router {
         .merge(profiling)
         .merge(crate::ops::dashboard::routes(&state))
         .merge(crate::config_center::routes::reads())
+        .merge(crate::sessions::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -44,6 +44,9 @@ pub struct Config {
     pub redis: RedisConfig,
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceConfig>,
+    /// `[sessions]`: timeouts and bounds of `/v1/sessions`.
+    #[serde(default)]
+    pub sessions: crate::sessions::SessionsConfig,
     /// `[stock]`: reservations and their holds (`stock/config.rs`).
     #[serde(default)]
     pub stock: crate::stock::config::StockSettings,
@@ -598,6 +601,7 @@ impl Config {
     /// Checks what serde cannot: ranges, cross-field rules, SQL shape.
     /// The message names the field, as `resource "users": ttl …`.
     pub fn validate(&self) -> Result<(), String> {
+        self.sessions.validate()?;
         if !self.database.url.is_empty()
             && !["sqlite:", "postgres:", "postgresql:"]
                 .iter()

@@ -91,6 +91,18 @@ pub enum Error {
     #[error("profiling failed: {0}")]
     Profiler(String),
 
+    /// A session route without a bearer token, or with one that has no
+    /// live session (see `sessions/`).
+    #[error("session: {0}")]
+    NoSession(&'static str),
+
+    /// The in-process session store holds `sessions.max_sessions` already.
+    #[error("{max} live sessions already (sessions.max_sessions); try again later")]
+    SessionsFull { max: usize },
+
+    /// The OS random number generator failed (no token can be made).
+    #[error("no randomness: {0}")]
+    Entropy(String),
     /// No stock was ever set for the SKU.
     #[error("no stock for SKU {:?}", echo(.0))]
     UnknownSku(String),
@@ -281,6 +293,11 @@ impl Error {
             Error::RebuildRunning(_) => (StatusCode::CONFLICT, "rebuild_running", None),
             Error::ProfileInProgress => (StatusCode::CONFLICT, "profile_in_progress", None),
             Error::Profiler(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            Error::NoSession(_) => (StatusCode::UNAUTHORIZED, "no_session", None),
+            Error::SessionsFull { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sessions_full", Some(1))
+            }
+            Error::Entropy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             Error::UnknownSku(_) => (StatusCode::NOT_FOUND, "unknown_sku", None),
             Error::SoldOut { .. } => (StatusCode::CONFLICT, "sold_out", None),
             Error::MissingIdempotencyKey => {
@@ -436,7 +453,7 @@ impl IntoResponse for Error {
                 headers.insert(header::ETAG, tag);
             }
         }
-        if matches!(self, Error::Unauthorized) {
+        if matches!(self, Error::Unauthorized | Error::NoSession(_)) {
             // RFC 6750: a 401 names the scheme the caller should use.
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -20,6 +20,7 @@
 //! | [`ops`] | health, readiness, metrics, OpenAPI, the panic hook, logs, profiling, the dashboard, the deadlock detector |
 //! | [`http`] | the edge: accept loop, connection deadlines, layers, extractors, admin token |
 //! | [`drill`] | the load generator and release gate |
+//! | [`sessions`] | `/v1/sessions`: bearer-token sessions, in process or in Redis |
 //! | [`stock`] | flash-sale stock: reservations, request keys, group commit, reaper |
 //! | [`error`] | a request's error and its HTTP responses (the one place) |
 //! | [`start_error`] | what stops `rampart` from starting: config, database, bind |
@@ -36,6 +37,7 @@ pub mod http;
 pub mod ops;
 pub mod reload;
 pub mod server;
+pub mod sessions;
 pub mod start_error;
 pub mod state;
 pub mod stock;

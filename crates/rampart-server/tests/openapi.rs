@@ -210,6 +210,22 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
             // Admin routes are documented with `security`; profiles are
             // asked for the shortest duration.
             let secured = operation.get("security").is_some();
+            // Session routes take a session's token: a fresh session for
+            // each, as logging out or rotating ends the one before.
+            let token = if operation["security"][0].get("sessionToken").is_some() {
+                let created: Value = t
+                    .client
+                    .post(t.url("/v1/sessions"))
+                    .send()
+                    .await
+                    .expect("request")
+                    .json()
+                    .await
+                    .expect("json");
+                created["token"].as_str().expect("token").to_owned()
+            } else {
+                t.admin_token()
+            };
             let request = if route.path.starts_with("/debug/pprof/") {
                 format!("{request}?seconds=1")
             } else {
@@ -222,7 +238,7 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
                     "get" if secured => {
                         t.client
                             .get(t.url(&request))
-                            .bearer_auth(t.admin_token())
+                            .bearer_auth(&token)
                             .send()
                             .await
                     }
@@ -230,7 +246,22 @@ async fn every_documented_operation_is_routed_and_answers_documented_statuses() 
                     "post" => {
                         t.client
                             .post(t.url(&request))
-                            .bearer_auth(t.admin_token())
+                            .bearer_auth(&token)
+                            .send()
+                            .await
+                    }
+                    "patch" => {
+                        t.client
+                            .patch(t.url(&request))
+                            .bearer_auth(&token)
+                            .json(&serde_json::json!({}))
+                            .send()
+                            .await
+                    }
+                    "delete" => {
+                        t.client
+                            .delete(t.url(&request))
+                            .bearer_auth(&token)
                             .send()
                             .await
                     }

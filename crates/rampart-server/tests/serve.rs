@@ -421,6 +421,7 @@ async fn health_metrics_and_openapi() {
         };
         let response = match route.method {
             "get" => t.client.get(t.url(&path)).send().await,
+            "patch" => t.client.patch(t.url(&path)).send().await,
             "post" | "put" | "delete" => {
                 let method = reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes())
                     .expect("method");

@@ -43,6 +43,7 @@ pub const TABLES: &[&[Route]] = &[
     crate::config_center::routes::ROUTES,
     crate::reload::routes::ROUTES,
     crate::stock::routes::ROUTES,
+    crate::sessions::ROUTES,
 ];
 
 /// Every documented route, from every table.
@@ -259,6 +260,8 @@ pub const ERROR_CODES: &[&str] = &[
     "no_filter",
     "rebuild_running",
     "profile_in_progress",
+    "no_session",
+    "sessions_full",
     "unknown_sku",
     "sold_out",
     "missing_idempotency_key",
@@ -856,6 +859,10 @@ fn components() -> Value {
             "bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "The admin token: RAMPART_ADMIN_TOKEN, server.admin_token_file, or <data_dir>/admin-token.",
+            },
+            "sessionToken": {
+                "type": "http", "scheme": "bearer",
+                "description": "A session's token, as POST /v1/sessions or its rotation answered it.",
             },
         },
     })
