@@ -117,8 +117,8 @@ pub mod layer;
 pub mod limit;
 #[cfg(not(rampart_loom))]
 mod send_sync;
-pub mod stock;
 pub mod snapshot;
+pub mod stock;
 mod sync;
 pub mod warm;
 
