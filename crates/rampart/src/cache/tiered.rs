@@ -453,6 +453,27 @@ where
         }
     }
 
+    /// A fresh L1 entry found by a caller that has just become a flight's
+    /// leader. It missed L1 before joining, but the previous leader may
+    /// have filled L1 and left the flight in between (a descheduled caller
+    /// under load): without this second look it would load the key again.
+    /// One map read per miss; never on the hit path.
+    fn filled_meanwhile(&self, key: &K) -> Option<Fetched<V>> {
+        let slot = self.l1.get(key)?;
+        if !matches!(slot.entry.freshness(self.clock.now()), Freshness::Fresh) {
+            return None;
+        }
+        let status = if slot.entry.value.is_none() {
+            CacheStatus::Negative
+        } else {
+            CacheStatus::Hit
+        };
+        Some(Fetched {
+            entry: slot.entry,
+            status,
+        })
+    }
+
     /// One load of `key` through the flight (one leader per key), or, with
     /// single-flight off, this caller's own.
     async fn flown(
@@ -462,7 +483,12 @@ where
     ) -> (Result<Fetched<V>, Error>, Role) {
         if self.single_flight {
             self.flight
-                .run(key.clone(), || self.fetch(key, fallback))
+                .run(key.clone(), || async move {
+                    match self.filled_meanwhile(key) {
+                        Some(fetched) => Ok(fetched),
+                        None => self.fetch(key, fallback).await,
+                    }
+                })
                 .await
         } else {
             (self.fetch(key, fallback).await, Role::Leader)
