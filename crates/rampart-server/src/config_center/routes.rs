@@ -1049,7 +1049,8 @@ fn write_body(extra: Value) -> Value {
         target.extend(more);
     }
     json!({ "required": true, "content": { "application/json": { "schema": {
-        "type": "object", "required": ["content", "change"], "properties": properties
+        "type": "object", "required": ["content", "change"], "properties": properties,
+        "additionalProperties": false
     } } } })
 }
 
@@ -1080,7 +1081,8 @@ fn rollback_extra(_: &crate::config::Config) -> Value {
         "parameters": [ns_param(), if_match_param()],
         "requestBody": { "required": true, "content": { "application/json": { "schema": {
             "type": "object", "required": ["to", "change"],
-            "properties": { "to": { "type": "integer", "minimum": 1, "maximum": MAX_VERSION }, "change": change_schema() }
+            "properties": { "to": { "type": "integer", "minimum": 1, "maximum": MAX_VERSION }, "change": change_schema() },
+            "additionalProperties": false
         } } } },
         "responses": {
             "200": { "headers": etag_header(), "content": { "application/json": { "schema": summary_schema() } } },
