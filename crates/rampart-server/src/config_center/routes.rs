@@ -22,6 +22,7 @@ use super::model::{rfc3339, Change, NsState, Version};
 use super::store::{NewCanary, Precondition};
 use super::ConfigCenter;
 use crate::error::{echo, Error};
+use crate::http::etag::{etag, quoted_version};
 use crate::http::extract::{Path, Query};
 use crate::ops::openapi::Route;
 use crate::state::AppState;
@@ -99,11 +100,6 @@ fn check_name(name: &str) -> Result<(), Error> {
     } else {
         Err(Error::BadNamespace(echo(name)))
     }
-}
-
-fn etag(version: u64) -> HeaderValue {
-    // Digits and quotes are always a valid header value.
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>, version: Option<u64>) -> Response {
@@ -509,7 +505,7 @@ fn if_match(headers: &HeaderMap) -> Result<u64, Error> {
     value
         .to_str()
         .ok()
-        .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+        .and_then(|v| quoted_version(v.trim()))
         .ok_or_else(|| {
             Error::BadRequest("If-Match must be a version in quotes, as the ETag: \"N\"".into())
         })

@@ -8,12 +8,14 @@
 //! | [`connection`] | one connection: header, idle and busy deadlines |
 //! | [`layers`] | request id, tracing, metrics, head limits, shedding, timeout, panic isolation |
 //! | [`extract`] | path and query extractors |
+//! | [`etag`] | `"N"` entity tags: `ETag` out, `If-Match` back |
 //! | [`auth`] | the admin token and the layer on write routes |
 //! | [`write_limit`] | a bulkhead on the write routes (the library's `BulkheadLayer`) |
 
 pub mod accept;
 pub mod auth;
 pub mod connection;
+pub mod etag;
 pub mod extract;
 pub mod layers;
 pub mod write_limit;

@@ -17,6 +17,7 @@ use super::service::Stock;
 use super::store::{Counts, Precondition, ReservationRow};
 use crate::config::Config;
 use crate::error::{echo, Error};
+use crate::http::etag::{etag, quoted_version};
 use crate::http::extract::Path;
 use crate::ops::openapi::Route;
 use crate::state::AppState;
@@ -117,11 +118,6 @@ fn counts_body(sku: &str, c: &Counts) -> Value {
     })
 }
 
-fn etag(c: &Counts) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", c.version))
-        .unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
 fn reservation_body(r: &ReservationRow) -> Json<&ReservationRow> {
     Json(r)
 }
@@ -137,7 +133,7 @@ pub async fn get_stock(
     check_sku(&sku)?;
     let counts = stock.counts(&sku).await?;
     Ok((
-        [(header::ETAG, etag(&counts))],
+        [(header::ETAG, etag(counts.version))],
         Json(counts_body(&sku, &counts)),
     )
         .into_response())
@@ -235,10 +231,7 @@ pub async fn put_stock(
     let version = match header_text(header::IF_MATCH) {
         None => None,
         Some(tag) => Some(
-            tag.strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| {
+            quoted_version::<i64>(&tag).ok_or_else(|| {
                     Error::BadRequest(format!(
                         "If-Match: the ETag of GET /v1/stock/{{sku}}, a quoted version like \"3\"; got {:?}",
                         echo(&tag)
@@ -268,7 +261,7 @@ pub async fn put_stock(
     };
     Ok((
         status,
-        [(header::ETAG, etag(&counts))],
+        [(header::ETAG, etag(counts.version))],
         Json(counts_body(&sku, &counts)),
     )
         .into_response())
