@@ -187,7 +187,10 @@ async fn redis_killed_mid_sale_the_sale_stays_exact() {
     let mut redis = PrivateRedis::start();
     let servers = instances(&schema, &redis.url(), &schema.name).await;
     let (a, b) = (&servers[0], &servers[1]);
-    let total = 300;
+    // 900 units for 1,000 buyers a millisecond apart: the sale lasts about
+    // a second, so the kill lands mid-sale even when the poll below is slow
+    // (with 300 units a loaded CI machine once saw the sale end first).
+    let total = 900;
     assert_eq!(
         put(a, "HOT", Some(("If-None-Match", "*")), json!(total))
             .await
