@@ -214,6 +214,10 @@ impl AppState {
             &config,
             pool.clone(),
         ));
+        // A second server in one test process has its own registry;
+        // registering twice in one is a bug this crate cannot cause.
+        let _ = crate::config_center::metrics::CenterCollector::new(Arc::clone(&config_center))
+            .and_then(|c| metrics.registry().register(Box::new(c)));
         let reload = Arc::new(crate::reload::Reload::new(&config, &metrics));
         Ok(AppState(Arc::new(Shared {
             stock,

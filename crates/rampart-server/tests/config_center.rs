@@ -798,3 +798,70 @@ async fn with_notices_off_the_reconcile_still_delivers_the_write() {
     b.server.shutdown().await.expect("b");
     schema.drop().await;
 }
+
+/// Polls `/metrics` until `series` reads `want` (gauges move as requests
+/// park and leave; a scrape can land between the two).
+async fn metric_becomes(server: &TestServer, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = server.metric(series).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed {got}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_parked_watchers_and_each_namespaces_version() {
+    let server = common::start(|_| {}).await;
+    create(&server, "flags", json!({ "dark_mode": false })).await;
+    create(&server, "limits", json!({ "rps": 10 })).await;
+    update(&server, "limits", 1, json!({ "rps": 20 })).await;
+    metric_becomes(&server, "rampart_config_namespaces", 2.0).await;
+    metric_becomes(
+        &server,
+        "rampart_config_namespace_version{namespace=\"flags\"}",
+        1.0,
+    )
+    .await;
+    metric_becomes(
+        &server,
+        "rampart_config_namespace_version{namespace=\"limits\"}",
+        2.0,
+    )
+    .await;
+    metric_becomes(&server, "rampart_config_watchers_parked", 0.0).await;
+    // Three long-polls and one multi-namespace watch park.
+    let mut held: Vec<_> = (0..3)
+        .map(|_| get_in_background(&server, "/v1/config/flags?after=1&wait=20s"))
+        .collect();
+    let (client, url) = (server.client.clone(), server.url("/v1/config/watch"));
+    held.push(tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&json!({ "namespaces": { "flags": 1 }, "wait": "20s" }))
+            .send()
+            .await
+            .expect("watch")
+    }));
+    metric_becomes(&server, "rampart_config_watchers_parked", 4.0).await;
+    // One write answers them all; the gauges follow.
+    assert_eq!(
+        update(&server, "flags", 1, json!({ "dark_mode": true }))
+            .await
+            .status(),
+        200
+    );
+    for request in held {
+        assert_eq!(request.await.expect("watcher").status(), 200);
+    }
+    metric_becomes(&server, "rampart_config_watchers_parked", 0.0).await;
+    metric_becomes(
+        &server,
+        "rampart_config_namespace_version{namespace=\"flags\"}",
+        2.0,
+    )
+    .await;
+}

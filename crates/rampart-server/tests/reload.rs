@@ -158,6 +158,8 @@ async fn an_invalid_or_restart_only_change_is_refused_and_the_running_settings_s
         config_text(&[
             ("pool_size = 10", "pool_size = 3"),
             ("request_timeout = \"5s\"", "request_timeout = \"6s\""),
+            // The warm-up's rate: restart-only on purpose (plan.rs says why).
+            ("max_keys_per_sec = 0", "max_keys_per_sec = 5000"),
             ("max_concurrent = 8", "max_concurrent = 2"),
         ]),
     )
@@ -166,7 +168,7 @@ async fn an_invalid_or_restart_only_change_is_refused_and_the_running_settings_s
     assert_eq!(status, 422, "{body}");
     let detail = body["detail"].as_str().expect("detail");
     assert!(
-        detail.contains("database") && detail.contains("server (only"),
+        detail.contains("database") && detail.contains("server (only") && detail.contains("warmup"),
         "{detail}"
     );
     assert_eq!(server.metric(bulkhead_max).await, 8.0, "nothing applied");

@@ -9,10 +9,12 @@
 //! | [`schema`] | JSON Schema checks, violations as JSON pointers |
 //! | [`store`] | the SQL tables; every change one conditional transaction |
 //! | [`registry`] | the served namespaces, one `Snapshot` each; watchers park on them |
+//! | [`metrics`] | parked watchers and each namespace's version, read at scrape |
 //! | [`propagation`] | other instances' writes: LISTEN/NOTIFY and the periodic reconcile |
 //! | [`routes`] | `/v1/config/...` and its route table |
 
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod propagation;
 pub mod registry;

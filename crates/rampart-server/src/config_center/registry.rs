@@ -24,6 +24,8 @@ pub struct Registry {
     created: watch::Sender<u64>,
     watchers: AtomicUsize,
     max_watchers: usize,
+    /// Watch requests waiting for a change now (`rampart_config_watchers_parked`).
+    parked: AtomicUsize,
 }
 
 /// One request on a watch route, counted until dropped.
@@ -35,6 +37,15 @@ impl Drop for WatchSlot<'_> {
     }
 }
 
+/// One watch request waiting for a change, counted until dropped.
+pub struct Parked<'a>(&'a Registry);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Registry {
     /// An empty registry allowing `max_watchers` watch requests at once.
     pub fn new(max_watchers: usize) -> Registry {
@@ -43,6 +54,7 @@ impl Registry {
             created: watch::Sender::new(0),
             watchers: AtomicUsize::new(0),
             max_watchers,
+            parked: AtomicUsize::new(0),
         }
     }
 
@@ -112,5 +124,18 @@ impl Registry {
     /// Watch requests being served or held now.
     pub fn watchers(&self) -> usize {
         self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// Counts a watch request as parked until the guard is dropped (held
+    /// across the wait only, so a request being parsed or answered is not
+    /// counted).
+    pub fn park(&self) -> Parked<'_> {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        Parked(self)
+    }
+
+    /// Watch requests waiting for a change now.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 }

@@ -219,7 +219,10 @@ async fn read(
         if let Some(answer) = answer_watch(&current, client, after) {
             return Ok(answer);
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
+        let parked = center.registry.park();
+        let woken = tokio::time::timeout_at(deadline, changes.changed()).await;
+        drop(parked);
+        match woken {
             Ok(newer) => current = newer,
             Err(_) => return Ok(not_modified(after)),
         }
@@ -351,10 +354,10 @@ async fn watch(State(state): State<AppState>, body: Body) -> Result<Response, Er
             .map(|s| async move { s.changed().await }.map(|_| ()).boxed())
             .collect();
         waits.push(async move { created.changed().await }.map(|_| ()).boxed());
-        if tokio::time::timeout_at(deadline, select_all(waits))
-            .await
-            .is_err()
-        {
+        let parked = center.registry.park();
+        let woken = tokio::time::timeout_at(deadline, select_all(waits)).await;
+        drop(parked);
+        if woken.is_err() {
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }
