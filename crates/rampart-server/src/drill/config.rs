@@ -41,6 +41,20 @@ pub struct DrillConfig {
     pub rate: Option<f64>,
     /// What the open loop's client does after a failed answer.
     pub retry: ClientRetry,
+    /// Open loop only: a `POST` with a body instead of the `GET` (a
+    /// scenario's writes, e.g. the flash sale's reservations).
+    pub post: Option<Post>,
+}
+
+/// The open loop's `POST`: the same body to every target URL.
+#[derive(Clone, Debug)]
+pub struct Post {
+    /// Sent as `application/json`.
+    pub body: bytes::Bytes,
+    /// When set, request `i` of the run carries `Idempotency-Key:
+    /// {prefix}{i}`: one key per request (a buyer each), the same key on
+    /// its client retries, as a well-behaved client does.
+    pub idempotency_prefix: Option<String>,
 }
 
 impl Default for DrillConfig {
@@ -55,6 +69,7 @@ impl Default for DrillConfig {
             request_timeout: Duration::from_secs(5),
             rate: None,
             retry: ClientRetry::Never,
+            post: None,
         }
     }
 }
@@ -238,6 +253,7 @@ impl DrillArgs {
             request_timeout: self.timeout,
             rate: self.rate,
             retry: ClientRetry::Never,
+            post: None,
         };
         config.validate()?;
         Ok(config)
@@ -296,6 +312,9 @@ impl DrillConfig {
                 self.connections,
                 self.targets.len()
             ));
+        }
+        if self.post.is_some() && self.rate.is_none() {
+            return invalid("a POST load needs the open loop (a --rate)".to_owned());
         }
         if self.duration.is_zero() {
             return invalid("--duration must be > 0".to_owned());

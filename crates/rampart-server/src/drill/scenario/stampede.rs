@@ -11,7 +11,7 @@ use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::Half;
-use super::{unguarded, users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// How long the hot key lives: it expires once a second, all run long.
 const TTL: Duration = Duration::from_secs(1);
@@ -25,6 +25,7 @@ pub const SCENARIO: Scenario = Scenario {
              (stale-while-revalidate: the expiring key is refreshed once, in the background)",
     plan,
     configure,
+    load: Load::Users,
     client: |_| ClientRetry::Never,
     figures,
 };
@@ -46,6 +47,7 @@ fn plan(quick: bool) -> Plan {
             },
         )],
         source: Vec::new(),
+        redis: None,
         incident: None,
     }
 }
