@@ -49,6 +49,19 @@ elif name == "retry-storm":
         failures.append(f"source loads per request while failing: naive {naive}, guarded {guarded}")
     if num("HTTP sent per request, failing", "guarded") >= num("HTTP sent per request, failing", "naive"):
         failures.append("the budgeted client sent no fewer retries")
+elif name == "config-push":
+    def count(label, half):
+        return int(rows[label][half].split()[0])
+    watchers = c["naive"]["load"]["connections"]
+    for half in ("naive", "guarded"):
+        if count("good change: watchers updated", half) != watchers:
+            failures.append(f"{half}: not every watcher took the good change")
+    if count("bad change: watchers running it", "guarded") != 0:
+        failures.append("a guarded watcher runs the bad version")
+    if count("bad change: last known good kept", "guarded") != watchers:
+        failures.append("a guarded watcher lost its last known good version")
+    if count("bad change: watchers running it", "naive") == 0:
+        failures.append("no naive watcher took the bad version: the scenario shows nothing")
 else:
     failures.append(f"no check for scenario {name}: add one here")
 for f in failures:

@@ -27,7 +27,9 @@ pub struct DrillReport {
     /// connections in use at once.
     pub connections: usize,
     /// `closed` (a connection sends when its last answer is in) or `open`
-    /// (constant arrival rate, latency from the intended send time).
+    /// (constant arrival rate, latency from the intended send time); a
+    /// scenario's own driver names its load here (`config-push`: long-poll
+    /// watchers).
     pub mode: String,
     /// The open loop's arrival rate, requests per second.
     #[serde(skip_serializing_if = "Option::is_none")]

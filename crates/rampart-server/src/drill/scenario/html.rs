@@ -204,11 +204,8 @@ table{{border-collapse:collapse;margin-top:16px}}td,th{{border-bottom:1px solid 
     );
     let _ = write!(
         out,
-        r#"<p>Open loop, {rate:.0} requests/s for {dur:.0} s per half, keys <code>{keys}</code> over {rows} users, PostgreSQL behind a fault proxy. Timeline: {timeline}.</p><p class="key"><span style="background:{NAIVE}"></span>naive (guards off)<span style="background:{GUARDED}"></span>guarded (rampart's defaults)<span style="background:#fff3bf;height:12px"></span>incident</p><div class="charts">"#,
-        rate = c.rate,
-        dur = c.duration_secs,
-        keys = esc(&c.keys),
-        rows = c.rows,
+        r#"<p>Load: {load}; PostgreSQL behind a fault proxy. Timeline: {timeline}.</p><p class="key"><span style="background:{NAIVE}"></span>naive (guards off)<span style="background:{GUARDED}"></span>guarded (rampart's defaults)<span style="background:#fff3bf;height:12px"></span>incident</p><div class="charts">"#,
+        load = esc(&c.load_line()),
         timeline = if c.timeline.is_empty() {
             "none".to_owned()
         } else {

@@ -11,12 +11,13 @@
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `config_push.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
 //! [`SCENARIOS`]. Its load is the plan's open loop of `GET`s on `users`
 //! ([`Load::Users`]) unless it brings its own driver ([`Load::Own`]).
 
+mod config_push;
 mod db_outage;
 mod html;
 mod measure;
@@ -51,6 +52,7 @@ pub const SCENARIOS: &[&Scenario] = &[
     &stampede::SCENARIO,
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
+    &config_push::SCENARIO,
 ];
 
 /// Which half of a scenario runs.

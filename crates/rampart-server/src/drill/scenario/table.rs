@@ -195,6 +195,22 @@ impl Comparison {
         });
     }
 
+    /// The load in a line: the open loop's rate and keys, or a scenario
+    /// driver's own load as its report names it (`mode`).
+    pub fn load_line(&self) -> String {
+        let load = &self.naive.load;
+        if load.mode == "open" {
+            return format!(
+                "open loop, {:.0} req/s for {:.0} s, keys {}, {} users",
+                self.rate, self.duration_secs, self.keys, self.rows
+            );
+        }
+        format!(
+            "{} {} per half, for up to {:.0} s",
+            load.connections, load.mode, self.duration_secs
+        )
+    }
+
     /// The table as text.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
@@ -205,11 +221,7 @@ impl Comparison {
             if self.quick { " (quick)" } else { "" },
             self.incident
         );
-        let _ = writeln!(
-            out,
-            "load: open loop, {:.0} req/s for {:.0} s, keys {}, {} users",
-            self.rate, self.duration_secs, self.keys, self.rows
-        );
+        let _ = writeln!(out, "load: {}", self.load_line());
         for step in &self.timeline {
             let _ = writeln!(out, "  {step}");
         }
