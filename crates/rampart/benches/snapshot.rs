@@ -11,10 +11,22 @@
 //! Criterion's time per iteration is the wall time of one read on each
 //! reader thread at once (the batch is split over the threads), so the
 //! ratio of two lines is the ratio of their throughputs.
+//!
+//! Each read is the same work: one lookup of one key. The snapshot's read
+//! is `Snapshot::load()`, arc-swap's guard (a thread-local debt slot, no
+//! shared reference count touched), not `load_full()`'s `Arc` clone.
+//!
+//! Whether the readers really ran at the same time decides what the lines
+//! mean: the locks' cost is a shared counter's cache line moving between
+//! cores, which only happens when two readers are on cores together. So
+//! after the group each line prints its readers' on-CPU share (time on a
+//! core, from `/proc/thread-self/schedstat`, over wall time): near 100 %
+//! the readers overlapped; near `cores free / readers` they mostly took
+//! turns, and the ratios understate the locks' cost.
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -76,8 +88,44 @@ impl Drop for Writer {
     }
 }
 
+/// This thread's time on a core so far (Linux; `None` elsewhere).
+fn on_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// The reader threads' time on a core and in total, over a line's runs.
+#[derive(Default)]
+struct Overlap {
+    on_cpu_ns: AtomicU64,
+    wall_ns: AtomicU64,
+}
+
+impl Overlap {
+    fn add(&self, on_cpu: Duration, wall: Duration) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.on_cpu_ns.fetch_add(ns(on_cpu), Ordering::Relaxed);
+        self.wall_ns.fetch_add(ns(wall), Ordering::Relaxed);
+    }
+
+    fn report(&self, line: &str) {
+        let (cpu, wall) = (
+            self.on_cpu_ns.load(Ordering::Relaxed),
+            self.wall_ns.load(Ordering::Relaxed),
+        );
+        if wall > 0 && cpu > 0 {
+            println!(
+                "{line}: readers on a core {:.0} % of their wall time ({} readers)",
+                100.0 * cpu as f64 / wall as f64,
+                readers()
+            );
+        }
+    }
+}
+
 /// Runs `read` `iters` times on each reader thread at once; their wall time.
-fn run<R>(iters: u64, read: &Arc<R>) -> Duration
+fn run<R>(iters: u64, read: &Arc<R>, overlap: &Arc<Overlap>) -> Duration
 where
     R: Fn() -> u64 + Send + Sync + 'static,
 {
@@ -85,14 +133,19 @@ where
     let start = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (read, start) = (Arc::clone(read), Arc::clone(&start));
+            let (read, start, overlap) =
+                (Arc::clone(read), Arc::clone(&start), Arc::clone(overlap));
             thread::spawn(move || {
                 start.wait();
+                let (began, cpu_before) = (Instant::now(), on_cpu());
                 let mut sum = 0u64;
                 for _ in 0..iters {
                     sum = sum.wrapping_add(read());
                 }
                 black_box(sum);
+                if let (Some(before), Some(after)) = (cpu_before, on_cpu()) {
+                    overlap.add(after.saturating_sub(before), began.elapsed());
+                }
             })
         })
         .collect();
@@ -107,6 +160,11 @@ where
 fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("config_read_{}_threads", readers()));
     group.measurement_time(Duration::from_secs(5));
+    let overlaps: [(&str, Arc<Overlap>); 3] = [
+        ("snapshot", Arc::default()),
+        ("rwlock_hashmap", Arc::default()),
+        ("rwlock_arc", Arc::default()),
+    ];
     {
         let snapshot = Snapshot::new(1, map(1));
         let reader = snapshot.clone();
@@ -114,7 +172,10 @@ fn reads(c: &mut Criterion) {
         let _writer = Writer::start(move |v| {
             let _ = snapshot.store(v, map(v));
         });
-        group.bench_function("snapshot", |b| b.iter_custom(|iters| run(iters, &read)));
+        let overlap = &overlaps[0].1;
+        group.bench_function("snapshot", |b| {
+            b.iter_custom(|iters| run(iters, &read, overlap))
+        });
     }
     {
         let shared = Arc::new(RwLock::new(map(1)));
@@ -125,8 +186,9 @@ fn reads(c: &mut Criterion) {
         });
         let _writer =
             Writer::start(move |v| *shared.write().unwrap_or_else(|e| e.into_inner()) = map(v));
+        let overlap = &overlaps[1].1;
         group.bench_function("rwlock_hashmap", |b| {
-            b.iter_custom(|iters| run(iters, &read))
+            b.iter_custom(|iters| run(iters, &read, overlap))
         });
     }
     {
@@ -139,9 +201,15 @@ fn reads(c: &mut Criterion) {
         let _writer = Writer::start(move |v| {
             *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map(v));
         });
-        group.bench_function("rwlock_arc", |b| b.iter_custom(|iters| run(iters, &read)));
+        let overlap = &overlaps[2].1;
+        group.bench_function("rwlock_arc", |b| {
+            b.iter_custom(|iters| run(iters, &read, overlap))
+        });
     }
     group.finish();
+    for (line, overlap) in &overlaps {
+        overlap.report(line);
+    }
 }
 
 criterion_group!(benches, reads);
