@@ -3,8 +3,12 @@
 //! connection) answered — time from sending the PUT to each watcher's
 //! answer, p50/p99/max over the rounds; on one instance (SQLite), and
 //! across two (PostgreSQL, the PUT on A, the watchers on B, told by
-//! LISTEN/NOTIFY). Then the memory a parked watcher costs: the server's
-//! RSS before and with `CONFIG_WATCH_PARKED` long-polls held.
+//! LISTEN/NOTIFY). Side by side in the same run, a private etcd with the
+//! same number of watchers on one key through the same client stack
+//! (`config_watch/etcd.rs`; skipped with a line saying so where etcd is not
+//! installed), and the ratio of its p99 to rampart's one-instance p99.
+//! Then the memory a parked watcher costs: the server's RSS before and
+//! with `CONFIG_WATCH_PARKED` long-polls held.
 //!
 //! `cargo bench -p rampart-server --bench config_watch`
 //!
@@ -12,6 +16,9 @@
 //! (10), `CONFIG_WATCH_PARKED` (10000), `RAMPART_TEST_PG_URL` (PostgreSQL
 //! on 127.0.0.1:5432, database `test`; the two-instance run is skipped if
 //! it cannot connect). Everything is on loopback and ends on its own.
+
+#[path = "config_watch/etcd.rs"]
+mod etcd;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -164,14 +171,25 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1_000.0)
 }
 
-/// Rounds of PUT on `writer` → `watchers` answered on `watch_bases`.
+/// One line of p50, p99 and max.
+fn summary(label: &str, what: &str, rounds: usize, sorted: &[Duration]) {
+    println!(
+        "{label}: {what}, {rounds} rounds: p50 {} p99 {} max {}",
+        ms(percentile(sorted, 50.0)),
+        ms(percentile(sorted, 99.0)),
+        ms(sorted.last().copied().unwrap_or_default()),
+    );
+}
+
+/// Rounds of PUT on `writer` → `watchers` answered on `watch_bases`; the
+/// latencies, sorted.
 async fn propagation(
     label: &str,
     writer: &str,
     watch_bases: &[String],
     watchers: usize,
     rounds: usize,
-) {
+) -> Vec<Duration> {
     let client = reqwest::Client::new();
     let ns = "bench";
     put(&client, writer, ns, 0).await;
@@ -208,11 +226,36 @@ async fn propagation(
         }
     }
     latencies.sort();
+    summary(
+        label,
+        &format!("PUT -> {watchers} watchers answered"),
+        rounds,
+        &latencies,
+    );
+    latencies
+}
+
+/// etcd's figures for the same load, and the ratio of its p99 to `ours`.
+async fn etcd_side_by_side(ours: &[Duration], watchers: usize, rounds: usize) {
+    let client = reqwest::Client::new();
+    let etcd = match etcd::Etcd::start(&client).await {
+        Ok(etcd) => etcd,
+        Err(why) => {
+            println!("etcd: skipped, {why}");
+            return;
+        }
+    };
+    let theirs = etcd::propagation(&etcd, watchers, rounds).await;
+    summary(
+        "etcd (private, v3 JSON gateway)",
+        &format!("put -> {watchers} watchers answered"),
+        rounds,
+        &theirs,
+    );
+    let (p99_ours, p99_theirs) = (percentile(ours, 99.0), percentile(&theirs, 99.0));
     println!(
-        "{label}: PUT -> {watchers} watchers answered, {rounds} rounds: p50 {} p99 {} max {}",
-        ms(percentile(&latencies, 50.0)),
-        ms(percentile(&latencies, 99.0)),
-        ms(latencies.last().copied().unwrap_or_default()),
+        "etcd p99 / rampart one-instance p99 = {:.2} (the goal: 2 or more)",
+        p99_theirs.as_secs_f64() / p99_ours.as_secs_f64().max(1e-9)
     );
 }
 
@@ -264,7 +307,10 @@ fn main() {
         {
             let one = Instance::start(&client, None).await;
             let bases = [one.base.clone()];
-            propagation("one instance (SQLite)", &one.base, &bases, watchers, rounds).await;
+            let ours =
+                propagation("one instance (SQLite)", &one.base, &bases, watchers, rounds).await;
+            drop(one);
+            etcd_side_by_side(&ours, watchers, rounds).await;
         }
         let pg = std::env::var("RAMPART_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
