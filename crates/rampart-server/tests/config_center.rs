@@ -808,7 +808,10 @@ async fn metric_becomes(server: &TestServer, series: &str, want: f64) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{series} stayed {got}, not {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed {got}, not {want}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -230,7 +230,10 @@ async fn run(drive: Drive<'_>) -> Result<Driven, DrillError> {
         })),
     );
     put.map_err(internal("the bad change"))?;
-    let running_bad = started.iter().filter(|w| w.get().max_connections == 0).count();
+    let running_bad = started
+        .iter()
+        .filter(|w| w.get().max_connections == 0)
+        .count();
     let kept_good = started
         .iter()
         .filter(|w| w.version() == 2 && w.get().max_connections == 200)
