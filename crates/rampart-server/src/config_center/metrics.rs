@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGauge, IntGaugeVec, Opts};
 
 use super::ConfigCenter;
 
@@ -65,35 +66,6 @@ impl CenterCollector {
     }
 }
 
-/// One gauge family holding `series` (label pairs, value).
-fn gauges(
-    (name, help): (&str, &str),
-    series: impl IntoIterator<Item = (Option<(&'static str, String)>, f64)>,
-) -> MetricFamily {
-    let metrics = series
-        .into_iter()
-        .map(|(label, value)| {
-            let mut gauge = Gauge::default();
-            gauge.set_value(value);
-            let mut metric = Metric::default();
-            if let Some((key, value)) = label {
-                let mut pair = LabelPair::default();
-                pair.set_name(key.to_owned());
-                pair.set_value(value);
-                metric.set_label(vec![pair]);
-            }
-            metric.set_gauge(gauge);
-            metric
-        })
-        .collect();
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_owned());
-    family.set_help(help.to_owned());
-    family.set_field_type(MetricType::GAUGE);
-    family.set_metric(metrics);
-    family
-}
-
 impl Collector for CenterCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
@@ -104,17 +76,32 @@ impl Collector for CenterCollector {
         // `all()` is sorted by name: the series kept past the cap are the
         // same from scrape to scrape.
         let namespaces = registry.all();
-        let versions = namespaces.iter().take(MAX_NAMESPACE_SERIES).map(|ns| {
-            let state = ns.load();
-            (
-                Some(("namespace", state.name.clone())),
-                state.stable.version as f64,
-            )
-        });
-        vec![
-            gauges(PARKED, [(None, registry.parked() as f64)]),
-            gauges(NAMESPACES, [(None, namespaces.len() as f64)]),
-            gauges(VERSION, versions),
-        ]
+        let mut out = Vec::new();
+        // Built afresh each scrape from what the registry holds now, so a
+        // series never outlives its namespace's presence in the cap.
+        let (parked, count, versions) = (
+            IntGauge::new(PARKED.0, PARKED.1),
+            IntGauge::new(NAMESPACES.0, NAMESPACES.1),
+            IntGaugeVec::new(Opts::new(VERSION.0, VERSION.1), &["namespace"]),
+        );
+        let whole = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Ok(gauge) = parked {
+            gauge.set(whole(registry.parked()));
+            out.extend(gauge.collect());
+        }
+        if let Ok(gauge) = count {
+            gauge.set(whole(namespaces.len()));
+            out.extend(gauge.collect());
+        }
+        if let Ok(gauges) = versions {
+            for ns in namespaces.iter().take(MAX_NAMESPACE_SERIES) {
+                let state = ns.load();
+                gauges
+                    .with_label_values(&[state.name.as_str()])
+                    .set(i64::try_from(state.stable.version).unwrap_or(i64::MAX));
+            }
+            out.extend(gauges.collect());
+        }
+        out
     }
 }
