@@ -75,12 +75,15 @@ impl<'a> Guarded<'a> {
     /// 1. the breaker first: when the dependency is down, refuse at once
     ///    instead of queueing in the bulkhead for a call that would be
     ///    refused anyway;
-    /// 2. the bulkhead: a caller it cannot admit within its queue wait
-    ///    counts as a failure of the dependency (it is not finishing calls),
-    ///    as Hystrix counts its pool and semaphore rejections. Without this
-    ///    a stalled dependency opens the breaker only after `minimum_calls`
-    ///    calls have each run into the timeout (measured: ~10 s at 200
-    ///    req/s); with it, within about one bulkhead wait;
+    /// 2. the bulkhead: a caller it refuses counts as a failure of the
+    ///    dependency only when the dependency is [stalled](Bulkhead::stalled)
+    ///    (every slot held and no call answered for a whole `max_wait`).
+    ///    Without this a stalled dependency opens the breaker only after
+    ///    its stuck calls run into the timeout (measured: ~10 s at 200
+    ///    req/s); with it, within about one bulkhead wait. A refusal while
+    ///    calls are being answered is load, not failure, and reports
+    ///    nothing: counted, the burst of misses after an outage re-opened
+    ///    the breaker that had just closed;
     /// 3. the call, bounded by the timeout, a panic caught and reported as
     ///    [`ErrorKind::LoadPanicked`](crate::ErrorKind::LoadPanicked);
     /// 4. success or failure reported to the breaker (a cancelled call
@@ -94,11 +97,13 @@ impl<'a> Guarded<'a> {
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
-        let _slot = match self.bulkhead {
+        let slot = match self.bulkhead {
             Some(bulkhead) => match bulkhead.acquire().await {
                 Ok(slot) => Some(slot),
                 Err(rejected) => {
-                    if let Some(permit) = permit {
+                    // Not stalled: the permit is dropped unjudged (a
+                    // half-open probe's place is freed).
+                    if let Some(permit) = permit.filter(|_| bulkhead.stalled()) {
                         permit.failure();
                     }
                     return Err(rejected);
@@ -113,6 +118,9 @@ impl<'a> Guarded<'a> {
             Ok(Err(panic)) => Err(Error::from_panic(&*panic)),
             Err(_) => Err(timed_out(self.timeout)),
         };
+        if let Some(slot) = slot.filter(|_| result.is_ok()) {
+            slot.answered();
+        }
         if let Some(permit) = permit {
             if result.is_ok() {
                 permit.success();

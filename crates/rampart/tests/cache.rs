@@ -434,6 +434,68 @@ async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
     }
 }
 
+/// The other side of the test above: a source that answers, met by more
+/// misses than the bulkhead admits (the burst of expired keys right after
+/// an outage). Its refusals are this process's overload, not the source's
+/// failure, and must not open the breaker: counted, the burst re-opened a
+/// breaker that had just closed (`rampart drill scenario db-outage`).
+#[tokio::test]
+async fn bulkhead_refusals_while_the_source_answers_leave_the_breaker_closed() {
+    let clock = Clock::new();
+    let source = Source_::with_rows(1_000);
+    *source.delay.lock() = Duration::from_millis(5);
+    let breaker = CircuitBreaker::new(
+        "users-db",
+        BreakerConfig {
+            minimum_calls: 5,
+            consecutive_failures: 3,
+            ..BreakerConfig::default()
+        },
+    );
+    let bulkhead = rampart::limit::Bulkhead::new(
+        "users-db",
+        rampart::limit::BulkheadConfig {
+            max_concurrent: 2,
+            max_queued: 2,
+            max_wait: Duration::from_millis(500),
+        },
+    );
+    let cache = TieredCache::builder("users", source.clone())
+        .config(CacheConfig {
+            stale_if_slow: None,
+            ..config()
+        })
+        .clock(clock.clone())
+        .breaker(Some(breaker.clone()))
+        .bulkhead(Some(bulkhead))
+        .build()
+        .expect("cache");
+    let mut refused = 0;
+    for wave in 0..3u64 {
+        // Forty distinct cold keys at once: two run, two queue, the rest
+        // are refused at once.
+        let callers: Vec<_> = (0..40u64)
+            .map(|k| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&(wave * 40 + k)).await })
+            })
+            .collect();
+        for caller in callers {
+            match caller.await.expect("task") {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::BulkheadFull { .. }) => refused += 1,
+                Err(e) => panic!("wave {wave}: {e}"),
+            }
+        }
+    }
+    assert!(refused >= 60, "only {refused} refusals: no overload made");
+    assert_eq!(
+        breaker.state(),
+        rampart::breaker::State::Closed,
+        "{refused} refusals of a source that answered opened the breaker"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_gets_of_a_cold_key_load_once() {
     let clock = Clock::new();
