@@ -1044,6 +1044,42 @@ async fn a_panicking_loader_is_an_error_for_that_call_only() {
     );
 }
 
+/// A panic is this process's bug on one input, not the source failing:
+/// it must not open the breaker on the keys that load fine (the source
+/// answered every query).
+#[tokio::test]
+async fn panicking_loads_leave_the_breaker_closed_for_the_other_keys() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(20);
+    let breaker = CircuitBreaker::new(
+        "users-db",
+        BreakerConfig {
+            minimum_calls: 5,
+            consecutive_failures: 3,
+            ..BreakerConfig::default()
+        },
+    );
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock)
+        .breaker(Some(breaker.clone()))
+        .build()
+        .expect("cache");
+    source.panic.store(true, Ordering::SeqCst);
+    for k in 0..10u64 {
+        match cache.get(&k).await.map_err(Error::into_kind) {
+            Err(ErrorKind::LoadPanicked(_)) => {}
+            other => panic!("key {k}: expected LoadPanicked, got {other:?}"),
+        }
+    }
+    assert_eq!(breaker.state(), rampart::breaker::State::Closed);
+    source.panic.store(false, Ordering::SeqCst);
+    assert_eq!(
+        cache.get(&15).await.expect("an unrelated key").status(),
+        CacheStatus::Miss
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_source_times_out_and_counts_as_a_failure() {
     let clock = Clock::new();
