@@ -2,8 +2,8 @@
 # The quick version of every `rampart drill scenario` (naive then guarded,
 # on a private PostgreSQL schema behind the fault proxy), each checked for
 # the difference its guard makes, and each HTML report opened in headless
-# Chromium (scripts/check-report.py). scripts/test.sh calls it; about a
-# minute and a half on an idle machine.
+# Chromium (scripts/check-report.py). scripts/test.sh calls it; about two
+# and a half minutes on an idle machine.
 #
 # Chromium is Debian's `chromium` package: installed when missing and
 # apt-get can run as root; otherwise the browser check is SKIPPED, said
@@ -49,6 +49,30 @@ elif name == "retry-storm":
         failures.append(f"source loads per request while failing: naive {naive}, guarded {guarded}")
     if num("HTTP sent per request, failing", "guarded") >= num("HTTP sent per request, failing", "naive"):
         failures.append("the budgeted client sent no fewer retries")
+elif name == "panic-storm":
+    # The panics' own retries at the source: structural (three immediate
+    # retries and no single-flight against a budget and one shared load),
+    # so the direction holds however fast the machine is.
+    naive, guarded = (num("source loads per request", h) for h in ("naive", "guarded"))
+    if not naive > 1.2 * guarded:
+        failures.append(f"source loads per request: naive {naive}, guarded {guarded}")
+    # Both may be 0 on a fast machine (the naive pool never saturates);
+    # a percent of slack for a stray refusal.
+    unrelated = {h: num("failed unrelated requests", h) for h in ("naive", "guarded")}
+    if unrelated["guarded"] > unrelated["naive"] + 0.01 * num("requests", "guarded"):
+        failures.append(f"guarded failed more unrelated requests: {unrelated}")
+    for h in ("naive", "guarded"):
+        if not rows["still answering at the end"][h].startswith("yes"):
+            failures.append(f"the {h} service stopped answering")
+elif name == "warmup-storm":
+    # 500 one-key queries at a time against batches of 500, two at a time:
+    # the naive warm-up is slower and queues on the pool on any machine.
+    naive, guarded = (num("warm-up keys/s", h) for h in ("naive", "guarded"))
+    if not guarded > 2 * naive:
+        failures.append(f"warm-up keys/s: naive {naive}, guarded {guarded}")
+    waits = {h: num("peak pool wait (mean/s)", h) for h in ("naive", "guarded")}
+    if not waits["naive"] > waits["guarded"]:
+        failures.append(f"peak pool wait (ms): {waits}")
 else:
     failures.append(f"no check for scenario {name}: add one here")
 for f in failures:

@@ -341,6 +341,10 @@ pub struct ResourceConfig {
     /// for `rampart drill scenario`'s naive runs.
     #[serde(default)]
     pub guards: crate::cache::guards::GuardsConfig,
+    /// Faults injected into this resource's loads (`[resource.faults]`,
+    /// all off by default): only for `rampart drill scenario`.
+    #[serde(default)]
+    pub faults: crate::cache::faults::FaultsConfig,
 }
 
 /// A resource's existence filter: a Bloom filter of every key, built from
@@ -722,6 +726,10 @@ impl Config {
                 .bulkhead
                 .validate()
                 .map_err(|e| field(format!("bulkhead.{e}")))?;
+            resource
+                .faults
+                .validate()
+                .map_err(|e| field(format!("faults.{e}")))?;
             if let Some(filter) = &resource.filter {
                 if filter.keys.trim().is_empty() {
                     return Err(field("filter.keys must be a SQL query".into()));

@@ -370,41 +370,48 @@ async fn past_grace_a_stalled_source_gets_stale_if_slow_and_the_load_lands_later
     assert_eq!(source.loads(), 2);
 }
 
-/// A stalled source finishes no call, so no outcome reaches the breaker
-/// until each load runs into `load_timeout`. The bulkhead's rejections of
-/// the callers queued behind the stalled loads count against the source,
-/// so the breaker opens within about one bulkhead wait.
-#[tokio::test]
-async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
-    let clock = Clock::new();
-    let source = Source_::with_rows(100);
-    let _gate = source.close_gate();
-    let breaker = CircuitBreaker::new(
-        "users-db",
-        BreakerConfig {
-            minimum_calls: 5,
-            ..BreakerConfig::default()
-        },
-    );
-    let bulkhead = rampart::limit::Bulkhead::new(
-        "users-db",
-        rampart::limit::BulkheadConfig {
-            max_concurrent: 2,
-            max_queued: 100,
-            max_wait: Duration::from_millis(100),
-        },
-    );
+/// A cache whose loads go through `breaker` and a bulkhead of `limits`
+/// (no stale-if-slow, loads bounded only by a long timeout).
+fn behind_breaker_and_bulkhead(
+    source: &Source_,
+    breaker: BreakerConfig,
+    limits: rampart::limit::BulkheadConfig,
+) -> (TieredCache<u64, String>, CircuitBreaker) {
+    let breaker = CircuitBreaker::new("users-db", breaker);
     let cache = TieredCache::builder("users", source.clone())
         .config(CacheConfig {
             stale_if_slow: None,
             load_timeout: Duration::from_secs(60),
             ..config()
         })
-        .clock(clock.clone())
+        .clock(Clock::new())
         .breaker(Some(breaker.clone()))
-        .bulkhead(Some(bulkhead))
+        .bulkhead(Some(rampart::limit::Bulkhead::new("users-db", limits)))
         .build()
         .expect("cache");
+    (cache, breaker)
+}
+
+/// A stalled source finishes no call, so no outcome reaches the breaker
+/// until each load runs into `load_timeout`. The bulkhead's rejections of
+/// the callers queued behind the stalled loads count against the source,
+/// so the breaker opens within about one bulkhead wait.
+#[tokio::test]
+async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
+    let source = Source_::with_rows(100);
+    let _gate = source.close_gate();
+    let (cache, breaker) = behind_breaker_and_bulkhead(
+        &source,
+        BreakerConfig {
+            minimum_calls: 5,
+            ..BreakerConfig::default()
+        },
+        rampart::limit::BulkheadConfig {
+            max_concurrent: 2,
+            max_queued: 100,
+            max_wait: Duration::from_millis(100),
+        },
+    );
     let callers: Vec<_> = (0..20u64)
         .map(|k| {
             let cache = cache.clone();
@@ -441,35 +448,21 @@ async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
 /// breaker that had just closed (`rampart drill scenario db-outage`).
 #[tokio::test]
 async fn bulkhead_refusals_while_the_source_answers_leave_the_breaker_closed() {
-    let clock = Clock::new();
     let source = Source_::with_rows(1_000);
     *source.delay.lock() = Duration::from_millis(5);
-    let breaker = CircuitBreaker::new(
-        "users-db",
+    let (cache, breaker) = behind_breaker_and_bulkhead(
+        &source,
         BreakerConfig {
             minimum_calls: 5,
             consecutive_failures: 3,
             ..BreakerConfig::default()
         },
-    );
-    let bulkhead = rampart::limit::Bulkhead::new(
-        "users-db",
         rampart::limit::BulkheadConfig {
             max_concurrent: 2,
             max_queued: 2,
             max_wait: Duration::from_millis(500),
         },
     );
-    let cache = TieredCache::builder("users", source.clone())
-        .config(CacheConfig {
-            stale_if_slow: None,
-            ..config()
-        })
-        .clock(clock.clone())
-        .breaker(Some(breaker.clone()))
-        .bulkhead(Some(bulkhead))
-        .build()
-        .expect("cache");
     let mut refused = 0;
     for wave in 0..3u64 {
         // Forty distinct cold keys at once: two run, two queue, the rest

@@ -11,7 +11,7 @@
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `panic_storm.rs`, `warmup_storm.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
 //! [`SCENARIOS`].
@@ -19,10 +19,12 @@
 mod db_outage;
 mod html;
 mod measure;
+mod panic_storm;
 mod retry_storm;
 mod stage;
 mod stampede;
 mod table;
+mod warmup_storm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +39,7 @@ use super::open_loop::ClientRetry;
 use super::slo::{parse_slo, Slo};
 
 pub use html::render as render_html;
-pub use measure::{Half, SourceSecond};
+pub use measure::{Half, SourceSecond, WarmUp};
 pub use stage::{SourceFault, Stage, DEFAULT_PG_URL};
 pub use table::{Comparison, Row};
 
@@ -46,6 +48,8 @@ pub const SCENARIOS: &[&Scenario] = &[
     &stampede::SCENARIO,
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
+    &panic_storm::SCENARIO,
+    &warmup_storm::SCENARIO,
 ];
 
 /// Which half of a scenario runs.
@@ -209,6 +213,10 @@ pub async fn command(args: ScenarioArgs) -> Result<(), StartError> {
         print!("{}", list());
         return Ok(());
     }
+    // rampart runs in this process as under `serve`, so with serve's panic
+    // hook (counted, rate-limited lines): a scenario's panics are measured,
+    // not printed one by one.
+    crate::ops::panic_hook::install();
     let name = args.name.unwrap_or_default();
     let scenario = find(&name).ok_or_else(|| {
         StartError::Usage(format!(
@@ -256,6 +264,18 @@ pub(crate) fn unguarded(r: &mut crate::config::ResourceConfig) {
     r.cache.grace = Duration::ZERO;
     r.cache.stale_if_slow = None;
     r.cache.stale_if_error = Duration::ZERO;
+}
+
+/// A query of real weight: PostgreSQL 20–30 ms away all run long (the
+/// proxy's latency), so loads hold the pool long enough to queue on it.
+pub(crate) fn distant_source() -> Vec<(Duration, Fault)> {
+    vec![(
+        Duration::ZERO,
+        Fault::Latency {
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+        },
+    )]
 }
 
 /// The `users` resource of a config: the one every scenario reads.

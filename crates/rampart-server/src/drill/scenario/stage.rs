@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-use crate::cache::demo;
+use crate::cache::{ceiling, demo};
 use crate::config::Config;
 use crate::drill::config::DrillError;
 use crate::drill::fault_proxy::FaultProxy;
@@ -38,6 +38,8 @@ pub struct Stage {
     /// Between rampart and PostgreSQL.
     pub proxy: FaultProxy,
     broken: bool,
+    /// The source's batch-read ceiling, measured once per stage.
+    ceiling: Option<f64>,
 }
 
 fn fail(what: &str) -> impl Fn(sqlx::Error) -> DrillError + '_ {
@@ -126,6 +128,7 @@ impl Stage {
             admin,
             proxy,
             broken: false,
+            ceiling: None,
         })
     }
 
@@ -149,6 +152,31 @@ impl Stage {
             resource.filter = None;
         }
         Ok(config)
+    }
+
+    /// The source's batch-read ceiling for `resource`, rows/s: a plain
+    /// client on one connection through the proxy, in `IN` lists of the
+    /// default warm-up batch ([`ceiling::measure`]). Measured on the first
+    /// call and kept, so both halves are compared with the same figure
+    /// from the same run.
+    pub async fn ceiling(
+        &mut self,
+        resource: &crate::config::ResourceConfig,
+    ) -> Result<Option<f64>, DrillError> {
+        if self.ceiling.is_none() {
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.server_url())
+                .await
+                .map_err(fail("connect for the ceiling"))?;
+            let batch = crate::config::WarmupConfig::default().batch_size;
+            let measured = ceiling::measure(&pool, resource, batch)
+                .await
+                .map_err(|e| DrillError::InvalidConfig(format!("source ceiling: {e}")))?;
+            pool.close().await;
+            self.ceiling = measured.map(|c| c.rows_per_sec());
+        }
+        Ok(self.ceiling)
     }
 
     /// Applies a source fault now.
