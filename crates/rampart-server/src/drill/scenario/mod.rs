@@ -11,7 +11,7 @@
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `redis_outage.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
 //! [`SCENARIOS`]. Its load is the plan's open loop of `GET`s on `users`
@@ -20,6 +20,7 @@
 mod db_outage;
 mod html;
 mod measure;
+mod redis_outage;
 mod retry_storm;
 mod stage;
 mod stampede;
@@ -51,6 +52,7 @@ pub const SCENARIOS: &[&Scenario] = &[
     &stampede::SCENARIO,
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
+    &redis_outage::SCENARIO,
 ];
 
 /// Which half of a scenario runs.
