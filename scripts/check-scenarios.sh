@@ -63,6 +63,22 @@ elif name == "redis-outage":
         failures.append(f"median p99 during the outage: guarded {guarded} us not under half of naive {naive} us")
     if int(rows["Redis breaker opened"]["guarded"]) < 1 or int(rows["Redis breaker opened"]["naive"]) != 0:
         failures.append("the Redis breaker should open guarded only: " + str(rows["Redis breaker opened"]))
+elif name == "flash-sale":
+    oversold = {h: int(rows["oversold"][h]) for h in ("naive", "guarded")}
+    if oversold["guarded"] != 0:
+        failures.append(f"guarded oversold {oversold['guarded']} units (must be exactly 0)")
+    if oversold["naive"] <= 0:
+        failures.append("the naive read-then-write did not oversell")
+    # Guarded, SQL sold out exactly: every unit in one reservation row, the
+    # row's held count agreeing; each 201 is one of them (a buyer whose
+    # answer timed out on a loaded machine may hold a unit unseen).
+    units = int(rows["buyers / units"]["guarded"].split("/")[1])
+    promised = int(rows["units promised (SQL rows)"]["guarded"].split()[0])
+    held = int(rows["stock row avail+held+sold"]["guarded"].split("+")[1])
+    granted = int(rows["granted (HTTP 201)"]["guarded"])
+    errors = int(rows["errors"]["guarded"].split()[0])
+    if not (promised == units == held and granted <= promised and (errors > 0 or granted == units)):
+        failures.append(f"guarded: {units} units, {promised} promised in SQL, {held} held in the row, {granted} granted")
 else:
     failures.append(f"no check for scenario {name}: add one here")
 for f in failures:

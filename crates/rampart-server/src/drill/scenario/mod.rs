@@ -11,13 +11,14 @@
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `redis_outage.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `redis_outage.rs`, `flash_sale.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
 //! [`SCENARIOS`]. Its load is the plan's open loop of `GET`s on `users`
 //! ([`Load::Users`]) unless it brings its own driver ([`Load::Own`]).
 
 mod db_outage;
+mod flash_sale;
 mod html;
 mod measure;
 mod redis_outage;
@@ -53,6 +54,7 @@ pub const SCENARIOS: &[&Scenario] = &[
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
     &redis_outage::SCENARIO,
+    &flash_sale::SCENARIO,
 ];
 
 /// Which half of a scenario runs.
