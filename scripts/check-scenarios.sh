@@ -2,8 +2,8 @@
 # The quick version of every `rampart drill scenario` (naive then guarded,
 # on a private PostgreSQL schema behind the fault proxy), each checked for
 # the difference its guard makes, and each HTML report opened in headless
-# Chromium (scripts/check-report.py). scripts/test.sh calls it; about a
-# minute and a half on an idle machine.
+# Chromium (scripts/check-report.py). scripts/test.sh calls it; about two
+# minutes on an idle machine.
 #
 # Chromium is Debian's `chromium` package: installed when missing and
 # apt-get can run as root; otherwise the browser check is SKIPPED, said

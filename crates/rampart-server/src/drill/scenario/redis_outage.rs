@@ -36,7 +36,7 @@ const ROWS: u64 = 1_000;
 
 fn window(quick: bool) -> (Duration, Duration) {
     if quick {
-        (Duration::from_secs(3), Duration::from_secs(8))
+        (Duration::from_secs(2), Duration::from_secs(5))
     } else {
         (Duration::from_secs(10), Duration::from_secs(30))
     }
@@ -48,7 +48,7 @@ fn plan(quick: bool) -> Plan {
         rows: ROWS,
         keys: KeySpace::Uniform { max: ROWS },
         rate: if quick { 150.0 } else { 200.0 },
-        duration: to + Duration::from_secs(if quick { 4 } else { 15 }),
+        duration: to + Duration::from_secs(if quick { 2 } else { 15 }),
         connections: 1_024,
         request_timeout: Duration::from_secs(5),
         network: Vec::new(),
