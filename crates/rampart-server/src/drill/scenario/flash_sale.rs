@@ -7,7 +7,9 @@
 //! decrement, grouped per hot SKU — exactly the stock, never more.
 //!
 //! Its load is its own driver ([`Load::Own`]): an open loop of `POST`s,
-//! one request a buyer, then the SQL totals read back.
+//! one request a buyer, then the SQL totals read back. Buyers are the
+//! plan's rate × duration and units a tenth of them, so `--rate` keeps
+//! the sale's length and scales its crowd.
 
 use std::time::Duration;
 
