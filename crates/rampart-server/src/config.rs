@@ -84,6 +84,12 @@ pub struct RedisConfig {
     /// The breaker that skips Redis while it is down.
     #[serde(default = "defaults::redis_breaker")]
     pub breaker: BreakerConfig,
+    /// Off, the breaker never opens and every call tries Redis while it is
+    /// down (each waiting on the reconnect, up to `timeout`): only for
+    /// `rampart drill scenario redis-outage`'s naive half, the system of
+    /// the incident.
+    #[serde(default = "defaults::yes")]
+    pub breaker_enabled: bool,
 }
 
 impl Default for RedisConfig {
@@ -95,6 +101,7 @@ impl Default for RedisConfig {
             lease_ttl: defaults::lease_ttl(),
             leases: true,
             breaker: defaults::redis_breaker(),
+            breaker_enabled: true,
         }
     }
 }

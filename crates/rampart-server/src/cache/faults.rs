@@ -86,6 +86,10 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("panic_share"));
-        assert!(FaultsConfig { panic_share: f64::NAN }.validate().is_err());
+        assert!(FaultsConfig {
+            panic_share: f64::NAN
+        }
+        .validate()
+        .is_err());
     }
 }

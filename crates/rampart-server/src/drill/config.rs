@@ -44,6 +44,20 @@ pub struct DrillConfig {
     /// Seeds the key draws (the same seed draws the same keys in the same
     /// order); `None`: a fresh seed every run.
     pub seed: Option<u64>,
+    /// Open loop only: a `POST` with a body instead of the `GET` (a
+    /// scenario's writes, e.g. the flash sale's reservations).
+    pub post: Option<Post>,
+}
+
+/// The open loop's `POST`: the same body to every target URL.
+#[derive(Clone, Debug)]
+pub struct Post {
+    /// Sent as `application/json`.
+    pub body: bytes::Bytes,
+    /// When set, request `i` of the run carries `Idempotency-Key:
+    /// {prefix}{i}`: one key per request (a buyer each), the same key on
+    /// its client retries, as a well-behaved client does.
+    pub idempotency_prefix: Option<String>,
 }
 
 impl Default for DrillConfig {
@@ -59,6 +73,7 @@ impl Default for DrillConfig {
             rate: None,
             retry: ClientRetry::Never,
             seed: None,
+            post: None,
         }
     }
 }
@@ -243,6 +258,7 @@ impl DrillArgs {
             rate: self.rate,
             retry: ClientRetry::Never,
             seed: None,
+            post: None,
         };
         config.validate()?;
         Ok(config)
@@ -301,6 +317,9 @@ impl DrillConfig {
                 self.connections,
                 self.targets.len()
             ));
+        }
+        if self.post.is_some() && self.rate.is_none() {
+            return invalid("a POST load needs the open loop (a --rate)".to_owned());
         }
         if self.duration.is_zero() {
             return invalid("--duration must be > 0".to_owned());

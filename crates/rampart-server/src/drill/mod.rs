@@ -55,7 +55,8 @@
 //! * The generator runs on the same machine as the server (loopback only), so
 //!   the two compete for CPU: numbers are for comparison within one run or
 //!   one machine, not absolute capacity.
-//! * No TLS, no HTTP/2, no request bodies, `GET` only, no DNS: hosts must be
+//! * No TLS, no HTTP/2, no request bodies, `GET` only (the open loop can
+//!   `POST` one body for scenarios, [`Post`]), no DNS: hosts must be
 //!   literal loopback addresses or `localhost` (which is taken to be
 //!   `127.0.0.1`, never resolved).
 //!
@@ -93,6 +94,7 @@
 //! | `series.rs` | the open loop's HDR histograms and per-second [`Second`]s |
 //! | `slo.rs` | `--slo 'p99<50ms,errors<0.1%'`, [`SLO_EXIT_CODE`] |
 //! | `fault_proxy.rs` | [`FaultProxy`]: latency, stall, refuse, reset, bandwidth in front of a TCP service |
+//! | `private_redis.rs` | [`PrivateRedis`]: a child `redis-server` on a free port, SIGKILLed and restarted on demand |
 //! | `command.rs` | `rampart drill …` as the command line runs it |
 //! | `scenario/` | [`scenario`]: `rampart drill scenario NAME`, naive vs guarded, table and HTML report |
 
@@ -102,6 +104,7 @@ pub mod fault_proxy;
 mod histogram;
 mod keys;
 mod open_loop;
+pub mod private_redis;
 mod report;
 mod run;
 pub mod scenario;
@@ -112,11 +115,12 @@ mod targets;
 pub use command::{command, DrillCli};
 pub use fault_proxy::{Fault, FaultProxy, ProxyStats};
 pub use open_loop::{ClientRetry, MAX_RATE};
+pub use private_redis::PrivateRedis;
 pub use series::Second;
 pub use slo::{parse_slo, Slo, SLO_EXIT_CODE};
 
 pub use config::{
-    parse_arrival_rate, parse_duration, parse_rate, DrillArgs, DrillConfig, DrillError,
+    parse_arrival_rate, parse_duration, parse_rate, DrillArgs, DrillConfig, DrillError, Post,
     MAX_CONNECTIONS, MAX_DURATION,
 };
 pub use histogram::Histogram;

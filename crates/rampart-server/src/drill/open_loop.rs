@@ -23,20 +23,23 @@
 //! full-jitter [`Backoff`] (the guarded one). One original request is one
 //! sample whatever its retries; `sent` counts HTTP requests, retries
 //! included, so `sent / requests` is the amplification at the client.
+//!
+//! **Writes** ([`Post`]): instead of the `GET`, request `i` may be a `POST`
+//! of one body, with `Idempotency-Key: {prefix}{i}` (kept on its retries).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::header::{HeaderValue, HOST, USER_AGENT};
-use hyper::{Request, Uri};
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, Uri};
 use rampart::limit::{Backoff, RetryBudget, RetryBudgetConfig};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
-use super::config::{DrillConfig, DrillError};
+use super::config::{DrillConfig, DrillError, Post};
 use super::keys::KeySampler;
 use super::report::DrillReport;
 use super::run::{check_reachable, connect, exchange, seed, Conn, ConnStats, USER_AGENT_VALUE};
@@ -98,7 +101,34 @@ struct Shared {
     record_from: Instant,
     retry: ClientRetry,
     budget: Option<RetryBudget>,
+    post: Option<Post>,
     samples: mpsc::UnboundedSender<(Sample, Outcome)>,
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Request `i` of the run for `key`: the `GET`, or the configured `POST`.
+fn build(
+    target: &Target,
+    key: &str,
+    i: u64,
+    post: Option<&Post>,
+) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    let uri = Uri::try_from(target.path_for(key))?;
+    let builder = Request::builder()
+        .uri(uri)
+        .header(HOST, target.host.clone())
+        .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    let Some(post) = post else {
+        return builder.method(Method::GET).body(Full::new(Bytes::new()));
+    };
+    let mut builder = builder
+        .method(Method::POST)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(prefix) = &post.idempotency_prefix {
+        builder = builder.header(IDEMPOTENCY_KEY, format!("{prefix}{i}"));
+    }
+    builder.body(Full::new(post.body.clone()))
 }
 
 /// One attempt's result.
@@ -120,8 +150,14 @@ impl Outcome {
     }
 }
 
-/// One attempt on `pool`, bounded by `deadline`.
-async fn attempt(pool: &Pool, key: &str, deadline: Instant) -> Outcome {
+/// One attempt of request `i` on `pool`, bounded by `deadline`.
+async fn attempt(
+    pool: &Pool,
+    key: &str,
+    i: u64,
+    post: Option<&Post>,
+    deadline: Instant,
+) -> Outcome {
     let Ok(Ok(_permit)) = timeout_at(deadline, pool.in_use.acquire()).await else {
         return Outcome::Failure("timeout");
     };
@@ -141,15 +177,7 @@ async fn attempt(pool: &Pool, key: &str, deadline: Instant) -> Outcome {
             Ok(Err(_)) => continue,
             Err(_) => return Outcome::Failure("timeout"),
         }
-        let request = Uri::try_from(pool.target.path_for(key))
-            .map_err(hyper::http::Error::from)
-            .and_then(|uri| {
-                Request::get(uri)
-                    .header(HOST, pool.target.host.clone())
-                    .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-                    .body(Empty::<Bytes>::new())
-            });
-        let Ok(request) = request else {
+        let Ok(request) = build(&pool.target, key, i, post) else {
             return Outcome::Failure("request");
         };
         return match timeout_at(deadline, exchange(&mut c.sender, request)).await {
@@ -165,7 +193,7 @@ async fn attempt(pool: &Pool, key: &str, deadline: Instant) -> Outcome {
 }
 
 /// One original request, retries included; reports one sample.
-async fn request(pool: Arc<Pool>, key: String, due: Instant, shared: Arc<Shared>) {
+async fn request(pool: Arc<Pool>, key: String, i: u64, due: Instant, shared: Arc<Shared>) {
     let deadline = due + shared.request_timeout;
     if let Some(budget) = &shared.budget {
         budget.deposit();
@@ -174,7 +202,7 @@ async fn request(pool: Arc<Pool>, key: String, due: Instant, shared: Arc<Shared>
     let mut retries = 0u32;
     let outcome = loop {
         sent += 1;
-        let outcome = attempt(&pool, &key, deadline).await;
+        let outcome = attempt(&pool, &key, i, shared.post.as_ref(), deadline).await;
         if !outcome.is_error() || Instant::now() >= deadline {
             break outcome;
         }
@@ -256,6 +284,7 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
         record_from: start + config.warmup,
         retry: config.retry.clone(),
         budget,
+        post: config.post.clone(),
         samples,
     });
     let collector = tokio::spawn(async move {
@@ -299,7 +328,7 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
                 break;
             }
             let pool = Arc::clone(&pools[(i as usize) % pools.len()]);
-            tasks.spawn(request(pool, keys.next_key(), due, Arc::clone(&shared)));
+            tasks.spawn(request(pool, keys.next_key(), i, due, Arc::clone(&shared)));
             i += 1;
             if i == u64::MAX {
                 break 'schedule;

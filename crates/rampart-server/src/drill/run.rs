@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::header::{HeaderValue, HOST, USER_AGENT};
 use hyper::{Request, Uri};
@@ -103,7 +103,8 @@ impl Shared {
 
 /// One client connection; its driver task dies with it.
 pub(crate) struct Conn {
-    pub(crate) sender: http1::SendRequest<Empty<Bytes>>,
+    // `Full`, not `Empty`: the open loop may send a body (`DrillConfig::post`).
+    pub(crate) sender: http1::SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
 
@@ -128,8 +129,8 @@ pub(crate) async fn connect(
 
 /// Sends one request and reads the whole response body.
 pub(crate) async fn exchange(
-    sender: &mut http1::SendRequest<Empty<Bytes>>,
-    request: Request<Empty<Bytes>>,
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
 ) -> Result<(u16, Option<HeaderValue>), hyper::Error> {
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
@@ -216,7 +217,7 @@ async fn connection_loop(
                 Request::get(uri)
                     .header(HOST, target.host.clone())
                     .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-                    .body(Empty::new())
+                    .body(Full::new(Bytes::new()))
             });
         let Ok(request) = request else {
             // Cannot happen for validated targets and keys; stop rather

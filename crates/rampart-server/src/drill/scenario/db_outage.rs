@@ -10,8 +10,8 @@ use crate::drill::fault_proxy::Fault;
 use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
-use super::measure::{in_window, Half};
-use super::{unguarded, users, Figure, Mode, Plan, Scenario};
+use super::measure::{in_window, well_again_after, Half};
+use super::{unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -22,6 +22,7 @@ pub const SCENARIO: Scenario = Scenario {
              and stale-if-error / stale-if-slow (answers from the kept copy)",
     plan,
     configure,
+    load: Load::Users,
     client: |_| ClientRetry::Never,
     figures,
 };
@@ -48,6 +49,7 @@ fn plan(quick: bool) -> Plan {
         request_timeout: Duration::from_secs(6),
         network: vec![(from, Fault::Stall), (to, Fault::Pass)],
         source: Vec::new(),
+        redis: None,
         incident: Some((from, to)),
     }
 }
@@ -76,16 +78,7 @@ fn figures(plan: &Plan, half: &Half) -> Vec<Figure> {
         .filter(|s| inside(s.t))
         .map(|s| s.errors)
         .sum();
-    // The first second after the outage from which errors stay at zero.
-    let recovered = half
-        .load
-        .series
-        .iter()
-        .filter(|s| u64::from(s.t) >= to.as_secs())
-        .rev()
-        .take_while(|s| s.errors == 0)
-        .last()
-        .map(|s| u64::from(s.t).saturating_sub(to.as_secs()));
+    let recovered = well_again_after(half, to, |s| s.errors == 0);
     vec![
         Figure {
             label: "errors during the outage",

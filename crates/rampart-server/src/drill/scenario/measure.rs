@@ -15,17 +15,19 @@ use crate::drill::report::DrillReport;
 use crate::server::Server;
 use crate::state::AppState;
 
-use super::stage::{SourceFault, Stage};
-use super::{Figure, Mode, Plan, Scenario};
+use super::stage::{RedisFault, SourceFault, Stage};
+use super::{Drive, Driven, Figure, Load, Mode, Plan, Scenario};
 
 /// The resource every scenario reads.
 const RESOURCE: &str = "users";
+/// The breaker in front of a single Redis node (`app.rs`).
+const REDIS_BREAKER: &str = "redis";
 /// How often the breaker's state is looked at (time-to-open resolution).
 const BREAKER_POLL: Duration = Duration::from_millis(10);
 /// The key draws' seed: both halves ask for the same keys in the same
 /// order, so what differs between them is the guards, not the dice (and a
 /// scenario can tell which of its requests asked for which keys).
-pub(super) const KEY_SEED: u64 = 0x5EED_0F_D211;
+pub(super) const KEY_SEED: u64 = 0x005E_ED0F_D211;
 
 /// One second of the source, as rampart saw it.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -59,6 +61,8 @@ pub struct Half {
     pub breaker_opens: u64,
     /// Times it let probes through (half-open).
     pub breaker_probes: u64,
+    /// Times the breaker in front of Redis opened (0 without Redis).
+    pub redis_breaker_opens: u64,
     /// From the start of the load to `/readyz` ready, ms (`None`: not in
     /// the run).
     pub ready_after_ms: Option<u64>,
@@ -85,6 +89,13 @@ pub struct WarmUp {
     pub ceiling_rows_per_sec: Option<f64>,
 }
 
+/// One step of the timeline below the network.
+#[derive(Clone, Copy)]
+enum Step {
+    Source(SourceFault),
+    Redis(RedisFault),
+}
+
 /// Source counters at one instant.
 #[derive(Clone, Copy, Default)]
 struct Counters {
@@ -107,11 +118,17 @@ fn counters(state: &AppState) -> Counters {
     }
 }
 
-fn transitions(state: &AppState, from: State, to: State) -> u64 {
+/// Times the breaker called `name` opened (from closed or half-open).
+fn opens(state: &AppState, name: &str) -> u64 {
+    transitions(state, name, State::Closed, State::Open)
+        + transitions(state, name, State::HalfOpen, State::Open)
+}
+
+fn transitions(state: &AppState, name: &str, from: State, to: State) -> u64 {
     state
         .metrics
         .breaker_transitions
-        .with_label_values(&[RESOURCE, from.as_str(), to.as_str()])
+        .with_label_values(&[name, from.as_str(), to.as_str()])
         .get()
 }
 
@@ -217,6 +234,10 @@ pub(super) async fn half(
     })?;
     stage.proxy.set(Fault::Pass);
     stage.source(SourceFault::Restore).await?;
+    if plan.redis.is_some() {
+        // Each half starts with Redis up and empty, whatever the last did.
+        stage.redis(RedisFault::Restart).await?;
+    }
     let ceiling = match config.resources.iter().find(|r| r.name == RESOURCE) {
         Some(resource) if config.warmup.enabled && resource.warm.is_some() => {
             stage.ceiling(resource).await?
@@ -235,6 +256,39 @@ pub(super) async fn half(
     outcome
 }
 
+/// The half's load: the open loop of `GET`s on `users`, or the
+/// scenario's own driver.
+async fn load(
+    scenario: &Scenario,
+    plan: &Plan,
+    mode: Mode,
+    server: &Server,
+) -> Result<Driven, DrillError> {
+    match scenario.load {
+        Load::Own(driver) => driver(Drive { plan, mode, server }).await,
+        Load::Users => {
+            let drill = DrillConfig {
+                targets: vec![format!("http://{}/v1/r/users/{{key}}", server.addr)],
+                keys: plan.keys.clone(),
+                connections: plan.connections,
+                duration: plan.duration,
+                max_requests: None,
+                warmup: Duration::ZERO,
+                request_timeout: plan.request_timeout,
+                rate: Some(plan.rate),
+                retry: (scenario.client)(mode),
+                seed: Some(KEY_SEED),
+                post: None,
+            };
+            drill.validate()?;
+            Ok(Driven {
+                load: crate::drill::run(&drill).await?,
+                figures: Vec::new(),
+            })
+        }
+    }
+}
+
 async fn drive(
     scenario: &Scenario,
     plan: &Plan,
@@ -243,19 +297,6 @@ async fn drive(
     server: &Server,
     ceiling: Option<f64>,
 ) -> Result<Half, DrillError> {
-    let drill = DrillConfig {
-        targets: vec![format!("http://{}/v1/r/users/{{key}}", server.addr)],
-        keys: plan.keys.clone(),
-        connections: plan.connections,
-        duration: plan.duration,
-        max_requests: None,
-        warmup: Duration::ZERO,
-        request_timeout: plan.request_timeout,
-        rate: Some(plan.rate),
-        retry: (scenario.client)(mode),
-        seed: Some(KEY_SEED),
-    };
-    drill.validate()?;
     let state = server.state.clone();
     let before = counters(&state);
     let start = Instant::now();
@@ -267,33 +308,40 @@ async fn drive(
         stop.clone(),
     ));
     let network = stage.proxy.play(&plan.network);
-    let load = tokio::spawn(async move { crate::drill::run(&drill).await });
-    let mut source_steps = plan.source.clone();
-    source_steps.sort_by_key(|(at, _)| *at);
-    let mut failed = None;
-    for (at, fault) in source_steps {
-        sleep_until(start + at).await;
-        if let Err(e) = stage.source(fault).await {
-            failed = Some(e);
-            break;
+    let mut steps: Vec<(Duration, Step)> = plan
+        .source
+        .iter()
+        .map(|&(at, f)| (at, Step::Source(f)))
+        .chain(
+            plan.redis
+                .iter()
+                .flatten()
+                .map(|&(at, f)| (at, Step::Redis(f))),
+        )
+        .collect();
+    steps.sort_by_key(|(at, _)| *at);
+    let timeline = async {
+        for (at, step) in steps {
+            sleep_until(start + at).await;
+            match step {
+                Step::Source(fault) => stage.source(fault).await?,
+                Step::Redis(fault) => stage.redis(fault).await?,
+            }
         }
-    }
-    let load = load
-        .await
-        .map_err(|e| DrillError::Internal(format!("load task: {e}")));
+        Ok::<(), DrillError>(())
+    };
+    // The load and the timeline side by side in this task: the load
+    // borrows the plan and the server, the timeline the stage.
+    let (driven, played) = tokio::join!(load(scenario, plan, mode, server), timeline);
     network.abort();
     stop.cancel();
     let sampled = sampler
         .await
         .map_err(|e| DrillError::Internal(format!("sampler: {e}")))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let load = load??;
+    played?;
+    let Driven { load, figures } = driven?;
     let after = counters(&state);
-    let opens = transitions(&state, State::Closed, State::Open)
-        + transitions(&state, State::HalfOpen, State::Open);
-    let probes = transitions(&state, State::Open, State::HalfOpen);
+    let probes = transitions(&state, RESOURCE, State::Open, State::HalfOpen);
     let since_start = |at: Instant| at.saturating_duration_since(start);
     let warm = state
         .resources
@@ -318,15 +366,17 @@ async fn drive(
             ),
             _ => None,
         },
-        breaker_opens: opens,
+        breaker_opens: opens(&state, RESOURCE),
         breaker_probes: probes,
+        redis_breaker_opens: opens(&state, REDIS_BREAKER),
         ready_after_ms: sampled
             .ready_at
             .map(|at| u64::try_from(since_start(at).as_millis()).unwrap_or(u64::MAX)),
         warm,
-        figures: Vec::new(),
+        figures,
     };
-    half.figures = (scenario.figures)(plan, &half);
+    let own = (scenario.figures)(plan, &half);
+    half.figures.extend(own);
     Ok(half)
 }
 
@@ -358,4 +408,22 @@ pub(super) fn in_window(plan: &Plan, half: &Half) -> (u64, u64, u64) {
         .map(|s| s.loads)
         .sum();
     (requests, sent, loads)
+}
+
+/// Seconds from `to` (the fault lifted) until the load is well again for
+/// good: the first second from which every later one passes `well`; `None`
+/// if the run ends unwell.
+pub(super) fn well_again_after(
+    half: &Half,
+    to: Duration,
+    well: impl Fn(&crate::drill::Second) -> bool,
+) -> Option<u64> {
+    half.load
+        .series
+        .iter()
+        .filter(|s| u64::from(s.t) >= to.as_secs())
+        .rev()
+        .take_while(|s| well(s))
+        .last()
+        .map(|s| u64::from(s.t).saturating_sub(to.as_secs()))
 }

@@ -7,26 +7,31 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `stage.rs` | the private schema, the proxy, source faults |
+//! | `stage.rs` | the private schema, the proxy, source faults, the private Redis |
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `panic_storm.rs`, `warmup_storm.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `redis_outage.rs`, `flash_sale.rs`, `panic_storm.rs`, `warmup_storm.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
-//! [`SCENARIOS`].
+//! [`SCENARIOS`]. Its load is the plan's open loop of `GET`s on `users`
+//! ([`Load::Users`]) unless it brings its own driver ([`Load::Own`]).
 
 mod db_outage;
+mod flash_sale;
 mod html;
 mod measure;
 mod panic_storm;
+mod redis_outage;
 mod retry_storm;
 mod stage;
 mod stampede;
 mod table;
 mod warmup_storm;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -36,11 +41,13 @@ use super::config::DrillError;
 use super::fault_proxy::Fault;
 use super::keys::KeySpace;
 use super::open_loop::ClientRetry;
+use super::report::DrillReport;
 use super::slo::{parse_slo, Slo};
+use crate::server::Server;
 
 pub use html::render as render_html;
 pub use measure::{Half, SourceSecond, WarmUp};
-pub use stage::{SourceFault, Stage, DEFAULT_PG_URL};
+pub use stage::{RedisFault, SourceFault, Stage, DEFAULT_PG_URL};
 pub use table::{Comparison, Row};
 
 /// Every scenario, in the order `--list` prints them.
@@ -48,6 +55,8 @@ pub const SCENARIOS: &[&Scenario] = &[
     &stampede::SCENARIO,
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
+    &redis_outage::SCENARIO,
+    &flash_sale::SCENARIO,
     &panic_storm::SCENARIO,
     &warmup_storm::SCENARIO,
 ];
@@ -91,6 +100,9 @@ pub struct Plan {
     pub network: Vec<(Duration, Fault)>,
     /// Faults at the source itself.
     pub source: Vec<(Duration, SourceFault)>,
+    /// `Some`: rampart gets a private Redis as its L2, faulted at these
+    /// times (an empty list: never); `None`: no Redis.
+    pub redis: Option<Vec<(Duration, RedisFault)>>,
     /// When the incident is on (shaded in the charts; "time to breaker
     /// open" counts from its start).
     pub incident: Option<(Duration, Duration)>,
@@ -105,6 +117,45 @@ pub struct Figure {
     pub value: String,
 }
 
+/// What loads a half while the timeline plays.
+#[derive(Clone, Copy)]
+pub enum Load {
+    /// The plan's open loop of `GET /v1/r/users/{key}` (rate, keys,
+    /// connections, timeout, and the scenario's [`client`](Scenario::client)).
+    Users,
+    /// The scenario's own driver, for load that is not reads of `users`:
+    /// `POST`s (an open loop with [`Post`](super::Post)), long-polling
+    /// watchers, clients of its own. Started when the timeline starts; its
+    /// [`DrillReport`] feeds the table and charts like the open loop's.
+    Own(Driver),
+}
+
+/// A scenario's own load; see [`Load::Own`].
+pub type Driver = for<'a> fn(Drive<'a>) -> DriverFuture<'a>;
+
+/// What a [`Driver`] returns.
+pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = Result<Driven, DrillError>> + Send + 'a>>;
+
+/// What a [`Driver`] is given: the half and rampart, running.
+pub struct Drive<'a> {
+    /// The scenario's plan (its duration, rate and timeout bound the load).
+    pub plan: &'a Plan,
+    /// Which half.
+    pub mode: Mode,
+    /// rampart over the stage: `server.addr` to send to, `server.state`
+    /// for its pool and services (setting up, checking totals after).
+    pub server: &'a Server,
+}
+
+/// What a [`Driver`] measured.
+pub struct Driven {
+    /// The load, as the open loop reports it.
+    pub load: DrillReport,
+    /// Figures only the driver can take (SQL totals after a sale), shown
+    /// before the scenario's [`figures`](Scenario::figures).
+    pub figures: Vec<Figure>,
+}
+
 /// One incident, replayed.
 pub struct Scenario {
     /// `rampart drill scenario NAME`.
@@ -117,7 +168,10 @@ pub struct Scenario {
     pub plan: fn(quick: bool) -> Plan,
     /// Turns the service config into this half's.
     pub configure: fn(&mut Config, Mode),
-    /// What the client does after a failed answer in this half.
+    /// What loads each half.
+    pub load: Load,
+    /// What the client does after a failed answer in this half
+    /// ([`Load::Users`]).
     pub client: fn(Mode) -> ClientRetry,
     /// This scenario's own figures for one half.
     pub figures: fn(&Plan, &Half) -> Vec<Figure>,
@@ -140,6 +194,12 @@ pub async fn run(
         plan.rate = rate;
     }
     let mut stage = Stage::create(pg_url, plan.rows).await?;
+    if plan.redis.is_some() {
+        if let Err(e) = stage.start_redis().await {
+            stage.remove().await;
+            return Err(e);
+        }
+    }
     let mut halves = Vec::with_capacity(2);
     for mode in [Mode::Naive, Mode::Guarded] {
         match measure::half(scenario, &plan, &mut stage, mode).await {

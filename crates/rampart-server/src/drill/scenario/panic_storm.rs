@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::drill::keys::{KeySampler, KeySpace};
 
 use super::measure::{Half, KEY_SEED};
-use super::{distant_source, retry_storm, unguarded, users, Figure, Mode, Plan, Scenario};
+use super::{distant_source, retry_storm, unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// Share of the users whose loads panic (about 15 % of the Zipf requests
 /// over 2,000 keys, key 4 among them).
@@ -39,6 +39,7 @@ pub const SCENARIO: Scenario = Scenario {
              one panicking load among the callers of a key, the bulkhead bounding the loads",
     plan,
     configure,
+    load: Load::Users,
     client: retry_storm::client,
     figures,
 };
@@ -63,6 +64,7 @@ fn plan(quick: bool) -> Plan {
         // misses share.
         network: distant_source(),
         source: Vec::new(),
+        redis: None,
         incident: None,
     }
 }

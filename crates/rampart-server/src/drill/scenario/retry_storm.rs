@@ -15,7 +15,7 @@ use crate::drill::open_loop::ClientRetry;
 
 use super::measure::{in_window, Half};
 use super::stage::SourceFault;
-use super::{unguarded, users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// Retries per request at most, both clients.
 const MAX_RETRIES: u32 = 3;
@@ -29,6 +29,7 @@ pub const SCENARIO: Scenario = Scenario {
              circuit breaker in front of the source",
     plan,
     configure,
+    load: Load::Users,
     client,
     figures,
 };
@@ -53,6 +54,7 @@ fn plan(quick: bool) -> Plan {
         request_timeout: Duration::from_secs(5),
         network: Vec::new(),
         source: vec![(from, SourceFault::Break), (to, SourceFault::Restore)],
+        redis: None,
         incident: Some((from, to)),
     }
 }

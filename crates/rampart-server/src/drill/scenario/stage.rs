@@ -1,8 +1,10 @@
 //! A scenario's private world: a PostgreSQL schema of its own filled with
 //! the demo data, a [`FaultProxy`] between rampart and PostgreSQL, and
 //! the SQL-level faults (the table taken away and given back) a proxy
-//! cannot make. rampart itself runs in this process ([`Server::start`]),
-//! once per half, over the proxy.
+//! cannot make; and, for the scenarios that ask for one, a private
+//! `redis-server` as rampart's L2 that the timeline kills and restarts
+//! ([`PrivateRedis`]). rampart itself runs in this process
+//! ([`Server::start`]), once per half, over the proxy.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +16,7 @@ use crate::cache::{ceiling, demo};
 use crate::config::Config;
 use crate::drill::config::DrillError;
 use crate::drill::fault_proxy::FaultProxy;
+use crate::drill::private_redis::PrivateRedis;
 
 /// Where scenarios find PostgreSQL unless `--pg-url` says otherwise.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -29,6 +32,16 @@ pub enum SourceFault {
     Restore,
 }
 
+/// What happens to the stage's private Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFault {
+    /// SIGKILL: a crash, connections broken, new ones refused.
+    Kill,
+    /// Started again on the same port, empty (no persistence).
+    Restart,
+}
+
 /// The schema, the proxy, and the URLs through and around it.
 pub struct Stage {
     schema: String,
@@ -38,8 +51,14 @@ pub struct Stage {
     /// Between rampart and PostgreSQL.
     pub proxy: FaultProxy,
     broken: bool,
+    /// rampart's L2, when the scenario has one.
+    redis: Option<PrivateRedis>,
     /// The source's batch-read ceiling, measured once per stage.
     ceiling: Option<f64>,
+}
+
+fn redis_failed(e: std::io::Error) -> DrillError {
+    DrillError::InvalidConfig(format!("private Redis: {e}"))
 }
 
 fn fail(what: &str) -> impl Fn(sqlx::Error) -> DrillError + '_ {
@@ -128,8 +147,28 @@ impl Stage {
             admin,
             proxy,
             broken: false,
+            redis: None,
             ceiling: None,
         })
+    }
+
+    /// Gives the stage a private Redis, rampart's L2 from the next half on.
+    pub async fn start_redis(&mut self) -> Result<(), DrillError> {
+        let redis = PrivateRedis::start().await.map_err(redis_failed)?;
+        self.redis = Some(redis);
+        Ok(())
+    }
+
+    /// Applies a fault to the private Redis now (none: nothing to do).
+    pub async fn redis(&mut self, fault: RedisFault) -> Result<(), DrillError> {
+        let Some(redis) = &mut self.redis else {
+            return Ok(());
+        };
+        match fault {
+            RedisFault::Kill => redis.kill(),
+            RedisFault::Restart => redis.restart().await.map_err(redis_failed)?,
+        }
+        Ok(())
     }
 
     /// The database URL rampart gets: through the proxy, in the schema.
@@ -150,6 +189,9 @@ impl Stage {
         config.warmup.enabled = false;
         for resource in &mut config.resources {
             resource.filter = None;
+        }
+        if let Some(redis) = &self.redis {
+            config.redis.urls = vec![redis.url()];
         }
         Ok(config)
     }
@@ -199,7 +241,8 @@ impl Stage {
         Ok(())
     }
 
-    /// Restores the source and drops the schema.
+    /// Restores the source and drops the schema (the private Redis, if
+    /// any, is killed and its directory removed as it drops).
     pub async fn remove(mut self) {
         let _ = self.source(SourceFault::Restore).await;
         let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))

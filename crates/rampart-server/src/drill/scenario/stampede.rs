@@ -10,7 +10,7 @@ use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::Half;
-use super::{distant_source, unguarded, users, Figure, Mode, Plan, Scenario};
+use super::{distant_source, unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// How long the hot key lives: it expires once a second, all run long.
 const TTL: Duration = Duration::from_secs(1);
@@ -24,6 +24,7 @@ pub const SCENARIO: Scenario = Scenario {
              (stale-while-revalidate: the expiring key is refreshed once, in the background)",
     plan,
     configure,
+    load: Load::Users,
     client: |_| ClientRetry::Never,
     figures,
 };
@@ -38,6 +39,7 @@ fn plan(quick: bool) -> Plan {
         request_timeout: Duration::from_secs(5),
         network: distant_source(),
         source: Vec::new(),
+        redis: None,
         incident: None,
     }
 }

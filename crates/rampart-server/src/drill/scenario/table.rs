@@ -169,6 +169,16 @@ impl Comparison {
                         }
                     )
                 }))
+                .chain(plan.redis.iter().flatten().map(|(at, f)| {
+                    format!(
+                        "{:.1}s redis: {}",
+                        at.as_secs_f64(),
+                        match f {
+                            super::RedisFault::Kill => "killed (SIGKILL)",
+                            super::RedisFault::Restart => "restarted, empty",
+                        }
+                    )
+                }))
                 .collect(),
             naive,
             guarded,

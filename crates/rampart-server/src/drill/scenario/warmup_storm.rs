@@ -19,7 +19,7 @@ use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::Half;
-use super::{unguarded, users, Figure, Mode, Plan, Scenario};
+use super::{unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -31,6 +31,7 @@ pub const SCENARIO: Scenario = Scenario {
              and foreground p99) and the readiness gate (ready at 90 % warm)",
     plan,
     configure,
+    load: Load::Users,
     client: |_| ClientRetry::Never,
     figures,
 };
@@ -57,6 +58,7 @@ fn plan(quick: bool) -> Plan {
         request_timeout: Duration::from_secs(5),
         network: Vec::new(),
         source: Vec::new(),
+        redis: None,
         incident: None,
     }
 }
@@ -90,10 +92,9 @@ fn figures(plan: &Plan, half: &Half) -> Vec<Figure> {
     let secs = |s: f64| format!("{s:.1} s");
     let mut figures = vec![Figure {
         label: "time to ready",
-        value: half.ready_after_ms.map_or_else(
-            || "not in the run".to_owned(),
-            |ms| secs(ms as f64 / 1e3),
-        ),
+        value: half
+            .ready_after_ms
+            .map_or_else(|| "not in the run".to_owned(), |ms| secs(ms as f64 / 1e3)),
     }];
     let Some(warm) = &half.warm else {
         return figures;
