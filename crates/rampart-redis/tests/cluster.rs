@@ -259,3 +259,122 @@ async fn a_hot_key_is_split_over_replicas_and_invalidated_in_all() {
 async fn keyspace_hits_owned(url: String) -> u64 {
     keyspace_hits(&url).await
 }
+
+/// The stock gate's scripts on a Cluster. RESERVE and RELEASE declare all
+/// their keys, but REAP and LOAD build the per-request key names inside
+/// Lua from the SKU's prefix: legal on a Cluster only because every name
+/// carries the SKU's hash tag, so the script never leaves its slot. SKUs
+/// on every master, each sold exactly, with keys written by LOAD and read
+/// by RESERVE and REAP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_gate_sells_exactly_on_every_cluster_node() {
+    use rampart_redis::stock::{GateAnswer, RedisStock};
+
+    let cluster = PrivateCluster::start();
+    let conn = RedisConn::connect(&cluster.urls()).await.expect("cluster");
+    let redis = GuardedRedis::new(
+        conn,
+        CircuitBreaker::new("redis", BreakerConfig::default()),
+        Duration::from_secs(2),
+    );
+    let gate = RedisStock::new(redis, "t", 60_000);
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let later = now_ms + 60_000;
+
+    // Enough SKUs that their tags fall on all three masters.
+    let mut node = redis::Client::open(cluster.node_url(0))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let skus: Vec<String> = (0..12).map(|i| format!("sku-{i}")).collect();
+    let mut thirds = std::collections::HashSet::new();
+    for sku in &skus {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(KeySet::new("t:stock", sku).tag)
+            .query_async(&mut node)
+            .await
+            .expect("keyslot");
+        thirds.insert(slot / 5462);
+    }
+    assert_eq!(thirds.len(), 3, "SKUs on all three masters");
+
+    for sku in &skus {
+        // LOAD: 20 units free and one live hold of 2 under key `pre`, whose
+        // key name the script builds.
+        gate.load(sku, 20, &[("pre".to_owned(), later, 2)])
+            .await
+            .expect("load");
+        assert_eq!(
+            gate.reserve(sku, "pre", 2, later).await.expect("reserve"),
+            GateAnswer::Seen,
+            "LOAD wrote the request key on {sku}'s node"
+        );
+    }
+
+    // 30 buyers of one unit per SKU, all at once: exactly 20 held each.
+    let tasks: Vec<_> = skus
+        .iter()
+        .flat_map(|sku| (0..30).map(move |b| (sku.clone(), format!("buyer-{b}"))))
+        .map(|(sku, key)| {
+            let gate = gate.clone();
+            tokio::spawn(async move { (sku.clone(), gate.reserve(&sku, &key, 1, later).await) })
+        })
+        .collect();
+    let mut held = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let (sku, answer) = task.await.expect("task");
+        match answer.expect("reserve") {
+            GateAnswer::Held { .. } => *held.entry(sku).or_default() += 1,
+            GateAnswer::SoldOut { available } => assert_eq!(available, 0),
+            other => panic!("{sku}: unexpected {other:?}"),
+        }
+    }
+    for sku in &skus {
+        assert_eq!(held.get(sku), Some(&20), "{sku} sold exactly its stock");
+        assert_eq!(gate.available(sku).await.expect("available"), Some(0));
+        // A cancel of the loaded hold gives its units back once, however
+        // often it is repeated.
+        assert!(gate
+            .release(sku, "pre", 2, true, true)
+            .await
+            .expect("release"));
+        assert!(!gate
+            .release(sku, "pre", 2, true, true)
+            .await
+            .expect("release"));
+        assert_eq!(gate.available(sku).await.expect("available"), Some(2));
+    }
+
+    // REAP reads each expired hold's quantity from a key it names itself.
+    for sku in &skus {
+        gate.load(
+            sku,
+            0,
+            &[
+                ("late".to_owned(), now_ms - 1, 3),
+                ("live".to_owned(), later, 4),
+            ],
+        )
+        .await
+        .expect("load");
+        assert_eq!(gate.reap(sku, now_ms).await.expect("reap"), 1, "{sku}");
+        assert_eq!(
+            gate.available(sku).await.expect("available"),
+            Some(3),
+            "{sku}"
+        );
+        assert_eq!(
+            gate.reap(sku, now_ms).await.expect("reap"),
+            0,
+            "reaped once"
+        );
+    }
+}

@@ -57,6 +57,10 @@ impl SharedRedis {
             return Ok(None);
         }
         let breaker = CircuitBreaker::new("redis", config.redis.breaker.clone());
+        if !config.redis.breaker_enabled {
+            // Disabled lets every call through and records nothing.
+            breaker.disable();
+        }
         let deployment = RedisDeployment::connect(
             &config.redis.urls,
             config.redis.timeout,

@@ -84,6 +84,12 @@ pub struct RedisConfig {
     /// The breaker that skips Redis while it is down.
     #[serde(default = "defaults::redis_breaker")]
     pub breaker: BreakerConfig,
+    /// Off, the breaker never opens and every call tries Redis while it is
+    /// down (each waiting on the reconnect, up to `timeout`): only for
+    /// `rampart drill scenario redis-outage`'s naive half, the system of
+    /// the incident.
+    #[serde(default = "defaults::yes")]
+    pub breaker_enabled: bool,
 }
 
 impl Default for RedisConfig {
@@ -95,6 +101,7 @@ impl Default for RedisConfig {
             lease_ttl: defaults::lease_ttl(),
             leases: true,
             breaker: defaults::redis_breaker(),
+            breaker_enabled: true,
         }
     }
 }
@@ -341,6 +348,10 @@ pub struct ResourceConfig {
     /// for `rampart drill scenario`'s naive runs.
     #[serde(default)]
     pub guards: crate::cache::guards::GuardsConfig,
+    /// Faults injected into this resource's loads (`[resource.faults]`,
+    /// all off by default): only for `rampart drill scenario`.
+    #[serde(default)]
+    pub faults: crate::cache::faults::FaultsConfig,
 }
 
 /// A resource's existence filter: a Bloom filter of every key, built from
@@ -722,6 +733,10 @@ impl Config {
                 .bulkhead
                 .validate()
                 .map_err(|e| field(format!("bulkhead.{e}")))?;
+            resource
+                .faults
+                .validate()
+                .map_err(|e| field(format!("faults.{e}")))?;
             if let Some(filter) = &resource.filter {
                 if filter.keys.trim().is_empty() {
                     return Err(field("filter.keys must be a SQL query".into()));

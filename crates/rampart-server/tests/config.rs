@@ -71,6 +71,13 @@ fn bad_files_are_refused_naming_file_and_field() {
             example_with("window = \"10s\"", "window = \"1.5s\""),
             "whole seconds",
         ),
+        (
+            example_with(
+                "max_wait = \"500ms\"",
+                "max_wait = \"500ms\"\n\n[resource.faults]\npanic_share = 1.5",
+            ),
+            "faults.panic_share must be in [0, 1], got 1.5",
+        ),
         // A dead lease holder must cost a load, not the request's timeout.
         (
             example_with("lease_wait = \"1s\"", "lease_wait = \"4s\""),

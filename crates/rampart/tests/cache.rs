@@ -370,41 +370,48 @@ async fn past_grace_a_stalled_source_gets_stale_if_slow_and_the_load_lands_later
     assert_eq!(source.loads(), 2);
 }
 
-/// A stalled source finishes no call, so no outcome reaches the breaker
-/// until each load runs into `load_timeout`. The bulkhead's rejections of
-/// the callers queued behind the stalled loads count against the source,
-/// so the breaker opens within about one bulkhead wait.
-#[tokio::test]
-async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
-    let clock = Clock::new();
-    let source = Source_::with_rows(100);
-    let _gate = source.close_gate();
-    let breaker = CircuitBreaker::new(
-        "users-db",
-        BreakerConfig {
-            minimum_calls: 5,
-            ..BreakerConfig::default()
-        },
-    );
-    let bulkhead = rampart::limit::Bulkhead::new(
-        "users-db",
-        rampart::limit::BulkheadConfig {
-            max_concurrent: 2,
-            max_queued: 100,
-            max_wait: Duration::from_millis(100),
-        },
-    );
+/// A cache whose loads go through `breaker` and a bulkhead of `limits`
+/// (no stale-if-slow, loads bounded only by a long timeout).
+fn behind_breaker_and_bulkhead(
+    source: &Source_,
+    breaker: BreakerConfig,
+    limits: rampart::limit::BulkheadConfig,
+) -> (TieredCache<u64, String>, CircuitBreaker) {
+    let breaker = CircuitBreaker::new("users-db", breaker);
     let cache = TieredCache::builder("users", source.clone())
         .config(CacheConfig {
             stale_if_slow: None,
             load_timeout: Duration::from_secs(60),
             ..config()
         })
-        .clock(clock.clone())
+        .clock(Clock::new())
         .breaker(Some(breaker.clone()))
-        .bulkhead(Some(bulkhead))
+        .bulkhead(Some(rampart::limit::Bulkhead::new("users-db", limits)))
         .build()
         .expect("cache");
+    (cache, breaker)
+}
+
+/// A stalled source finishes no call, so no outcome reaches the breaker
+/// until each load runs into `load_timeout`. The bulkhead's rejections of
+/// the callers queued behind the stalled loads count against the source,
+/// so the breaker opens within about one bulkhead wait.
+#[tokio::test]
+async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
+    let source = Source_::with_rows(100);
+    let _gate = source.close_gate();
+    let (cache, breaker) = behind_breaker_and_bulkhead(
+        &source,
+        BreakerConfig {
+            minimum_calls: 5,
+            ..BreakerConfig::default()
+        },
+        rampart::limit::BulkheadConfig {
+            max_concurrent: 2,
+            max_queued: 100,
+            max_wait: Duration::from_millis(100),
+        },
+    );
     let callers: Vec<_> = (0..20u64)
         .map(|k| {
             let cache = cache.clone();
@@ -432,6 +439,54 @@ async fn bulkhead_rejections_open_the_breaker_while_the_source_stalls() {
     for caller in callers {
         caller.abort();
     }
+}
+
+/// The other side of the test above: a source that answers, met by more
+/// misses than the bulkhead admits (the burst of expired keys right after
+/// an outage). Its refusals are this process's overload, not the source's
+/// failure, and must not open the breaker: counted, the burst re-opened a
+/// breaker that had just closed (`rampart drill scenario db-outage`).
+#[tokio::test]
+async fn bulkhead_refusals_while_the_source_answers_leave_the_breaker_closed() {
+    let source = Source_::with_rows(1_000);
+    *source.delay.lock() = Duration::from_millis(5);
+    let (cache, breaker) = behind_breaker_and_bulkhead(
+        &source,
+        BreakerConfig {
+            minimum_calls: 5,
+            consecutive_failures: 3,
+            ..BreakerConfig::default()
+        },
+        rampart::limit::BulkheadConfig {
+            max_concurrent: 2,
+            max_queued: 2,
+            max_wait: Duration::from_millis(500),
+        },
+    );
+    let mut refused = 0;
+    for wave in 0..3u64 {
+        // Forty distinct cold keys at once: two run, two queue, the rest
+        // are refused at once.
+        let callers: Vec<_> = (0..40u64)
+            .map(|k| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&(wave * 40 + k)).await })
+            })
+            .collect();
+        for caller in callers {
+            match caller.await.expect("task") {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::BulkheadFull { .. }) => refused += 1,
+                Err(e) => panic!("wave {wave}: {e}"),
+            }
+        }
+    }
+    assert!(refused >= 60, "only {refused} refusals: no overload made");
+    assert_eq!(
+        breaker.state(),
+        rampart::breaker::State::Closed,
+        "{refused} refusals of a source that answered opened the breaker"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,6 +1033,42 @@ async fn a_panicking_loader_is_an_error_for_that_call_only() {
     source.panic.store(false, Ordering::SeqCst);
     assert_eq!(
         cache.get(&1).await.expect("get").status(),
+        CacheStatus::Miss
+    );
+}
+
+/// A panic is this process's bug on one input, not the source failing:
+/// it must not open the breaker on the keys that load fine (the source
+/// answered every query).
+#[tokio::test]
+async fn panicking_loads_leave_the_breaker_closed_for_the_other_keys() {
+    let (clock, _mock) = Clock::mock();
+    let source = Source_::with_rows(20);
+    let breaker = CircuitBreaker::new(
+        "users-db",
+        BreakerConfig {
+            minimum_calls: 5,
+            consecutive_failures: 3,
+            ..BreakerConfig::default()
+        },
+    );
+    let cache = TieredCache::builder("users", source.clone())
+        .config(config())
+        .clock(clock)
+        .breaker(Some(breaker.clone()))
+        .build()
+        .expect("cache");
+    source.panic.store(true, Ordering::SeqCst);
+    for k in 0..10u64 {
+        match cache.get(&k).await.map_err(Error::into_kind) {
+            Err(ErrorKind::LoadPanicked(_)) => {}
+            other => panic!("key {k}: expected LoadPanicked, got {other:?}"),
+        }
+    }
+    assert_eq!(breaker.state(), rampart::breaker::State::Closed);
+    source.panic.store(false, Ordering::SeqCst);
+    assert_eq!(
+        cache.get(&15).await.expect("an unrelated key").status(),
         CacheStatus::Miss
     );
 }

@@ -13,9 +13,11 @@
 //! | [`miss_budget`] | the per-client miss budget (429 past it), charged on misses only |
 //! | [`demo`] | the demo data set of the embedded default |
 //! | [`guards`] | `[resource.guards]`: guards switched off for `rampart drill scenario`'s naive runs |
+//! | [`faults`] | `[resource.faults]`: faults injected into loads (a share of keys panic), for drills |
 
 pub mod ceiling;
 pub mod demo;
+pub mod faults;
 pub mod filter;
 pub mod guards;
 pub mod keys;

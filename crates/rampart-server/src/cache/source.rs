@@ -14,6 +14,7 @@ use serde_json::{Map, Number, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow, AnyTypeInfoKind};
 use sqlx::{AnyPool, Column, Row, ValueRef};
 
+use crate::cache::faults::FaultsConfig;
 use crate::cache::keys::Key;
 use crate::config::{Config, KeyType, ResourceConfig};
 use crate::ops::metrics::Metrics;
@@ -192,6 +193,8 @@ pub struct SqlLoader {
     pub metrics: Arc<Metrics>,
     /// Recent pool waits, read by the warm-up's pressure signal.
     pub pool_wait: Arc<PoolWait>,
+    /// Drill faults (`[resource.faults]`): off outside drills.
+    pub faults: FaultsConfig,
 }
 
 impl SqlLoader {
@@ -211,6 +214,7 @@ impl SqlLoader {
             pool,
             metrics,
             pool_wait,
+            faults: resource.faults,
         }
     }
 
@@ -249,6 +253,11 @@ impl Loader<Key, Bytes> for SqlLoader {
         }
         .await;
         self.observe(start, result.is_ok());
+        // After the query and its count: a poison row costs the source
+        // its load, then takes the caller down.
+        if result.is_ok() {
+            self.faults.inject(&self.resource, key);
+        }
         result
     }
 
@@ -290,6 +299,12 @@ impl Loader<Key, Bytes> for SqlLoader {
         }
         .await;
         self.observe(start, result.is_ok());
+        // One poison row takes its whole batch down.
+        if result.is_ok() {
+            for key in keys {
+                self.faults.inject(&self.resource, key);
+            }
+        }
         result
     }
 }

@@ -41,6 +41,9 @@ pub struct DrillConfig {
     pub rate: Option<f64>,
     /// What the open loop's client does after a failed answer.
     pub retry: ClientRetry,
+    /// Seeds the key draws (the same seed draws the same keys in the same
+    /// order); `None`: a fresh seed every run.
+    pub seed: Option<u64>,
     /// Open loop only: a `POST` with a body instead of the `GET` (a
     /// scenario's writes, e.g. the flash sale's reservations).
     pub post: Option<Post>,
@@ -69,6 +72,7 @@ impl Default for DrillConfig {
             request_timeout: Duration::from_secs(5),
             rate: None,
             retry: ClientRetry::Never,
+            seed: None,
             post: None,
         }
     }
@@ -253,6 +257,7 @@ impl DrillArgs {
             request_timeout: self.timeout,
             rate: self.rate,
             retry: ClientRetry::Never,
+            seed: None,
             post: None,
         };
         config.validate()?;

@@ -311,7 +311,7 @@ pub(crate) async fn run(config: &DrillConfig) -> Result<DrillReport, DrillError>
 
     let interval = Duration::from_secs_f64(1.0 / rate);
     let end = start + config.duration;
-    let mut keys = KeySampler::new(&config.keys, seed())?;
+    let mut keys = KeySampler::new(&config.keys, config.seed.unwrap_or_else(seed))?;
     let mut tasks = JoinSet::new();
     let mut i: u64 = 0;
     'schedule: loop {

@@ -205,3 +205,42 @@ impl Drop for PrivateRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(redis: &PrivateRedis) -> Option<u32> {
+        redis.child.as_ref().map(Child::id)
+    }
+
+    #[tokio::test]
+    async fn a_killed_server_comes_back_on_its_port_and_nothing_is_left_after_drop() {
+        let mut redis = PrivateRedis::start().await.expect("redis-server starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], redis.port()));
+        let first = pid(&redis);
+        assert!(first.is_some());
+        assert_eq!(served_by(addr).await, first);
+
+        redis.kill();
+        assert!(!redis.is_running());
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "a SIGKILLed server refuses connections"
+        );
+
+        redis.restart().await.expect("restarts");
+        let second = pid(&redis);
+        assert_ne!(second, first, "a new process");
+        assert_eq!(served_by(addr).await, second, "on the same port");
+
+        let dir = redis.dir.clone();
+        assert!(dir.exists());
+        drop(redis);
+        assert!(!dir.exists(), "its directory is removed");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "and the process is gone"
+        );
+    }
+}

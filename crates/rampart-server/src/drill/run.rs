@@ -288,7 +288,7 @@ pub(crate) async fn closed(config: &DrillConfig) -> Result<DrillReport, DrillErr
         max_requests: config.max_requests,
         claimed: AtomicU64::new(0),
     });
-    let seed = seed();
+    let seed = config.seed.unwrap_or_else(seed);
     let mut tasks = JoinSet::new();
     for i in 0..config.connections {
         let target = Arc::clone(&targets[i % targets.len()]);

@@ -52,6 +52,17 @@ pub struct StockSettings {
     /// start): it may drift (never towards overselling: SQL decides).
     #[serde(default = "reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// **Drill only — never in production** (off by default): the SQL path
+    /// oversells on purpose, as the incident's system did. A reservation
+    /// reads `available` and `held`, then, in separate statements, writes
+    /// `available = read - qty, held = read + qty` and inserts its row: no
+    /// conditional decrement, no row lock between the read and the write,
+    /// no group commit. Buyers racing each other sell the same units (lost
+    /// updates); the row's `CHECK` still holds, so only the reservations
+    /// counted against `total` show the oversell. `rampart drill scenario
+    /// flash-sale` turns it on for its naive half.
+    #[serde(default)]
+    pub naive_read_then_write: bool,
 }
 
 impl Default for StockSettings {
@@ -69,6 +80,7 @@ impl Default for StockSettings {
             demo_skus: demo_skus(),
             redis_gate: true,
             reconcile_interval: reconcile_interval(),
+            naive_read_then_write: false,
         }
     }
 }

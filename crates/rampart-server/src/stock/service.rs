@@ -282,6 +282,12 @@ impl Stock {
             digest,
         };
         let outcome = match &self.group {
+            // The drill's naive half: the oversell on purpose (config.rs).
+            _ if self.settings.naive_read_then_write => self
+                .store
+                .reserve_read_then_write(&ask, now_ms, hold_ms)
+                .await
+                .map_err(store_error),
             Some(group) => group.reserve(ask, now_ms).await,
             None => self
                 .store

@@ -13,6 +13,11 @@
 //!
 //! The table's `CHECK` holds `available + held + sold = total` with no
 //! count below zero, so even a bug here could not commit an oversell.
+//!
+//! A third way, for the drill's naive half only and off by default:
+//! [`Store::reserve_read_then_write`], the incident's read-then-write that
+//! does oversell (its lost updates keep the `CHECK`; the reservations
+//! outnumber what left `available`).
 
 use std::collections::HashMap;
 
@@ -282,6 +287,46 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// **The drill's naive half only** (`[stock] naive_read_then_write`):
+    /// the read-then-write that oversells. The counts are read, then
+    /// written back from what was read, in separate statements outside any
+    /// transaction, so two buyers who read the same `available` both sell
+    /// the same unit. Kept beside the exact paths so the drill replays the
+    /// incident on the real service, not on a fake.
+    pub async fn reserve_read_then_write(
+        &self,
+        ask: &Ask,
+        now_ms: i64,
+        hold_ms: i64,
+    ) -> Result<Outcome, sqlx::Error> {
+        if let Some(found) = self.by_key(&ask.key).await? {
+            return Ok(replay(found, ask));
+        }
+        let Some(read) = self.counts(&ask.sku).await? else {
+            return Ok(Outcome::UnknownSku);
+        };
+        if read.available < ask.qty {
+            return Ok(Outcome::SoldOut {
+                available: read.available,
+            });
+        }
+        // No `WHERE available >= qty`, no lock since the read: the write
+        // sets what this buyer saw, minus its own units (the lost update).
+        sqlx::query(
+            "UPDATE stock SET available = $2, held = $3, version = version + 1 WHERE sku = $1",
+        )
+        .bind(&ask.sku)
+        .bind(read.available - ask.qty)
+        .bind(read.held + ask.qty)
+        .execute(&self.pool)
+        .await?;
+        let row = new_row(ask, now_ms, hold_ms);
+        let mut tx = self.pool.begin().await?;
+        insert_rows(&mut tx, std::slice::from_ref(&(ask, &row))).await?;
+        tx.commit().await?;
+        Ok(Outcome::Reserved(row))
     }
 
     /// Many requests for one SKU (`asks` all name `sku`), one transaction,

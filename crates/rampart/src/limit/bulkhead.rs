@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +38,11 @@ pub struct BulkheadConfig {
     pub max_queued: usize,
     /// Longest a caller waits in the queue before [`ErrorKind::BulkheadTimeout`].
     /// Default 500 ms: a queued caller that has waited longer has usually
-    /// been given up on by its own caller already, and a cache counts the
-    /// timeout against its source's breaker, so this bounds how long a
-    /// stalled source goes unnoticed. `Duration::ZERO` means "never wait".
+    /// been given up on by its own caller already, and a cache counts a
+    /// refusal against its source's breaker once no slot has been free and
+    /// no call answered for this long ([`Bulkhead::stalled`]), so this
+    /// bounds how long a stalled source goes unnoticed. `Duration::ZERO`
+    /// means "never wait" (and every refusal then counts as a stall).
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_wait: Duration,
 }
@@ -107,6 +109,11 @@ struct Inner {
     /// [`QueuePlace`], so a waiter that is cancelled still gives its place
     /// back.
     queued: AtomicUsize,
+    /// When the bulkhead last saw its dependency keep up: a slot taken
+    /// free, or a call answered ([`BulkheadPermit::answered`]); µs since
+    /// `born`. Read by [`Bulkhead::stalled`].
+    kept_up_at: AtomicU64,
+    born: tokio::time::Instant,
 }
 
 impl Bulkhead {
@@ -126,6 +133,8 @@ impl Bulkhead {
                 semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
                 config: ArcCell::new(crate::sync::Arc::new(config)),
                 queued: AtomicUsize::new(0),
+                kept_up_at: AtomicU64::new(0),
+                born: tokio::time::Instant::now(),
                 debt: AtomicUsize::new(0),
                 resizing: crate::sync::Mutex::new(()),
             }),
@@ -171,10 +180,34 @@ impl Bulkhead {
     /// It cannot jump the queue either: while callers wait, every freed
     /// slot is handed straight to the oldest of them.
     pub fn try_acquire(&self) -> Result<BulkheadPermit, Error> {
-        Arc::clone(&self.inner.semaphore)
+        let permit = Arc::clone(&self.inner.semaphore)
             .try_acquire_owned()
-            .map(|permit| self.permit(permit))
-            .map_err(|_no_permits_or_closed| self.full())
+            .map_err(|_no_permits_or_closed| self.full())?;
+        // A free slot: whatever the dependency is doing, it is not holding
+        // every slot.
+        self.inner.kept_up();
+        Ok(self.permit(permit))
+    }
+
+    /// Whether the dependency looks stalled rather than busy: for the last
+    /// `max_wait` every slot has been held and no call was answered.
+    ///
+    /// Why a caller refused by the bulkhead asks this: a refusal while the
+    /// dependency is answering (a burst of misses on a cold pool, right
+    /// after an outage) is this process's overload, not the dependency's
+    /// failure, and counting it against the dependency's breaker re-opens
+    /// a breaker that has just closed (measured in `rampart drill scenario
+    /// db-outage`: error-free 14 s after the stall instead of 2 s). A
+    /// refusal while nothing has moved for a whole `max_wait` is the sign
+    /// of a stall, and counting it opens the breaker within about one
+    /// wait, long before the stalled calls reach their own timeout.
+    pub fn stalled(&self) -> bool {
+        let inner = &*self.inner;
+        // Relaxed: a timestamp read on its own; nothing else is published
+        // through it.
+        let kept_up_at = Duration::from_micros(inner.kept_up_at.load(Ordering::Relaxed));
+        let now = tokio::time::Instant::now().saturating_duration_since(inner.born);
+        now.saturating_sub(kept_up_at) >= inner.config.load().max_wait
     }
 
     /// Runs `fut` in a slot: [`acquire`](Self::acquire)s one, awaits `fut`,
@@ -317,6 +350,27 @@ pub struct BulkheadPermit {
     /// shrink's debt.
     permit: Option<OwnedSemaphorePermit>,
     inner: Arc<Inner>,
+}
+
+impl BulkheadPermit {
+    /// The call this slot was held for got its answer from the dependency
+    /// (see [`Bulkhead::stalled`]); releases the slot.
+    pub fn answered(self) {
+        self.inner.kept_up();
+    }
+}
+
+impl Inner {
+    fn kept_up(&self) {
+        let now = tokio::time::Instant::now().saturating_duration_since(self.born);
+        let micros = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        // Relaxed: a timestamp, never lowered (`fetch_max`); a read that
+        // misses the newest store only errs towards "stalled" by the
+        // microseconds between two answers.
+        if self.kept_up_at.load(Ordering::Relaxed) < micros {
+            self.kept_up_at.fetch_max(micros, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for BulkheadPermit {

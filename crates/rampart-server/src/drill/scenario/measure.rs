@@ -24,6 +24,10 @@ const RESOURCE: &str = "users";
 const REDIS_BREAKER: &str = "redis";
 /// How often the breaker's state is looked at (time-to-open resolution).
 const BREAKER_POLL: Duration = Duration::from_millis(10);
+/// The key draws' seed: both halves ask for the same keys in the same
+/// order, so what differs between them is the guards, not the dice (and a
+/// scenario can tell which of its requests asked for which keys).
+pub(super) const KEY_SEED: u64 = 0x005E_ED0F_D211;
 
 /// One second of the source, as rampart saw it.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -59,8 +63,30 @@ pub struct Half {
     pub breaker_probes: u64,
     /// Times the breaker in front of Redis opened (0 without Redis).
     pub redis_breaker_opens: u64,
+    /// From the start of the load to `/readyz` ready, ms (`None`: not in
+    /// the run).
+    pub ready_after_ms: Option<u64>,
+    /// The start-up warm-up of the resource read, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmUp>,
     /// The scenario's own figures.
     pub figures: Vec<Figure>,
+}
+
+/// The warm-up of the resource read.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WarmUp {
+    /// Keys warmed by the end of the run.
+    pub keys_done: u64,
+    /// Keys whose batch failed.
+    pub keys_failed: u64,
+    /// Keys it was to warm.
+    pub expected: Option<u64>,
+    /// From the start of the load to its end (done, or given up after
+    /// failed batches), seconds; `None`: still running when the load ended.
+    pub finished_after_secs: Option<f64>,
+    /// The source's plain batch-read rate measured on this stage, rows/s.
+    pub ceiling_rows_per_sec: Option<f64>,
 }
 
 /// One step of the timeline below the network.
@@ -118,6 +144,16 @@ fn breaker_state(state: &AppState) -> State {
 struct Sampled {
     seconds: Vec<SourceSecond>,
     open_at: Option<Instant>,
+    ready_at: Option<Instant>,
+    warmed_at: Option<Instant>,
+}
+
+/// Whether the resource read has a warm-up that has finished.
+fn warmed(state: &AppState) -> bool {
+    state
+        .resources
+        .get(RESOURCE)
+        .is_some_and(|r| r.config.warm.is_some() && r.warm.is_finished())
 }
 
 /// Samples the source every second (and the breaker every 10 ms) until
@@ -133,7 +169,7 @@ async fn sample(
     let mut last = counters(&state);
     let mut next_second = start + Duration::from_secs(1);
     let mut seconds = Vec::new();
-    let mut open_at = None;
+    let (mut open_at, mut ready_at, mut warmed_at) = (None, None, None);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -145,6 +181,12 @@ async fn sample(
             && breaker_state(&state) == State::Open
         {
             open_at = Some(now);
+        }
+        if ready_at.is_none() && state.is_ready() {
+            ready_at = Some(now);
+        }
+        if warmed_at.is_none() && warmed(&state) {
+            warmed_at = Some(now);
         }
         if now >= next_second {
             let c = counters(&state);
@@ -164,7 +206,12 @@ async fn sample(
             next_second += Duration::from_secs(1);
         }
     }
-    Sampled { seconds, open_at }
+    Sampled {
+        seconds,
+        open_at,
+        ready_at,
+        warmed_at,
+    }
 }
 
 /// Runs one half of `scenario` on `stage`.
@@ -191,10 +238,16 @@ pub(super) async fn half(
         // Each half starts with Redis up and empty, whatever the last did.
         stage.redis(RedisFault::Restart).await?;
     }
+    let ceiling = match config.resources.iter().find(|r| r.name == RESOURCE) {
+        Some(resource) if config.warmup.enabled && resource.warm.is_some() => {
+            stage.ceiling(resource).await?
+        }
+        _ => None,
+    };
     let server = Server::start(config)
         .await
         .map_err(|e| DrillError::InvalidConfig(format!("starting rampart: {e}")))?;
-    let outcome = drive(scenario, plan, stage, mode, &server).await;
+    let outcome = drive(scenario, plan, stage, mode, &server, ceiling).await;
     stage.proxy.set(Fault::Pass);
     let restored = stage.source(SourceFault::Restore).await;
     let _ = server.shutdown().await;
@@ -224,6 +277,7 @@ async fn load(
                 request_timeout: plan.request_timeout,
                 rate: Some(plan.rate),
                 retry: (scenario.client)(mode),
+                seed: Some(KEY_SEED),
                 post: None,
             };
             drill.validate()?;
@@ -241,6 +295,7 @@ async fn drive(
     stage: &mut Stage,
     mode: Mode,
     server: &Server,
+    ceiling: Option<f64>,
 ) -> Result<Half, DrillError> {
     let state = server.state.clone();
     let before = counters(&state);
@@ -287,6 +342,18 @@ async fn drive(
     let Driven { load, figures } = driven?;
     let after = counters(&state);
     let probes = transitions(&state, RESOURCE, State::Open, State::HalfOpen);
+    let since_start = |at: Instant| at.saturating_duration_since(start);
+    let warm = state
+        .resources
+        .get(RESOURCE)
+        .filter(|r| r.config.warm.is_some())
+        .map(|r| WarmUp {
+            keys_done: r.warm.keys_done(),
+            keys_failed: r.warm.keys_failed(),
+            expected: r.warm.expected(),
+            finished_after_secs: sampled.warmed_at.map(|at| since_start(at).as_secs_f64()),
+            ceiling_rows_per_sec: ceiling,
+        });
     let mut half = Half {
         mode,
         load,
@@ -302,6 +369,10 @@ async fn drive(
         breaker_opens: opens(&state, RESOURCE),
         breaker_probes: probes,
         redis_breaker_opens: opens(&state, REDIS_BREAKER),
+        ready_after_ms: sampled
+            .ready_at
+            .map(|at| u64::try_from(since_start(at).as_millis()).unwrap_or(u64::MAX)),
+        warm,
         figures,
     };
     let own = (scenario.figures)(plan, &half);

@@ -11,7 +11,7 @@
 //! | `measure.rs` | one half: start rampart, play the timeline, run the load, sample the source |
 //! | `table.rs` | the side-by-side table, JSON |
 //! | `html.rs` | the self-contained HTML report (inline SVG, no script, no network) |
-//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `config_push.rs` | the scenarios, one a file |
+//! | `stampede.rs`, `db_outage.rs`, `retry_storm.rs`, `redis_outage.rs`, `flash_sale.rs`, `panic_storm.rs`, `warmup_storm.rs`, `config_push.rs` | the scenarios, one a file |
 //!
 //! Adding a scenario is one file defining a [`Scenario`] and one line in
 //! [`SCENARIOS`]. Its load is the plan's open loop of `GET`s on `users`
@@ -19,12 +19,16 @@
 
 mod config_push;
 mod db_outage;
+mod flash_sale;
 mod html;
 mod measure;
+mod panic_storm;
+mod redis_outage;
 mod retry_storm;
 mod stage;
 mod stampede;
 mod table;
+mod warmup_storm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,7 +47,7 @@ use super::slo::{parse_slo, Slo};
 use crate::server::Server;
 
 pub use html::render as render_html;
-pub use measure::{Half, SourceSecond};
+pub use measure::{Half, SourceSecond, WarmUp};
 pub use stage::{RedisFault, SourceFault, Stage, DEFAULT_PG_URL};
 pub use table::{Comparison, Row};
 
@@ -52,6 +56,10 @@ pub const SCENARIOS: &[&Scenario] = &[
     &stampede::SCENARIO,
     &db_outage::SCENARIO,
     &retry_storm::SCENARIO,
+    &redis_outage::SCENARIO,
+    &flash_sale::SCENARIO,
+    &panic_storm::SCENARIO,
+    &warmup_storm::SCENARIO,
     &config_push::SCENARIO,
 ];
 
@@ -267,6 +275,10 @@ pub async fn command(args: ScenarioArgs) -> Result<(), StartError> {
         print!("{}", list());
         return Ok(());
     }
+    // rampart runs in this process as under `serve`, so with serve's panic
+    // hook (counted, rate-limited lines): a scenario's panics are measured,
+    // not printed one by one.
+    crate::ops::panic_hook::install();
     let name = args.name.unwrap_or_default();
     let scenario = find(&name).ok_or_else(|| {
         StartError::Usage(format!(
@@ -314,6 +326,18 @@ pub(crate) fn unguarded(r: &mut crate::config::ResourceConfig) {
     r.cache.grace = Duration::ZERO;
     r.cache.stale_if_slow = None;
     r.cache.stale_if_error = Duration::ZERO;
+}
+
+/// A query of real weight: PostgreSQL 20–30 ms away all run long (the
+/// proxy's latency), so loads hold the pool long enough to queue on it.
+pub(crate) fn distant_source() -> Vec<(Duration, Fault)> {
+    vec![(
+        Duration::ZERO,
+        Fault::Latency {
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+        },
+    )]
 }
 
 /// The `users` resource of a config: the one every scenario reads.

@@ -67,7 +67,9 @@ fn configure(config: &mut Config, mode: Mode) {
     }
 }
 
-fn client(mode: Mode) -> ClientRetry {
+/// Naive: every error retried at once; guarded: within the budget, after
+/// a back-off (also `panic-storm`'s clients).
+pub(super) fn client(mode: Mode) -> ClientRetry {
     match mode {
         Mode::Naive => ClientRetry::Immediate { max: MAX_RETRIES },
         Mode::Guarded => ClientRetry::Budgeted {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-use crate::cache::demo;
+use crate::cache::{ceiling, demo};
 use crate::config::Config;
 use crate::drill::config::DrillError;
 use crate::drill::fault_proxy::FaultProxy;
@@ -53,6 +53,8 @@ pub struct Stage {
     broken: bool,
     /// rampart's L2, when the scenario has one.
     redis: Option<PrivateRedis>,
+    /// The source's batch-read ceiling, measured once per stage.
+    ceiling: Option<f64>,
 }
 
 fn redis_failed(e: std::io::Error) -> DrillError {
@@ -146,6 +148,7 @@ impl Stage {
             proxy,
             broken: false,
             redis: None,
+            ceiling: None,
         })
     }
 
@@ -191,6 +194,31 @@ impl Stage {
             config.redis.urls = vec![redis.url()];
         }
         Ok(config)
+    }
+
+    /// The source's batch-read ceiling for `resource`, rows/s: a plain
+    /// client on one connection through the proxy, in `IN` lists of the
+    /// default warm-up batch ([`ceiling::measure`]). Measured on the first
+    /// call and kept, so both halves are compared with the same figure
+    /// from the same run.
+    pub async fn ceiling(
+        &mut self,
+        resource: &crate::config::ResourceConfig,
+    ) -> Result<Option<f64>, DrillError> {
+        if self.ceiling.is_none() {
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&self.server_url())
+                .await
+                .map_err(fail("connect for the ceiling"))?;
+            let batch = crate::config::WarmupConfig::default().batch_size;
+            let measured = ceiling::measure(&pool, resource, batch)
+                .await
+                .map_err(|e| DrillError::InvalidConfig(format!("source ceiling: {e}")))?;
+            pool.close().await;
+            self.ceiling = measured.map(|c| c.rows_per_sec());
+        }
+        Ok(self.ceiling)
     }
 
     /// Applies a source fault now.

@@ -6,12 +6,11 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::drill::fault_proxy::Fault;
 use crate::drill::keys::KeySpace;
 use crate::drill::open_loop::ClientRetry;
 
 use super::measure::Half;
-use super::{unguarded, users, Figure, Load, Mode, Plan, Scenario};
+use super::{distant_source, unguarded, users, Figure, Load, Mode, Plan, Scenario};
 
 /// How long the hot key lives: it expires once a second, all run long.
 const TTL: Duration = Duration::from_secs(1);
@@ -38,14 +37,7 @@ fn plan(quick: bool) -> Plan {
         duration: Duration::from_secs(if quick { 6 } else { 20 }),
         connections: 512,
         request_timeout: Duration::from_secs(5),
-        // A query of real weight: the source is 20–30 ms away all along.
-        network: vec![(
-            Duration::ZERO,
-            Fault::Latency {
-                delay: Duration::from_millis(20),
-                jitter: Duration::from_millis(10),
-            },
-        )],
+        network: distant_source(),
         source: Vec::new(),
         redis: None,
         incident: None,
