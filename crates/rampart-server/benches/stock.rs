@@ -2,7 +2,9 @@
 //!
 //! 1. the SQL path, one transaction per reservation vs the group commit,
 //!    on SQLite and on PostgreSQL (`Store` and `GroupCommit` directly);
-//! 2. over HTTP (`rampart` in process, PostgreSQL, grouped) vs
+//! 2. over HTTP (`rampart` in process, PostgreSQL, grouped; then the same
+//!    with the Redis gate in front) vs a bare axum handler that answers
+//!    201 and keeps nothing (HTTP's own ceiling with this client) vs
 //!    `redis-benchmark` running a check-and-decrement EVALSHA at the same
 //!    concurrency.
 //!
@@ -185,25 +187,10 @@ async fn sql_phase(label: &str, url: &str, units: usize, callers: usize) -> (f64
     (single, grouped)
 }
 
-/// Reservations/s over HTTP: `callers` keep-alive clients, unique keys.
-async fn http_phase(url: &str, units: usize, callers: usize) -> f64 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::embedded().expect("config");
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.data_dir = dir.path().to_path_buf();
-    config.database.url = url.to_owned();
-    config.database.pool_size = 16;
-    config.demo_rows = 0;
-    config.warmup.enabled = false;
-    config.server.max_concurrent_requests = callers * 4;
-    let server = Server::start(config).await.expect("server");
-    let base = format!("http://{}", server.addr);
-    let stock = server.state.stock.clone().expect("stock on");
-    stock
-        .store()
-        .put_total("HTTP-HOT", units as i64, Precondition::Absent)
-        .await
-        .expect("put");
+/// `callers` keep-alive clients POSTing reservations of one unit to `url`
+/// under unique request keys until a 409 (sold out) or `limit` requests in
+/// all; returns the 201s and the seconds taken.
+async fn drive(url: &str, callers: usize, limit: u64) -> (u64, f64) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(callers)
         .build()
@@ -212,12 +199,14 @@ async fn http_phase(url: &str, units: usize, callers: usize) -> f64 {
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let (client, next) = (client.clone(), next.clone());
-            let url = format!("{base}/v1/stock/HTTP-HOT/reservations");
+            let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
             tokio::spawn(async move {
                 let mut won = 0u64;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= limit {
+                        return won;
+                    }
                     let r = client
                         .post(&url)
                         .header("Idempotency-Key", format!("http-{i}"))
@@ -240,11 +229,66 @@ async fn http_phase(url: &str, units: usize, callers: usize) -> f64 {
     for t in tasks {
         won += t.await.expect("task");
     }
-    let seconds = started.elapsed().as_secs_f64();
+    (won, started.elapsed().as_secs_f64())
+}
+
+/// Reservations/s over HTTP through `rampart` (PostgreSQL, grouped), with
+/// the Redis gate in front when `redis` names one.
+async fn http_phase(url: &str, redis: Option<&str>, units: usize, callers: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::embedded().expect("config");
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.data_dir = dir.path().to_path_buf();
+    config.database.url = url.to_owned();
+    config.database.pool_size = 16;
+    config.demo_rows = 0;
+    config.warmup.enabled = false;
+    config.server.max_concurrent_requests = callers * 4;
+    if let Some(redis) = redis {
+        config.redis.urls = vec![redis.to_owned()];
+        config.redis.namespace = format!("bench-stock-{}", std::process::id());
+        config.redis.timeout = Duration::from_secs(2);
+    }
+    let server = Server::start(config).await.expect("server");
+    let base = format!("http://{}", server.addr);
+    let stock = server.state.stock.clone().expect("stock on");
+    stock
+        .store()
+        .put_total("HTTP-HOT", units as i64, Precondition::Absent)
+        .await
+        .expect("put");
+    if redis.is_some() {
+        assert!(stock.gate().is_some(), "the Redis gate is on");
+        stock.reconcile("HTTP-HOT").await.expect("gate loaded");
+    }
+    let url = format!("{base}/v1/stock/HTTP-HOT/reservations");
+    let (won, seconds) = drive(&url, callers, u64::MAX).await;
     assert_eq!(won as usize, units, "exactly the units sold over HTTP");
     let c = stock.counts("HTTP-HOT").await.expect("counts");
     assert_eq!((c.available, c.held), (0, units as i64));
     server.shutdown().await.expect("shutdown");
+    units as f64 / seconds
+}
+
+/// The ceiling of HTTP itself on this machine, same client, same
+/// concurrency: a plain axum handler that answers every reservation 201
+/// with a small body and keeps no state. No design of the stock path can
+/// beat it; it says how much of the distance to Redis is HTTP's.
+async fn bare_http_phase(units: usize, callers: usize) -> f64 {
+    use axum::http::StatusCode;
+    let app = axum::Router::new().route(
+        "/v1/stock/{sku}/reservations",
+        axum::routing::post(|| async { (StatusCode::CREATED, r#"{"id":"r"}"#) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{addr}/v1/stock/HOT/reservations");
+    let (won, seconds) = drive(&url, callers, units as u64).await;
+    assert_eq!(won as usize, units);
+    server.abort();
     units as f64 / seconds
 }
 
@@ -289,16 +333,29 @@ fn main() {
     runtime.block_on(async {
         println!("one hot SKU, {units} units, {callers} concurrent callers");
         let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+        let sqlite = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        );
         sql_phase("sqlite", &sqlite, units, callers).await;
         let pg = pg_schema("rampart_bench_stock").await;
         sql_phase("postgres", &pg, units, callers).await;
         let pg = pg_schema("rampart_bench_stock_http").await;
-        let http = http_phase(&pg, units, callers).await;
+        let http = http_phase(&pg, None, units, callers).await;
+        let pg = pg_schema("rampart_bench_stock_gated").await;
+        let gated = http_phase(&pg, Some("redis://127.0.0.1:6379"), units, callers).await;
+        let bare = bare_http_phase(units, callers).await;
         let redis = redis_phase(units, callers);
-        println!(
-            "http (pg, grouped) {http:>9.0} /s   redis-benchmark EVALSHA {redis:>9.0} /s   ratio {:.2}",
-            http / redis
-        );
+        let row = |name: &str, rate: f64| {
+            println!(
+                "{name:<30}{rate:>9.0} /s   vs EVALSHA {:.2}   vs bare HTTP {:.2}",
+                rate / redis,
+                rate / bare
+            );
+        };
+        row("http (pg, grouped)", http);
+        row("http (pg, grouped, redis gate)", gated);
+        row("bare axum handler", bare);
+        println!("{:<30}{redis:>9.0} /s", "redis-benchmark EVALSHA");
     });
 }
