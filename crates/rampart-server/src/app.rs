@@ -223,7 +223,9 @@ impl AppState {
         let _ = crate::config_center::metrics::CenterCollector::new(Arc::clone(&config_center))
             .and_then(|c| metrics.registry().register(Box::new(c)));
         let reload = Arc::new(crate::reload::Reload::new(&config, &metrics));
+        let warm_limits = Arc::new(rampart::warm::WarmLimits::new(&config.warmup.warm_config()));
         Ok(AppState(Arc::new(Shared {
+            warm_limits,
             stock,
             config: Arc::new(config),
             resources: Arc::new(resources),

@@ -40,6 +40,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub pool: AnyPool,
     pub pressure: Arc<SourcePressure>,
+    /// The warm-up's concurrency and rate in force: `[warmup]
+    /// concurrency` and `max_keys_per_sec`, changed live by a reload.
+    pub warm_limits: Arc<rampart::warm::WarmLimits>,
     pub readiness: Arc<Readiness>,
     /// The shared tier's connection, when Redis is configured.
     pub redis: Option<SharedRedis>,

@@ -122,6 +122,56 @@ async fn a_shorter_ttl_reloaded_from_the_file_expires_keys_sooner() {
     );
 }
 
+/// The warm-up's concurrency and rate reload live: the limits a running
+/// warm-up re-reads between batches change; an invalid one is refused and
+/// the running limits stay.
+#[tokio::test]
+async fn the_warm_up_rate_and_concurrency_reload_live() {
+    let (server, path) = start_from_file(&config_text(&[])).await;
+    let limits = &server.server.state.warm_limits;
+    assert_eq!(
+        (limits.max_concurrency(), limits.max_keys_per_sec()),
+        (2, None)
+    );
+    std::fs::write(
+        &path,
+        config_text(&[
+            ("max_keys_per_sec = 0", "max_keys_per_sec = 5000"),
+            ("concurrency = 2", "concurrency = 1"),
+        ]),
+    )
+    .expect("write");
+    let (status, body) = reload(&server).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["changed"],
+        json!(["warmup.concurrency", "warmup.max_keys_per_sec"])
+    );
+    assert_eq!(
+        (limits.max_concurrency(), limits.max_keys_per_sec()),
+        (1, Some(5000))
+    );
+
+    std::fs::write(
+        &path,
+        config_text(&[("concurrency = 2", "concurrency = 0")]),
+    )
+    .expect("write");
+    let (status, body) = reload(&server).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("concurrency"),
+        "{body}"
+    );
+    assert_eq!(
+        (limits.max_concurrency(), limits.max_keys_per_sec()),
+        (1, Some(5000))
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_or_restart_only_change_is_refused_and_the_running_settings_stay() {
     let (server, path) = start_from_file(&config_text(&[])).await;
@@ -158,8 +208,9 @@ async fn an_invalid_or_restart_only_change_is_refused_and_the_running_settings_s
         config_text(&[
             ("pool_size = 10", "pool_size = 3"),
             ("request_timeout = \"5s\"", "request_timeout = \"6s\""),
-            // The warm-up's rate: restart-only on purpose (plan.rs says why).
-            ("max_keys_per_sec = 0", "max_keys_per_sec = 5000"),
+            // The warm-up's batch size: restart-only (its rate and
+            // concurrency are live).
+            ("batch_size = 500", "batch_size = 100"),
             ("max_concurrent = 8", "max_concurrent = 2"),
         ]),
     )

@@ -35,7 +35,7 @@ async fn an_instance_killed_mid_sale_loses_and_doubles_nothing() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let sale = staggered_sale(client, bases.clone(), "HOT", 1_000);
+    let sale = staggered_sale(client, bases.clone(), "HOT", 1_000, 1);
     // Mid-sale: kill A, then start a new A on another port.
     while in_db(&schema, "HOT", "held").await < 50 {
         tokio::time::sleep(Duration::from_millis(5)).await;

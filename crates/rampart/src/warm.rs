@@ -193,6 +193,75 @@ impl WarmConfig {
     }
 }
 
+/// The warm-up's two bounds an operator may change while it runs:
+/// `max_concurrency` and `max_keys_per_sec` ([`warm_with_limits`] re-reads
+/// them between batches). Why these two and not the rest: they are how
+/// hard the warm-up leans on its source, the knob an operator reaches for
+/// when a warm-up turns out too gentle for an idle source or too rough for
+/// a busy one; `batch_size` and `max_consecutive_failures` shape single
+/// batches and stay as the run started.
+///
+/// A change applies from the next batch: a lower `max_concurrency` stops
+/// new batches until fewer are in flight (running ones finish), a higher
+/// one is probed up to a batch at a time, as after a back-off; a higher
+/// rate lifts a wait the old rate had scheduled, a lower one charges the
+/// next batches at the new rate. From any change on, the keys dispatched
+/// in the `t` seconds that follow stay within
+/// `max_keys_per_sec × t + batch_size` of the new rate.
+#[derive(Debug)]
+pub struct WarmLimits {
+    /// A watch channel rather than two atomics: the warm-up must wake on a
+    /// change (a lifted rate should not wait out the old rate's timer),
+    /// and both values change together.
+    live: tokio::sync::watch::Sender<Limits>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    max_concurrency: usize,
+    max_keys_per_sec: Option<u32>,
+}
+
+impl WarmLimits {
+    /// `config`'s concurrency and rate.
+    pub fn new(config: &WarmConfig) -> WarmLimits {
+        WarmLimits {
+            live: tokio::sync::watch::Sender::new(Limits {
+                max_concurrency: config.max_concurrency,
+                max_keys_per_sec: config.max_keys_per_sec,
+            }),
+        }
+    }
+
+    /// Sets both bounds (checked as [`WarmConfig::validate`] checks them;
+    /// an error names the field and changes nothing).
+    pub fn set(&self, max_concurrency: usize, max_keys_per_sec: Option<u32>) -> Result<(), Error> {
+        if max_concurrency == 0 {
+            return Err(Error::invalid_config("max_concurrency must be >= 1"));
+        }
+        if max_keys_per_sec == Some(0) {
+            return Err(Error::invalid_config(
+                "max_keys_per_sec must be >= 1 (or None for no limit)",
+            ));
+        }
+        self.live.send_replace(Limits {
+            max_concurrency,
+            max_keys_per_sec,
+        });
+        Ok(())
+    }
+
+    /// The concurrency bound in force.
+    pub fn max_concurrency(&self) -> usize {
+        self.live.borrow().max_concurrency
+    }
+
+    /// The rate bound in force (`None`: no limit).
+    pub fn max_keys_per_sec(&self) -> Option<u32> {
+        self.live.borrow().max_keys_per_sec
+    }
+}
+
 /// Whether the source (or the service around it) is under pressure; read
 /// by [`warm`] before each batch it dispatches, and after each batch that
 /// succeeds while the limit is below `max_concurrency`. The server implements it from source-pool wait time and
@@ -397,6 +466,30 @@ where
     F: Fn(Vec<K>) -> Fut,
     Fut: Future<Output = Result<u64, Error>>,
 {
+    let limits = WarmLimits::new(config);
+    warm_with_limits(
+        keys, load_batch, config, &limits, pressure, progress, cancel,
+    )
+    .await
+}
+
+/// [`warm`] with its concurrency and rate taken from `limits`, which may
+/// change while it runs (see [`WarmLimits`]); `config`'s own
+/// `max_concurrency` and `max_keys_per_sec` are not used.
+pub async fn warm_with_limits<K, S, F, Fut>(
+    keys: S,
+    load_batch: F,
+    config: &WarmConfig,
+    limits: &WarmLimits,
+    pressure: &dyn Pressure,
+    progress: &WarmProgress,
+    cancel: &CancellationToken,
+) -> Result<WarmReport, Error>
+where
+    S: Stream<Item = Result<K, Error>>,
+    F: Fn(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<u64, Error>>,
+{
     let started = Instant::now();
     // Relaxed: resetting the flag publishes nothing; a reader that still
     // sees an earlier run's `true` sees that run's final counters.
@@ -407,10 +500,15 @@ where
     config.validate().map_err(Error::invalid_config)?;
 
     let batch_size = config.batch_size;
-    let max_concurrency = config.max_concurrency;
+    // The sender lives in `limits`, borrowed for this whole call, so
+    // `changed()` below never fails (a closed channel would make that
+    // branch ready on every pass).
+    let mut live = limits.live.subscribe();
+    let first = *live.borrow_and_update();
+    let mut max_concurrency = first.max_concurrency;
     let mut limit = max_concurrency;
     run.publish_limit(limit);
-    let mut rate = config.max_keys_per_sec.map(|per_sec| RateLimit {
+    let mut rate = first.max_keys_per_sec.map(|per_sec| RateLimit {
         per_sec,
         next_at: started,
     });
@@ -479,6 +577,15 @@ where
         tokio::select! {
             biased;
             () = &mut cancelled, if stop.is_none() => stop = Some(Stop::Cancelled),
+            Ok(()) = live.changed() => {
+                let now_in_force = *live.borrow_and_update();
+                max_concurrency = now_in_force.max_concurrency;
+                if limit > max_concurrency {
+                    limit = max_concurrency;
+                    run.publish_limit(limit);
+                }
+                rate = RateLimit::changed(rate, now_in_force.max_keys_per_sec, Instant::now());
+            }
             Some((keys_in_batch, result)) = run.batches.next(), if !run.batches.is_empty() => {
                 match result {
                     Ok(loaded) => {
@@ -608,6 +715,29 @@ struct RateLimit {
 }
 
 impl RateLimit {
+    /// The limiter after the rate became `per_sec` at `now`. A higher rate
+    /// lifts the wait the old one had scheduled (the operator asked for
+    /// more, now); a lower one keeps it and charges the next batches at
+    /// the new rate. Either way the keys dispatched in the `t` seconds
+    /// after the change stay within `per_sec × t + one batch`.
+    fn changed(old: Option<RateLimit>, per_sec: Option<u32>, now: Instant) -> Option<RateLimit> {
+        let per_sec = per_sec?;
+        Some(match old {
+            Some(old) if per_sec <= old.per_sec => RateLimit {
+                per_sec,
+                next_at: old.next_at,
+            },
+            Some(old) => RateLimit {
+                per_sec,
+                next_at: old.next_at.min(now),
+            },
+            None => RateLimit {
+                per_sec,
+                next_at: now,
+            },
+        })
+    }
+
     fn charge(&mut self, now: Instant, keys: u64) {
         // Rounded up, so the schedule only ever errs on the slow side.
         let nanos = (u128::from(keys) * 1_000_000_000).div_ceil(u128::from(self.per_sec));

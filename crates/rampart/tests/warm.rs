@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream, StreamExt};
-use rampart::warm::{warm, NoPressure, WarmConfig, WarmProgress, WarmReport};
+use rampart::warm::{
+    warm, warm_with_limits, NoPressure, WarmConfig, WarmLimits, WarmProgress, WarmReport,
+};
 use rampart::{Error, ErrorKind};
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
@@ -416,6 +418,89 @@ async fn rate_limit_bounds_keys_dispatched() {
     assert!(report.elapsed >= Duration::from_millis(1950), "{report:?}");
     assert!(report.elapsed < Duration::from_millis(2100), "{report:?}");
     assert_eq!(report.keys_done, 2000);
+    assert_accounted(&progress, 2000, Some(&report));
+}
+
+/// Live limits: the rate and the concurrency changed while the warm-up
+/// runs take effect from the next batch. At 100 keys/s a 20-key batch
+/// starts every 200 ms; at 0.5 s the rate goes to 1,000 keys/s and the
+/// wait the slow rate had scheduled is lifted (the next batch starts at
+/// once, then one every 20 ms); at 1 s the concurrency drops from 4 to 1
+/// and the rate limit is removed: batches then run one at a time, back
+/// to back. Without the re-read, 2,000 keys at 100/s take 20 s.
+#[tokio::test(start_paused = true)]
+async fn limits_changed_mid_run_apply_from_the_next_batch() {
+    const BATCH: usize = 20;
+    let source = Arc::new(FakeSource::default());
+    let pulled = Arc::new(AtomicU64::new(0));
+    let progress = WarmProgress::default();
+    let config = WarmConfig {
+        max_keys_per_sec: Some(100),
+        ..config(BATCH, 4)
+    };
+    let limits = WarmLimits::new(&config);
+    assert!(matches!(
+        limits.set(0, None).unwrap_err().kind(),
+        ErrorKind::InvalidConfig(_)
+    ));
+    assert!(limits.set(4, Some(0)).is_err());
+    assert_eq!(
+        (limits.max_concurrency(), limits.max_keys_per_sec()),
+        (4, Some(100))
+    );
+    let start = Instant::now();
+    let operator = async {
+        sleep(Duration::from_millis(500)).await;
+        limits.set(4, Some(1_000)).unwrap();
+        sleep(Duration::from_millis(500)).await;
+        limits.set(1, None).unwrap();
+    };
+    let cancel = CancellationToken::new();
+    let warming = warm_with_limits(
+        counted_keys(0..2000, &pulled),
+        |batch: Vec<u64>| {
+            let (_, load) = source.enter(&batch, &progress, &pulled);
+            let source = Arc::clone(&source);
+            async move {
+                sleep(Duration::from_millis(10)).await;
+                source.exit(load);
+                Ok(batch.len() as u64)
+            }
+        },
+        &config,
+        &limits,
+        &NoPressure,
+        &progress,
+        &cancel,
+    );
+    let (report, ()) = tokio::join!(warming, operator);
+    let report = report.unwrap();
+    assert_eq!(report.keys_done, 2000);
+
+    let log = source.log();
+    let at = |d: &Dispatch| (d.at - start).as_millis();
+    // Before 0.5 s: the slow rate, one batch every 200 ms (0, 200, 400).
+    let slow: Vec<_> = log.iter().filter(|d| at(d) < 500).map(at).collect();
+    assert_eq!(slow, vec![0, 200, 400], "{slow:?}");
+    // The raise lifted the wait for 600 ms: a batch at 500 ms exactly.
+    assert!(
+        log.iter().any(|d| at(d) == 500),
+        "no batch as the rate rose"
+    );
+    // Between 0.5 s and 1 s: 1,000 keys/s, one batch every 20 ms.
+    let fast = log.iter().filter(|d| (500..1000).contains(&at(d))).count();
+    assert!((24..=26).contains(&fast), "{fast} batches at 1,000 keys/s");
+    // After 1 s: one at a time (the source never saw two), no rate wait,
+    // so each starts as the previous one ends (10 ms apart).
+    let last: Vec<_> = log.iter().filter(|d| at(d) >= 1010).collect();
+    assert!(
+        last.iter().all(|d| d.live == 1 && d.limit == 1),
+        "one at a time"
+    );
+    for pair in last.windows(2) {
+        assert_eq!(pair[1].at - pair[0].at, Duration::from_millis(10));
+    }
+    assert!(report.elapsed < Duration::from_secs(2), "{report:?}");
     assert_accounted(&progress, 2000, Some(&report));
 }
 

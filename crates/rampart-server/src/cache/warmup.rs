@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rampart::warm::{warm, WarmProgress, WarmReport};
+use rampart::warm::{warm_with_limits, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ceiling::{self, Ceiling};
@@ -56,10 +56,13 @@ pub async fn run(
             }
         };
         let keys = warm_keys(&state.pool, &sql, resource.config.key_type);
-        let warming = warm(
+        // The limits in force, not `config`'s: a reload may change them
+        // while this runs.
+        let warming = warm_with_limits(
             keys,
             load_batch,
             &config,
+            &state.warm_limits,
             state.pressure.as_ref(),
             &resource.warm,
             cancel,

@@ -284,6 +284,16 @@ impl Reload {
         }
         self.max_in_flight
             .store(new.server.max_concurrent_requests, Ordering::Relaxed);
+        // The warm-up's limits: a running warm-up takes them from its next
+        // batch. `new.validate()` checked them as `set` does.
+        let warm = new.warmup.warm_config();
+        if let Err(e) = state
+            .warm_limits
+            .set(warm.max_concurrency, warm.max_keys_per_sec)
+        {
+            tracing::error!(error = %e, "a validated warm-up limit was refused");
+            return Err(self.refuse(&origin, Error::ReloadRefused(format!("warmup: {e}"))));
+        }
         running.config = Arc::new(new);
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
         let namespace_version = match &origin {

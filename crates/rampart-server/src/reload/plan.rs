@@ -2,7 +2,8 @@
 //! settings that differ but only change by a restart.
 //!
 //! Live: per resource `cache`, `breaker` and `bulkhead`; the server's shed
-//! limit `server.max_concurrent_requests`. Everything else (the listen
+//! limit `server.max_concurrent_requests`; the warm-up's
+//! `warmup.concurrency` and `warmup.max_keys_per_sec`. Everything else (the listen
 //! address, the database, Redis, the resource list and each resource's
 //! SQL, key type, filter, the timeouts the connections were built with…)
 //! is fixed for the process's life.
@@ -23,6 +24,12 @@ pub fn live_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if old.server.max_concurrent_requests != new.server.max_concurrent_requests {
         changed.push("server.max_concurrent_requests".to_owned());
+    }
+    if old.warmup.concurrency != new.warmup.concurrency {
+        changed.push("warmup.concurrency".to_owned());
+    }
+    if old.warmup.max_keys_per_sec != new.warmup.max_keys_per_sec {
+        changed.push("warmup.max_keys_per_sec".to_owned());
     }
     for resource in &new.resources {
         let Some(before) = old.resources.iter().find(|r| r.name == resource.name) else {
@@ -54,6 +61,8 @@ pub fn frozen_differences(old: &Config, new: &Config) -> Vec<String> {
     // identical to `old`.
     let mut fixed = new.clone();
     fixed.server.max_concurrent_requests = old.server.max_concurrent_requests;
+    fixed.warmup.concurrency = old.warmup.concurrency;
+    fixed.warmup.max_keys_per_sec = old.warmup.max_keys_per_sec;
     for resource in &mut fixed.resources {
         if let Some(before) = old.resources.iter().find(|r| r.name == resource.name) {
             resource.cache = before.cache.clone();
@@ -78,19 +87,13 @@ pub fn frozen_differences(old: &Config, new: &Config) -> Vec<String> {
         &old.server,
         &fixed.server,
     );
-    // The warm-up's rate and concurrency stay restart-only, on purpose:
-    // `rampart::warm` takes its bounds once per call (the rate limiter's
-    // promise, keys by time t ≤ rate × t + batch_size, is stated for one
-    // rate), and the warm-up runs only at start, for under a minute at the
-    // defaults; once it is over these settings do nothing until the next
-    // start. While it runs, it already halves its concurrency by itself
-    // when the source's pool wait or the foreground p99 rises (AIMD on
-    // `SourcePressure`), which is what an operator slowing it by hand
-    // would be after. A live rate would need `warm` to re-read a shared
-    // config between batches and a restated bound: not worth it for a
-    // setting that is read for a minute.
+    // The warm-up's concurrency and rate are live (`rampart::warm`
+    // re-reads its `WarmLimits` between batches: how hard it leans on the
+    // source is what an operator adjusts mid-run). The rest of `[warmup]`
+    // shapes the run itself (batch size, the readiness gate, the pressure
+    // thresholds its controller was built with) and is read once at start.
     check(
-        "warmup (read once by the start-up warm-up, which backs off on source pressure by itself)",
+        "warmup (only warmup.concurrency and warmup.max_keys_per_sec change live)",
         &old.warmup,
         &fixed.warmup,
     );
@@ -143,6 +146,8 @@ pub fn differs(a: &dyn Debug, b: &dyn Debug) -> bool {
 pub struct LiveOverlay {
     #[serde(default)]
     pub server: Option<ServerOverlay>,
+    #[serde(default)]
+    pub warmup: Option<WarmupOverlay>,
     /// By resource name.
     #[serde(default)]
     pub resource: BTreeMap<String, ResourceOverlay>,
@@ -153,6 +158,14 @@ pub struct LiveOverlay {
 #[serde(deny_unknown_fields)]
 pub struct ServerOverlay {
     pub max_concurrent_requests: Option<usize>,
+}
+
+/// The live part of `[warmup]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupOverlay {
+    pub concurrency: Option<usize>,
+    pub max_keys_per_sec: Option<u32>,
 }
 
 /// The live sections of one `[[resource]]`.
@@ -171,6 +184,14 @@ impl LiveOverlay {
         let mut config = base.clone();
         if let Some(limit) = self.server.and_then(|s| s.max_concurrent_requests) {
             config.server.max_concurrent_requests = limit;
+        }
+        if let Some(warmup) = self.warmup {
+            if let Some(concurrency) = warmup.concurrency {
+                config.warmup.concurrency = concurrency;
+            }
+            if let Some(rate) = warmup.max_keys_per_sec {
+                config.warmup.max_keys_per_sec = rate;
+            }
         }
         for (name, overlay) in self.resource {
             let Some(resource) = config.resources.iter_mut().find(|r| r.name == name) else {

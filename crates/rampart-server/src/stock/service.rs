@@ -50,6 +50,11 @@ pub struct Stock {
     /// SKUs this process reserved through the gate: the ones its reaper
     /// and reconcile look after.
     touched: Mutex<HashSet<String>>,
+    /// SKUs whose gate missed a give-back (a release that failed: Redis
+    /// timed out, or its breaker was open): the gate reads low, refusing
+    /// units SQL could sell, so they are rebuilt from SQL at the reaper's
+    /// next tick instead of waiting for the periodic reconcile.
+    drifted: Mutex<HashSet<String>>,
 }
 
 /// What the Redis gate decided for one reservation.
@@ -110,6 +115,7 @@ impl Stock {
             clock: WallClock::new(Clock::new()),
             gate,
             touched: Mutex::new(HashSet::new()),
+            drifted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -150,20 +156,59 @@ impl Stock {
     }
 
     /// One pass of the gate's upkeep for the SKUs this process sold:
-    /// expired holds back (`reconcile` false), or rebuilt from SQL.
+    /// expired holds back (`reconcile` false), or rebuilt from SQL; a SKU
+    /// whose gate missed a give-back is rebuilt either way.
     pub async fn gate_upkeep(&self, reconcile: bool) -> Result<(), Error> {
         let Some(gate) = &self.gate else {
             return Ok(());
         };
         let now_ms = self.now_ms();
         for sku in self.touched() {
-            if reconcile {
-                self.reconcile(&sku).await?;
+            // Taken out before the rebuild: a release failing during it
+            // marks the SKU again, for the next tick.
+            let drifted = self
+                .drifted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&sku);
+            if reconcile || drifted {
+                if let Err(e) = self.reconcile(&sku).await {
+                    if drifted {
+                        self.mark_drifted(&sku);
+                    }
+                    return Err(e);
+                }
             } else {
                 gate.reap(&sku, now_ms).await?;
             }
         }
         Ok(())
+    }
+
+    /// Gives `key`'s units back to the gate; when Redis cannot be told,
+    /// the SKU is marked for a rebuild at the reaper's next tick.
+    async fn gate_release(
+        &self,
+        gate: &RedisStock,
+        sku: &str,
+        key: &str,
+        qty: i64,
+        credit: bool,
+        forget: bool,
+    ) {
+        if let Err(e) = gate.release(sku, key, qty, credit, forget).await {
+            tracing::debug!("stock: Redis gate release: {e}; rebuilding {sku:?} from SQL soon");
+            if credit {
+                self.mark_drifted(sku);
+            }
+        }
+    }
+
+    fn mark_drifted(&self, sku: &str) {
+        self.drifted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(sku.to_owned());
     }
 
     async fn ask_gate(
@@ -297,11 +342,9 @@ impl Stock {
         };
         if held_in_gate && !matches!(outcome, Ok(Outcome::Reserved(_))) {
             // SQL did not take what the gate held: give it back (a failure
-            // here leaves the gate short until the next reconcile).
+            // here leaves the gate short until the reaper's next tick).
             if let Some(gate) = &self.gate {
-                if let Err(e) = gate.release(sku, key, qty, true, true).await {
-                    tracing::debug!("stock: Redis gate release: {e}");
-                }
+                self.gate_release(gate, sku, key, qty, true, true).await;
             }
         }
         let outcome = outcome?;
@@ -343,9 +386,9 @@ impl Stock {
             Settle::Done(row) => {
                 if let Some(gate) = &self.gate {
                     // Sold: the hold goes; cancelled: the units come back.
-                    // A failure leaves the gate short until the reconcile.
-                    let _ = gate
-                        .release(&row.sku, &row.key, row.qty, !confirm, false)
+                    // A failed give-back leaves the gate short until the
+                    // reaper's next tick rebuilds it.
+                    self.gate_release(gate, &row.sku, &row.key, row.qty, !confirm, false)
                         .await;
                 }
                 Ok(row)

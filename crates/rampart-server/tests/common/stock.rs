@@ -138,21 +138,23 @@ pub async fn storm(
     won
 }
 
-/// `n` buyers arriving a millisecond apart (so a fault can land mid-sale),
-/// spread over `bases`; the ids of the reservations they got.
+/// `n` buyers arriving `per_ms` a millisecond (so a fault can land
+/// mid-sale), spread over `bases`; the ids of the reservations they got.
 pub fn staggered_sale(
     client: reqwest::Client,
     bases: Bases,
     sku: &str,
     n: usize,
+    per_ms: usize,
 ) -> tokio::task::JoinHandle<Vec<String>> {
     let sku = sku.to_owned();
+    let per_ms = per_ms.max(1);
     tokio::spawn(async move {
         let buyers: Vec<_> = (0..n)
             .map(|i| {
                 let (client, bases, sku) = (client.clone(), bases.clone(), sku.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(i as u64)).await;
+                    tokio::time::sleep(Duration::from_millis((i / per_ms) as u64)).await;
                     buy(&client, &bases, i, &sku, &format!("buyer-{i}")).await
                 })
             })
