@@ -1,5 +1,6 @@
-//! Read throughput of a hot-swapped configuration map, three ways, side by
-//! side in one run: `Snapshot<HashMap>` (one lock-free load), the bare
+//! Read throughput of a hot-swapped configuration map, four ways, side by
+//! side in one run: `Snapshot<HashMap>` (one lock-free load; and through
+//! each reader thread's own cached `Snapshot::reader()`), the bare
 //! `RwLock<HashMap>` (read lock, look up) and `RwLock<Arc<HashMap>>` (read
 //! lock, clone the `Arc`, unlock, look up: the usual "swap an Arc" idiom).
 //! Each read looks one key up. Readers run on `READERS` threads (2 by
@@ -129,13 +130,32 @@ fn run<R>(iters: u64, read: &Arc<R>, overlap: &Arc<Overlap>) -> Duration
 where
     R: Fn() -> u64 + Send + Sync + 'static,
 {
+    let read = Arc::clone(read);
+    run_each(
+        iters,
+        &Arc::new(move || {
+            let read = Arc::clone(&read);
+            move || read()
+        }),
+        overlap,
+    )
+}
+
+/// Runs a reader made by `make` on each reader thread (its own state, e.g.
+/// a cached handle), `iters` reads each, all at once; their wall time.
+fn run_each<M, R>(iters: u64, make: &Arc<M>, overlap: &Arc<Overlap>) -> Duration
+where
+    M: Fn() -> R + Send + Sync + 'static,
+    R: FnMut() -> u64,
+{
     let threads = readers();
     let start = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (read, start, overlap) =
-                (Arc::clone(read), Arc::clone(&start), Arc::clone(overlap));
+            let (make, start, overlap) =
+                (Arc::clone(make), Arc::clone(&start), Arc::clone(overlap));
             thread::spawn(move || {
+                let mut read = make();
                 start.wait();
                 let (began, cpu_before) = (Instant::now(), on_cpu());
                 let mut sum = 0u64;
@@ -160,8 +180,9 @@ where
 fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("config_read_{}_threads", readers()));
     group.measurement_time(Duration::from_secs(5));
-    let overlaps: [(&str, Arc<Overlap>); 3] = [
+    let overlaps: [(&str, Arc<Overlap>); 4] = [
         ("snapshot", Arc::default()),
+        ("snapshot_reader", Arc::default()),
         ("rwlock_hashmap", Arc::default()),
         ("rwlock_arc", Arc::default()),
     ];
@@ -178,6 +199,22 @@ fn reads(c: &mut Criterion) {
         });
     }
     {
+        // Each reader thread with its own cached handle (`reader()`).
+        let snapshot = Snapshot::new(1, map(1));
+        let source = snapshot.clone();
+        let make = Arc::new(move || {
+            let mut reader = source.reader();
+            move || reader.load().get(black_box("key7")).copied().unwrap_or(0)
+        });
+        let _writer = Writer::start(move |v| {
+            let _ = snapshot.store(v, map(v));
+        });
+        let overlap = &overlaps[1].1;
+        group.bench_function("snapshot_reader", |b| {
+            b.iter_custom(|iters| run_each(iters, &make, overlap))
+        });
+    }
+    {
         let shared = Arc::new(RwLock::new(map(1)));
         let reader = Arc::clone(&shared);
         let read = Arc::new(move || {
@@ -186,7 +223,7 @@ fn reads(c: &mut Criterion) {
         });
         let _writer =
             Writer::start(move |v| *shared.write().unwrap_or_else(|e| e.into_inner()) = map(v));
-        let overlap = &overlaps[1].1;
+        let overlap = &overlaps[2].1;
         group.bench_function("rwlock_hashmap", |b| {
             b.iter_custom(|iters| run(iters, &read, overlap))
         });
@@ -201,7 +238,7 @@ fn reads(c: &mut Criterion) {
         let _writer = Writer::start(move |v| {
             *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map(v));
         });
-        let overlap = &overlaps[2].1;
+        let overlap = &overlaps[3].1;
         group.bench_function("rwlock_arc", |b| {
             b.iter_custom(|iters| run(iters, &read, overlap))
         });

@@ -61,6 +61,12 @@ impl<T> ArcCell<T> {
     pub(crate) fn store(&self, value: Arc<T>) {
         self.0.store(value);
     }
+
+    /// The `ArcSwap` itself, for `arc_swap::Cache` (a reader's own cached
+    /// copy, revalidated by one pointer load).
+    pub(crate) fn arc_swap(&self) -> &arc_swap::ArcSwap<T> {
+        &self.0
+    }
 }
 
 #[cfg(rampart_loom)]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use rampart::snapshot::{Snapshot, Stale};
+use rampart::snapshot::{Snapshot, Stale, Versioned};
 
 /// A value whose two halves must always agree: a torn read (half of one
 /// version, half of another) would show them apart.
@@ -44,12 +44,20 @@ fn an_older_or_equal_version_is_refused_and_the_current_stays() {
         })
     );
     assert_eq!(*snapshot.load().value(), "five");
+    let mut reader = snapshot.reader();
+    assert_eq!(reader.load().version(), 5);
     snapshot.store(9, "nine").expect("newer");
+    assert_eq!(
+        *reader.load().value(),
+        "nine",
+        "a reader sees the new version"
+    );
     assert_eq!(snapshot.version(), 9);
     assert_eq!(*snapshot.load_full().value(), "nine");
 }
 
-/// One million reads on two threads while 1,000 writes land from two
+/// One million reads on two threads (one through `load`, one through a
+/// cached `reader`) while 1,000 writes land from two
 /// writers racing with shuffled versions (seeded): no read ever sees an
 /// older version than the one before it, none sees a torn value, and the
 /// last version stands at the end. Replacing the version check with a
@@ -69,13 +77,22 @@ fn a_million_reads_during_a_thousand_racing_writes_never_go_backwards_or_tear() 
     let (a, b): (Vec<u64>, Vec<u64>) = versions.iter().partition(|v| *v % 2 == 0);
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|i| {
             let (snapshot, done) = (snapshot.clone(), Arc::clone(&done));
             thread::spawn(move || {
+                // One reader through `load()`, the other through its own
+                // cached `reader()`: both held to the same checks.
+                let mut cached = snapshot.reader();
                 let mut last = 0;
                 let mut reads = 0u64;
                 while reads < 500_000 || !done.load(Ordering::Acquire) {
-                    let seen = snapshot.load();
+                    let guard;
+                    let seen: &Versioned<Pair> = if i == 0 {
+                        guard = snapshot.load();
+                        &guard
+                    } else {
+                        cached.load()
+                    };
                     assert!(
                         seen.version() >= last,
                         "went back from {last} to {}",
@@ -118,6 +135,7 @@ fn a_million_reads_during_a_thousand_racing_writes_never_go_backwards_or_tear() 
     assert!(reads >= 1_000_000, "{reads} reads");
     assert_eq!(snapshot.version(), 1_000, "an older store landed last");
     assert_eq!(snapshot.load().value().version, 1_000);
+    assert_eq!(snapshot.reader().load().version(), 1_000);
     println!("{reads} reads, {refused} of 1000 stores refused as older");
 }
 
