@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stock::{counts, in_db, put, rows_in_db, staggered_sale, storm};
+use common::stock::{counts, in_db, put, reserve, rows_in_db, staggered_sale, storm};
 use common::{start_with, Schema, TestServer};
 use rampart_server::drill::PrivateRedis;
 use serde_json::json;
@@ -201,6 +201,61 @@ async fn redis_killed_mid_sale_the_sale_stays_exact() {
         (Some(0), Some(total))
     );
     assert_eq!(rows_in_db(&schema, "HOT").await, (total, total));
+    for t in servers {
+        t.server.shutdown().await.expect("shutdown");
+    }
+    schema.drop().await;
+}
+
+/// A give-back that never reached Redis: a cancel while Redis is dead
+/// leaves the gate short of the cancelled units. The instance marks the
+/// SKU and rebuilds it from SQL at the reaper's next tick (1 s), not at
+/// the periodic reconcile (600 s here): within seconds of Redis coming
+/// back (empty, as a restarted cache is), the gate holds what SQL holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_give_back_lost_while_redis_is_dead_is_rebuilt_at_the_next_tick() {
+    let schema = Schema::create("stock_gate_drift").await;
+    let mut redis = PrivateRedis::start().await.expect("private redis-server");
+    let servers = instances(&schema, &redis.url(), &schema.name).await;
+    let a = &servers[0];
+    assert_eq!(
+        put(a, "DRIFT", Some(("If-None-Match", "*")), json!(5))
+            .await
+            .status(),
+        201
+    );
+    let r = reserve(a, "DRIFT", Some("drift-1"), json!({ "qty": 2 })).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    gate_agrees(a, "DRIFT", 3).await;
+
+    redis.kill();
+    let r = a
+        .client
+        .post(a.url(&format!("/v1/reservations/{id}/cancel")))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 200, "SQL takes the cancel with Redis dead");
+    assert_eq!(counts(a, "DRIFT").await["available"], 5);
+    redis.restart().await.expect("restart redis-server");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stock = a.server.state.stock.clone().expect("stock");
+    let gate = stock.gate().expect("gate");
+    loop {
+        if let Ok(Some(5)) = gate.available("DRIFT").await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate was not rebuilt within 10 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for t in servers {
         t.server.shutdown().await.expect("shutdown");
     }

@@ -71,6 +71,15 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The SKUs in one of the gate's bookkeeping sets, copied out (the lock is
+/// not held across the Redis calls made for each).
+fn listed(set: &Mutex<HashSet<String>>) -> Vec<String> {
+    let set = set
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    set.iter().cloned().collect()
+}
+
 fn store_error(e: sqlx::Error) -> Error {
     Error::StockStore(e.to_string())
 }
@@ -147,14 +156,6 @@ impl Stock {
         Ok(())
     }
 
-    fn touched(&self) -> Vec<String> {
-        let touched = self
-            .touched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        touched.iter().cloned().collect()
-    }
-
     /// One pass of the gate's upkeep for the SKUs this process sold:
     /// expired holds back (`reconcile` false), or rebuilt from SQL; a SKU
     /// whose gate missed a give-back is rebuilt either way.
@@ -163,7 +164,15 @@ impl Stock {
             return Ok(());
         };
         let now_ms = self.now_ms();
-        for sku in self.touched() {
+        // A give-back this instance failed may be for a SKU another
+        // instance sold (a cancel of its reservation): rebuilt here too.
+        let mut skus = listed(&self.touched);
+        for sku in listed(&self.drifted) {
+            if !skus.contains(&sku) {
+                skus.push(sku);
+            }
+        }
+        for sku in skus {
             // Taken out before the rebuild: a release failing during it
             // marks the SKU again, for the next tick.
             let drifted = self
