@@ -92,9 +92,9 @@ async fn gate_available(t: &TestServer, sku: &str) -> Option<i64> {
 /// Buyers in the two-instance storm, for a tenth as many units:
 /// `RAMPART_STOCK_BUYERS` (the storm is 10,000 for 1,000: passed
 /// here in a debug build in 177–181 s, too long for every CI run; 2,000
-/// take ~2 s, so the time is not linear in buyers: most of it is buyers
-/// shed with 503 retrying, the test's clients not honouring a budget),
-/// 2,000 for 200 by default.
+/// take ~2 s, so the time is not linear in buyers; where it goes is not
+/// yet measured — shed buyers retrying is the first suspect), 2,000 for
+/// 200 by default.
 fn storm_size() -> (usize, i64) {
     let buyers = std::env::var("RAMPART_STOCK_BUYERS")
         .ok()

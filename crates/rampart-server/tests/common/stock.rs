@@ -99,9 +99,9 @@ pub async fn buy(
             (409, "sold_out") => return None,
             // Shed, or the same key still in flight: back off, doubling
             // from 5 ms to at most 320 ms, so shed buyers do not come back
-            // in lockstep. (Not enough for 10,000 buyers against two debug
-            // servers: that sale still takes ~3 minutes, mostly 503s and
-            // their retries; see `storm_size` in tests/stock_redis.rs.)
+            // in lockstep. (It did not shorten the 10,000-buyer sale
+            // against two debug servers, still ~3 minutes; see
+            // `storm_size` in tests/stock_redis.rs.)
             (503, _) | (409, "idempotency_in_flight") => {
                 let backoff = 5u64 << attempt.min(6);
                 tokio::time::sleep(Duration::from_millis(backoff)).await
