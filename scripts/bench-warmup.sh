@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Warm-up at the source's pace, and memory per cached key (issue 15), on the
-# embedded default (SQLite, in-process L2, L1) with every demo user warmed.
+# embedded default (SQLite, L1 alone) with every demo user warmed.
 #
-#   scripts/bench-warmup.sh [users] [foreground-duration]
+#   [WARM=keys] [RATIO=N] scripts/bench-warmup.sh [users] [foreground-duration]
 #
 # 1. `rampart warm --measure`: the source's batch-read ceiling (a plain
-#    sqlx client, one connection, `IN` lists of 500, the same rows) and the
-#    warm-up's rate, in one run, and their ratio.
+#    sqlx client, one connection, `IN` lists of 500, the same rows), the
+#    warm query itself read plainly (when it returns whole rows), and the
+#    warm-up's rate, in one run, and their ratios.
 # 2. `rampart serve` with the same config: `rampart drill` (hot keys, all
 #    L1 hits once warm) runs while the start-up warm-up runs, then again
 #    once it is done (idle): foreground p99 during warm-up vs idle.
@@ -25,14 +26,24 @@ bin=$(release_bin)
 data=$(bench_data_dir)
 trap 'bench_cleanup "$data"' EXIT
 
-# The embedded config, warming every user, L1 and L2 holding them all.
+# The embedded config, warming every user, L1 holding them all. WARM=keys
+# warms from a key list (batch reads of load_many) instead of the example's
+# whole rows (one pass), to compare the two.
 cap=$((users + users / 10 + 1000))
-sed -e 's/^warm = "SELECT id FROM users ORDER BY id LIMIT 100000"/warm = "SELECT id FROM users ORDER BY id"/' \
+sed -e '/^warm = "SELECT .* FROM users ORDER BY id LIMIT 100000"$/s/ LIMIT 100000"$/"/' \
   -e 's/^warm_count = .*LIMIT 100000.*/warm_count = "SELECT COUNT(*) FROM users"/' \
-  -e "s/^l2_capacity = 500000/l2_capacity = $cap/" \
-  -e "s/^l1_capacity = 200000/l1_capacity = $cap/" \
+  -e "s/^l1_capacity = 700000/l1_capacity = $cap/" \
   rampart.example.toml >"$data/bench.toml"
-grep -q '^warm = "SELECT id FROM users ORDER BY id"$' "$data/bench.toml"
+if [[ ${WARM:-rows} == keys ]]; then
+  sed -i 's/^warm = "SELECT .* FROM users ORDER BY id"$/warm = "SELECT id FROM users ORDER BY id"/' "$data/bench.toml"
+fi
+# RATIO=N sets warmup.pressure_foreground_ratio (0: the relative p99
+# signal off), to compare the foreground with and without it.
+if [[ -n ${RATIO:-} ]]; then
+  sed -i "s/^pressure_foreground_ratio = .*/pressure_foreground_ratio = $RATIO/" "$data/bench.toml"
+fi
+grep -q '^warm = "SELECT .*FROM users ORDER BY id"$' "$data/bench.toml"
+grep -q "^l1_capacity = $cap$" "$data/bench.toml"
 # The same without a warm-up: the memory baseline.
 sed '0,/^enabled = true/s//enabled = false/' "$data/bench.toml" >"$data/cold.toml"
 
@@ -71,6 +82,10 @@ for _ in $(seq 1 1200); do
 done
 warm_rss=$(rss_kb "$pid")
 idle=$(drill "$base")
+# Started inside $(…), so not a job of this shell: the trap would miss it,
+# and `wait` cannot wait for it.
+kill "$pid"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 python3 - "$during" "$idle" "$data/warm.err" "$cold_rss" "$warm_rss" <<'PY'
 import json, sys
 during, idle = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -113,6 +113,7 @@ impl AppState {
         let pool_wait = Arc::new(PoolWait::default());
         let foreground = Arc::new(ForegroundLatency::new(
             config.warmup.pressure_foreground_p99,
+            config.warmup.pressure_foreground_ratio,
         ));
         let pressure = Arc::new(SourcePressure {
             pool_wait: Arc::clone(&pool_wait),

@@ -266,6 +266,11 @@ pub struct WarmupConfig {
         with = "humantime_serde"
     )]
     pub pressure_foreground_p99: Duration,
+    /// …or while it exceeds this multiple of the foreground's idle p99,
+    /// probed by holding the warm-up back for two seconds every 30 while
+    /// foreground traffic flows (`cache/pressure.rs`); 0 = off.
+    #[serde(default = "defaults::pressure_foreground_ratio")]
+    pub pressure_foreground_ratio: f64,
 }
 
 impl Default for WarmupConfig {
@@ -279,6 +284,7 @@ impl Default for WarmupConfig {
             max_keys_per_sec: defaults::warm_rate(),
             pressure_pool_wait: defaults::pressure_pool_wait(),
             pressure_foreground_p99: defaults::pressure_foreground_p99(),
+            pressure_foreground_ratio: defaults::pressure_foreground_ratio(),
         }
     }
 }
@@ -323,8 +329,10 @@ pub struct ResourceConfig {
     pub warm: Option<String>,
     /// Optional SQL counting the keys `warm` returns (for progress).
     pub warm_count: Option<String>,
-    /// Entries in the in-process shared tier (L2) under L1; 0 = none.
-    /// L1 stays small and hot, L2 keeps the long tail without a reload.
+    /// Entries in an in-process second tier (L2) under L1 when Redis is
+    /// not configured; 0 = none (the default). In one process a second
+    /// copy of L1's keys buys nothing a larger L1 does not, at ~60 % of
+    /// the memory; set it to run the L2 path and the lease without Redis.
     #[serde(default = "defaults::l2_capacity")]
     pub l2_capacity: usize,
     /// Copies of each entry in Redis, in different slots (hot-key
@@ -474,6 +482,9 @@ mod defaults {
     pub fn pressure_foreground_p99() -> Duration {
         Duration::from_millis(50)
     }
+    pub fn pressure_foreground_ratio() -> f64 {
+        2.0
+    }
     pub fn key_column() -> String {
         "id".into()
     }
@@ -490,7 +501,7 @@ mod defaults {
         Duration::from_secs(10)
     }
     pub fn l2_capacity() -> usize {
-        500_000
+        0
     }
     pub fn redis_namespace() -> String {
         "default".into()
@@ -644,6 +655,12 @@ impl Config {
             return Err(format!(
                 "warmup.ready_fraction must be in (0, 1], got {}",
                 warmup.ready_fraction
+            ));
+        }
+        let ratio = warmup.pressure_foreground_ratio;
+        if !(ratio == 0.0 || (ratio.is_finite() && ratio >= 1.0)) {
+            return Err(format!(
+                "warmup.pressure_foreground_ratio must be 0 (off) or a number ≥ 1, got {ratio}"
             ));
         }
         warmup

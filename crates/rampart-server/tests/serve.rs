@@ -36,8 +36,13 @@ async fn a_row_is_a_miss_then_a_hit_with_the_source_row_as_json() {
 
 #[tokio::test]
 async fn a_row_evicted_from_l1_comes_back_from_l2_without_a_load() {
-    // An L1 of one entry: key 2 pushes key 1 out; L2 keeps both.
-    let t = start(|c| c.resources[0].cache.l1_capacity = 1).await;
+    // An L1 of one entry: key 2 pushes key 1 out; an in-process L2 (off
+    // by default, set here) keeps both.
+    let t = start(|c| {
+        c.resources[0].cache.l1_capacity = 1;
+        c.resources[0].l2_capacity = 1_000;
+    })
+    .await;
     assert_eq!(x_cache(&t.get("/v1/r/users/1").await), "miss");
     assert_eq!(x_cache(&t.get("/v1/r/users/2").await), "miss");
     let back = t.get("/v1/r/users/1").await;

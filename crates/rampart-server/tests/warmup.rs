@@ -68,3 +68,71 @@ async fn the_readiness_deadline_opens_the_gate_even_if_warm_up_is_slow() {
         .await
         .expect("shutdown cancels the warm-up");
 }
+
+/// Waits until `/readyz` answers 200 (the warm-up reached its fraction).
+async fn until_ready(t: &common::TestServer) {
+    let started = Instant::now();
+    while t.get("/readyz").await.status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const LOADS: &str = "rampart_load_duration_seconds_count{outcome=\"ok\",resource=\"users\"}";
+
+/// A warm query of whole rows (load's columns) fills L1 as it reads: no
+/// load at all, and each warmed key answers a hit with exactly the bytes a
+/// miss would have given.
+#[tokio::test]
+async fn a_warm_query_of_whole_rows_is_cached_as_read_without_a_load() {
+    let t = start(|c| {
+        c.warmup.enabled = true;
+        c.warmup.ready_fraction = 1.0;
+        c.warmup.batch_size = 100;
+        c.resources.retain(|r| r.name == "users");
+        c.resources[0].warm = Some(
+            "SELECT id, name, email, country, balance_cents, created_at FROM users ORDER BY id"
+                .into(),
+        );
+    })
+    .await;
+    until_ready(&t).await;
+    assert_eq!(
+        t.metric("rampart_warmup_keys{resource=\"users\",state=\"done\"}")
+            .await,
+        ROWS as f64
+    );
+    assert_eq!(t.metric(LOADS).await, 0.0, "no row was loaded");
+    for id in [1, ROWS / 2, ROWS] {
+        let hit = t.get(&format!("/v1/r/users/{id}")).await;
+        assert_eq!(x_cache(&hit), "hit");
+        let warmed = hit.bytes().await.expect("body");
+        t.admin_post(&format!("/v1/r/users/{id}/invalidate")).await;
+        let miss = t.get(&format!("/v1/r/users/{id}")).await;
+        assert_eq!(x_cache(&miss), "miss");
+        assert_eq!(warmed, miss.bytes().await.expect("body"), "user {id}");
+    }
+}
+
+/// A warm query of several columns that are not load's is taken as keys
+/// (its first column): the rows are loaded, and answers have load's shape.
+#[tokio::test]
+async fn a_warm_query_of_other_columns_is_taken_as_keys() {
+    let t = start(|c| {
+        c.warmup.enabled = true;
+        c.warmup.ready_fraction = 1.0;
+        c.warmup.batch_size = 100;
+        c.resources.retain(|r| r.name == "users");
+        c.resources[0].warm = Some("SELECT id, name FROM users ORDER BY id".into());
+    })
+    .await;
+    until_ready(&t).await;
+    assert!(
+        t.metric(LOADS).await >= (ROWS / 100) as f64,
+        "batches loaded"
+    );
+    let hit = t.get("/v1/r/users/7").await;
+    assert_eq!(x_cache(&hit), "hit");
+    let body: serde_json::Value = hit.json().await.expect("json");
+    assert_eq!(body, rampart_server::cache::demo::user_json(7));
+}

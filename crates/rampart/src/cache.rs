@@ -73,4 +73,4 @@ pub use loader::Loader;
 pub use local_lease::LocalLease;
 pub use memory_tier::MemoryTier;
 pub use tier::{FillOutcome, Stored, Tier, TierRead};
-pub use tiered::{CacheStats, Get, TieredCache, TieredCacheBuilder};
+pub use tiered::{CacheStats, FillTicket, Get, TieredCache, TieredCacheBuilder};

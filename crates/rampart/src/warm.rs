@@ -87,7 +87,10 @@
 //! one up to `max_concurrency`, probing back slowly instead of returning in
 //! one step to the load that hurt. A failed batch halves the limit too: a
 //! failing source is the warm-up's equivalent of TCP's lost packet. A
-//! halving never stops running batches; it gates the next ones.
+//! halving never stops running batches; it gates the next ones. Below one
+//! there is nothing to halve, so at one, under pressure, each batch first
+//! waits [`PRESSURE_PAUSE`]: without it, batches that cost the source
+//! little would still run back to back and the signal would slow nothing.
 //!
 //! # Failures, panics and cancellation
 //!
@@ -135,6 +138,15 @@ use crate::Error;
 /// `batch_size` then grows its vector as keys arrive instead of reserving
 /// (or failing to reserve) it all up front.
 const MAX_PREALLOCATED_KEYS: usize = 4096;
+
+/// How long a batch waits before it starts when the pressure is high and
+/// the concurrency is already down to one: halving cannot go lower, and a
+/// batch that costs the source little (or rows cached as read, which cost
+/// only CPU) would otherwise start at once, back to back. After the pause
+/// the batch starts whatever the signal says, so a pressure that never
+/// lets up still leaves one batch per pause (500 keys per 100 ms with the
+/// defaults): slowed, never stopped.
+pub const PRESSURE_PAUSE: Duration = Duration::from_millis(100);
 
 /// The longest the rate limiter ever schedules ahead for one batch. Only a
 /// batch of tens of billions of keys at 1 key/s reaches it; the cap keeps
@@ -521,6 +533,8 @@ where
     // Created at the first rate wait, not before: building a `Sleep` needs
     // a runtime with timers, which a run without a rate limit should not.
     let mut rate_timer = pin!(None::<tokio::time::Sleep>);
+    // Set while the next batch waits out `PRESSURE_PAUSE`.
+    let mut pressure_pause: Option<Instant> = None;
 
     loop {
         // Checked here too, not only in the `select!` below: a cancel that
@@ -539,11 +553,21 @@ where
             match &rate {
                 Some(rate) if now < rate.next_at => rate_wait = Some(rate.next_at),
                 _ => {
-                    if pressure.is_high() {
+                    // A pause served lets the batch go whatever the signal
+                    // says: the floor of progress.
+                    let paused_until = pressure_pause.take();
+                    let high = pressure.is_high();
+                    if high {
                         limit = (limit / 2).max(1);
                         run.publish_limit(limit);
                     }
-                    if run.batches.len() < limit {
+                    if let Some(until) = paused_until.filter(|until| now < *until) {
+                        pressure_pause = Some(until);
+                        rate_wait = Some(until);
+                    } else if high && limit == 1 && paused_until.is_none() {
+                        pressure_pause = Some(now + PRESSURE_PAUSE);
+                        rate_wait = pressure_pause;
+                    } else if run.batches.len() < limit {
                         let batch = mem::replace(
                             &mut building,
                             Vec::with_capacity(batch_size.min(MAX_PREALLOCATED_KEYS)),

@@ -779,6 +779,120 @@ async fn an_invalidation_during_a_load_refuses_its_fill() {
 /// Two processes share L2; the other one invalidates while this one's load
 /// runs, and its notice never reaches us (lost, or not sent yet). L2 refuses
 /// our fill; the old row must not land in our L1 either, single or batch.
+/// Rows read by a scan (a warm-up reading whole rows) go into L1 as a
+/// load would put them: hits afterwards, no load, and fresh for the TTL.
+/// A key invalidated after the ticket was taken is refused (its row may
+/// predate the invalidation); a key L1 already holds keeps what it holds;
+/// a cache with a shared tier refuses the whole call.
+#[tokio::test]
+async fn rows_filled_after_a_ticket_are_hits_unless_invalidated_since() {
+    let (clock, mock) = Clock::mock();
+    let source = Source_::with_rows(10);
+    let cache = cache(&source, &clock);
+    cache.get(&4).await.expect("get");
+    let loads_before = source.loads();
+
+    let ticket = cache.fill_ticket();
+    let rows: Vec<(u64, String)> = (0..6).map(|k| (k, format!("scanned {k}"))).collect();
+    let cached = cache
+        .fill_loaded(rows, &ticket, Duration::from_millis(1))
+        .expect("no tier");
+    assert_eq!(cached, 6, "five rows put in, key 4 already held");
+    let kept = cache.get(&4).await.expect("get");
+    assert_eq!(
+        (kept.status(), value(&kept)),
+        (CacheStatus::Hit, Some("v4"))
+    );
+    mock.increment(Duration::from_secs(59));
+    for k in [0, 1, 2, 3, 5] {
+        let scanned = cache.get(&k).await.expect("get");
+        assert_eq!(
+            (scanned.status(), value(&scanned)),
+            (CacheStatus::Hit, Some(format!("scanned {k}").as_str()))
+        );
+    }
+    assert_eq!(source.loads(), loads_before);
+
+    // Key 7 is read by the scan, then changed and invalidated before the
+    // fill: its scanned row must not land.
+    let ticket = cache.fill_ticket();
+    let rows = vec![(7, "scanned 7".to_owned())];
+    source.set(7, "new 7");
+    cache.invalidate(&7).await.expect("invalidate");
+    let cached = cache
+        .fill_loaded(rows, &ticket, Duration::from_millis(1))
+        .expect("no tier");
+    assert_eq!((cached, cache.stats().fills_refused), (0, 1));
+    let refused = cache.get(&7).await.expect("get");
+    assert_eq!(
+        (refused.status(), value(&refused)),
+        (CacheStatus::Miss, Some("new 7"))
+    );
+
+    let tiered = over_tier(&source, &clock, &memory_tier(&clock));
+    let ticket = tiered.fill_ticket();
+    let err = tiered
+        .fill_loaded(vec![(1, "x".into())], &ticket, Duration::ZERO)
+        .expect_err("a tier needs get_many");
+    assert!(matches!(err.kind(), ErrorKind::InvalidConfig(_)), "{err}");
+}
+
+/// A scan racing writers on two threads: a writer changes each key in the
+/// source and invalidates it while a scanner (ticket, read row by row,
+/// fill) runs. Whatever the interleaving, no key may end up cached with a
+/// value older than the source's. Checking the generation at fill time
+/// instead of the ticket's lets the scanner's old rows land (seen failing
+/// within the first rounds when tried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanned_rows_never_outlive_an_invalidation_made_during_the_scan() {
+    const KEYS: u64 = 64;
+    for round in 0..200u64 {
+        let (clock, _mock) = Clock::mock();
+        let source = Source_::with_rows(KEYS);
+        let cache = cache(&source, &clock);
+        let writer = tokio::spawn({
+            let (source, cache) = (source.clone(), cache.clone());
+            async move {
+                for k in (0..KEYS).rev() {
+                    source.set(k, &format!("new {k}"));
+                    cache.invalidate(&k).await.expect("invalidate");
+                    if k % 4 == round % 4 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        });
+        let scanner = tokio::spawn({
+            let (source, cache) = (source.clone(), cache.clone());
+            async move {
+                let ticket = cache.fill_ticket();
+                let mut rows = Vec::new();
+                for k in 0..KEYS {
+                    let row = source.rows.lock().get(&k).cloned();
+                    rows.extend(row.map(|v| (k, v)));
+                    if k % 8 == round % 8 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                cache
+                    .fill_loaded(rows, &ticket, Duration::ZERO)
+                    .expect("no tier")
+            }
+        });
+        writer.await.expect("writer");
+        scanner.await.expect("scanner");
+        for k in 0..KEYS {
+            if let Some(cached) = cache.get_cached(&k) {
+                assert_eq!(
+                    value(&cached),
+                    Some(format!("new {k}").as_str()),
+                    "round {round}: key {k} kept a row read before its invalidation"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_fill_refused_by_l2_does_not_land_in_l1() {
     let clock = Clock::new();

@@ -504,6 +504,45 @@ async fn limits_changed_mid_run_apply_from_the_next_batch() {
     assert_accounted(&progress, 2000, Some(&report));
 }
 
+/// Under a pressure that never lets up, once the limit is down to one
+/// each batch waits `PRESSURE_PAUSE` before it starts, even batches that
+/// cost nothing (rows cached as read): slowed, never stopped. Without the
+/// pause they would start back to back and the signal would slow nothing.
+#[tokio::test(start_paused = true)]
+async fn under_constant_pressure_batches_at_one_start_a_pause_apart() {
+    let source = Arc::new(FakeSource::default());
+    let pulled = Arc::new(AtomicU64::new(0));
+    let progress = WarmProgress::default();
+    let report = warm(
+        counted_keys(0..12, &pulled),
+        |batch: Vec<u64>| {
+            let (_, load) = source.enter(&batch, &progress, &pulled);
+            source.exit(load);
+            async move { Ok(batch.len() as u64) }
+        },
+        &config(1, 8),
+        &|| true,
+        &progress,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.keys_done, 12);
+    let log = source.log();
+    let limits: Vec<usize> = log.iter().map(|d| d.limit).collect();
+    assert_eq!(limits[..3], [4, 2, 1], "{limits:?}");
+    // 8 → 4 → 2: no pause; from the limit of one on, a pause before each.
+    assert_eq!(log[1].at - log[0].at, Duration::ZERO);
+    for pair in log[1..].windows(2) {
+        assert_eq!(
+            pair[1].at - pair[0].at,
+            rampart::warm::PRESSURE_PAUSE,
+            "{log:?}"
+        );
+    }
+    assert_accounted(&progress, 12, Some(&report));
+}
+
 /// AIMD: under pressure the limit halves before each dispatch (min 1);
 /// when calm it grows by at most 1 per completed batch, up to the max; and
 /// `progress.concurrency()` shows it.

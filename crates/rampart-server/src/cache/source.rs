@@ -346,6 +346,95 @@ pub fn warm_keys<'a>(
         .map(move |row| Key::from_row(key_type, &row?, 0).map_err(rampart::Error::source))
 }
 
+/// What a resource's `warm` query returns, found by preparing it and its
+/// `load` query (nothing is run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarmShape {
+    /// One key a row, first column: the rows are then loaded in batches.
+    Keys,
+    /// Whole rows, with `load`'s columns in `load`'s order: each row is
+    /// cached as read, with no second query (`TieredCache::fill_loaded`).
+    Rows,
+    /// Several columns that are not `load`'s: cached as read they would
+    /// answer a hit with another shape than a miss, so only the first
+    /// column is used, as a key. Says which columns differ, for the log.
+    KeysOfOtherColumns(String),
+}
+
+/// Prepares `warm` and `load` and compares their columns.
+pub async fn warm_shape(
+    pool: &AnyPool,
+    resource: &ResourceConfig,
+) -> Result<WarmShape, StartError> {
+    use sqlx::Executor;
+    let Some(warm) = &resource.warm else {
+        return Ok(WarmShape::Keys);
+    };
+    let db = |e: sqlx::Error| StartError::Database(e.to_string());
+    let names = |d: &sqlx::Describe<sqlx::Any>| -> Vec<String> {
+        d.columns().iter().map(|c| c.name().to_owned()).collect()
+    };
+    let warm_columns = names(&pool.describe(warm).await.map_err(db)?);
+    if warm_columns.len() <= 1 {
+        return Ok(WarmShape::Keys);
+    }
+    let load_columns = names(&pool.describe(&resource.load).await.map_err(db)?);
+    if warm_columns == load_columns && warm_columns.contains(&resource.key_column) {
+        Ok(WarmShape::Rows)
+    } else {
+        Ok(WarmShape::KeysOfOtherColumns(format!(
+            "warm returns ({}), load returns ({})",
+            warm_columns.join(", "),
+            load_columns.join(", ")
+        )))
+    }
+}
+
+/// Streams the whole rows a resource's `warm` query returns (see
+/// [`WarmShape::Rows`]), each as its key and its JSON: the bytes a load of
+/// that key gives.
+pub fn warm_rows<'a>(
+    pool: &'a AnyPool,
+    sql: &'a str,
+    key_type: KeyType,
+    key_column: &'a str,
+) -> impl Stream<Item = Result<(Key, Bytes), rampart::Error>> + Send + 'a {
+    let mut shape: Option<JsonShape> = None;
+    let mut scratch = Vec::with_capacity(256);
+    sqlx::query(sql)
+        .fetch(pool)
+        .map(move |row| -> Result<(Key, Bytes), rampart::Error> {
+            let row = row.map_err(rampart::Error::source)?;
+            let key = Key::from_row(key_type, &row, key_column).map_err(rampart::Error::source)?;
+            // Rows of one query share their shape: worked out once.
+            let shape = match &mut shape {
+                Some(shape) => shape,
+                None => shape.insert(JsonShape::of(&row).map_err(rampart::Error::source)?),
+            };
+            let json = shape
+                .to_bytes(&row, &mut scratch)
+                .map_err(rampart::Error::source)?;
+            Ok((key, json))
+        })
+}
+
+/// The keys `sql` (a `warm` query of `shape`) names: the key column of
+/// whole rows, else the first column.
+pub fn warm_query_keys<'a>(
+    pool: &'a AnyPool,
+    sql: &'a str,
+    resource: &'a ResourceConfig,
+    shape: &WarmShape,
+) -> impl Stream<Item = Result<Key, rampart::Error>> + Send + 'a {
+    if *shape == WarmShape::Rows {
+        warm_rows(pool, sql, resource.key_type, &resource.key_column)
+            .map_ok(|(key, _)| key)
+            .left_stream()
+    } else {
+        warm_keys(pool, sql, resource.key_type).right_stream()
+    }
+}
+
 /// Runs a counting query (`warm_count`, the demo tables' sizes).
 pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, StartError> {
     let db = |e: sqlx::Error| StartError::Database(e.to_string());

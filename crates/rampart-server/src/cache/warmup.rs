@@ -8,14 +8,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use futures_util::Stream;
 use rampart::warm::{warm_with_limits, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ceiling::{self, Ceiling};
 use crate::cache::keys::Key;
-use crate::cache::source::{count, warm_keys};
+use crate::cache::source::{count, warm_query_keys, warm_rows, warm_shape, WarmShape};
 use crate::start_error::StartError;
-use crate::state::AppState;
+use crate::state::{AppState, Resource};
 
 /// Warms every resource in turn; returns each one's report. Marks the
 /// service ready when done (the readiness gate may open earlier).
@@ -23,7 +26,6 @@ pub async fn run(
     state: &AppState,
     cancel: &CancellationToken,
 ) -> Vec<(String, Result<WarmReport, rampart::Error>)> {
-    let config = state.config.warmup.warm_config();
     let mut reports = Vec::new();
     let mut names: Vec<&String> = state.resources.keys().collect();
     names.sort();
@@ -41,32 +43,56 @@ pub async fn run(
                 resource.warm.set_expected(total);
             }
         }
-        tracing::info!(resource = %name, expected = ?resource.warm.expected(), "warm-up starting");
-        let cache = resource.cache.clone();
-        let load_batch = move |keys: Vec<Key>| {
-            let cache = cache.clone();
-            async move {
-                let answers = cache.get_many(&keys).await;
-                let loaded = answers.iter().filter(|a| a.is_ok()).count() as u64;
-                match answers.into_iter().find_map(Result::err) {
-                    // Nothing in the batch loaded: report the failure.
-                    Some(err) if loaded == 0 => Err(err),
-                    _ => Ok(loaded),
-                }
+        let shape = match warm_shape(&state.pool, &resource.config).await {
+            Ok(shape) => shape,
+            Err(e) => {
+                tracing::warn!(resource = %name, error = %e, "warm query cannot be prepared");
+                WarmShape::Keys
             }
         };
-        let keys = warm_keys(&state.pool, &sql, resource.config.key_type);
-        // The limits in force, not `config`'s: a reload may change them
-        // while this runs.
-        let warming = warm_with_limits(
-            keys,
-            load_batch,
-            &config,
-            &state.warm_limits,
-            state.pressure.as_ref(),
-            &resource.warm,
-            cancel,
-        );
+        // Whole rows fill L1 as read; with a shared tier they cannot (its
+        // fills are fenced by generations read before the load), so the
+        // rows' keys go through the read path like any key list.
+        let rows = shape == WarmShape::Rows && !resource.cache.has_tier();
+        if let WarmShape::KeysOfOtherColumns(why) = &shape {
+            tracing::warn!(resource = %name, columns = %why,
+                "warm query returns other columns than load: only its first column is used, as the key");
+        }
+        tracing::info!(resource = %name, expected = ?resource.warm.expected(), rows, "warm-up starting");
+        let warming = async {
+            if rows {
+                // Taken before the query starts: an invalidation from here
+                // on refuses its key's scanned row.
+                let ticket = Arc::new(resource.cache.fill_ticket());
+                let cache = resource.cache.clone();
+                let fill_batch = move |rows: Vec<(Key, Bytes)>| {
+                    let (cache, ticket) = (cache.clone(), Arc::clone(&ticket));
+                    async move {
+                        let cached = cache.fill_loaded(rows, &ticket, Duration::ZERO)?;
+                        Ok(cached as u64)
+                    }
+                };
+                let config = &resource.config;
+                let scanned = warm_rows(&state.pool, &sql, config.key_type, &config.key_column);
+                warm_one(state, &resource, scanned, fill_batch, cancel).await
+            } else {
+                let cache = resource.cache.clone();
+                let load_batch = move |keys: Vec<Key>| {
+                    let cache = cache.clone();
+                    async move {
+                        let answers = cache.get_many(&keys).await;
+                        let loaded = answers.iter().filter(|a| a.is_ok()).count() as u64;
+                        match answers.into_iter().find_map(Result::err) {
+                            // Nothing in the batch loaded: report the failure.
+                            Some(err) if loaded == 0 => Err(err),
+                            _ => Ok(loaded),
+                        }
+                    }
+                };
+                let keys = warm_query_keys(&state.pool, &sql, &resource.config, &shape);
+                warm_one(state, &resource, keys, load_batch, cancel).await
+            }
+        };
         let report = log_progress_while(name, &resource.warm, warming).await;
         match &report {
             Ok(r) => tracing::info!(
@@ -85,32 +111,78 @@ pub async fn run(
     reports
 }
 
-/// Each warmed resource's source ceiling ([`ceiling::measure`]), in name
-/// order, for `rampart warm --measure`.
-pub async fn ceilings(state: &AppState) -> Result<Vec<(String, Ceiling)>, StartError> {
+/// One resource's warm-up from `items` (keys or rows) through `batch`: the
+/// batch size from the config, the concurrency and rate from the limits
+/// in force, which a reload may change while this runs.
+async fn warm_one<K, S, F, Fut>(
+    state: &AppState,
+    resource: &Resource,
+    items: S,
+    batch: F,
+    cancel: &CancellationToken,
+) -> Result<WarmReport, rampart::Error>
+where
+    S: Stream<Item = Result<K, rampart::Error>>,
+    F: Fn(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<u64, rampart::Error>>,
+{
+    let config = state.config.warmup.warm_config();
+    warm_with_limits(
+        items,
+        batch,
+        &config,
+        &state.warm_limits,
+        state.pressure.as_ref(),
+        &resource.warm,
+        cancel,
+    )
+    .await
+}
+
+/// A resource's source ceilings: batch reads of its warm keys
+/// ([`ceiling::measure`]) and, for a warm query of whole rows, that query
+/// read plainly ([`ceiling::measure_scan`]).
+pub struct Ceilings {
+    pub batch: Ceiling,
+    pub scan: Option<Ceiling>,
+}
+
+/// Each warmed resource's source ceilings, in name order, for `rampart
+/// warm --measure`.
+pub async fn ceilings(state: &AppState) -> Result<Vec<(String, Ceilings)>, StartError> {
     let mut names: Vec<&String> = state.resources.keys().collect();
     names.sort();
     let mut found = Vec::new();
     for name in names {
         let resource = &state.resources[name];
-        let batch = state.config.warmup.batch_size;
-        if let Some(c) = ceiling::measure(&state.pool, &resource.config, batch).await? {
-            found.push((name.clone(), c));
+        let batch_size = state.config.warmup.batch_size;
+        if let Some(batch) = ceiling::measure(&state.pool, &resource.config, batch_size).await? {
+            let scan = ceiling::measure_scan(&state.pool, &resource.config).await?;
+            found.push((name.clone(), Ceilings { batch, scan }));
         }
     }
     Ok(found)
 }
 
-/// One line comparing a warm-up's rate with its source's ceiling.
-pub fn compare(name: &str, ceiling: &Ceiling, report: &WarmReport) -> String {
+/// One line comparing a warm-up's rate with its source's ceilings.
+pub fn compare(name: &str, ceilings: &Ceilings, report: &WarmReport) -> String {
     let rate = report.keys_done as f64 / report.elapsed.as_secs_f64().max(1e-9);
-    format!(
-        "{name}: source ceiling {:.0} rows/s ({} rows, plain client, one connection); \
-         warm-up {rate:.0} keys/s = {:.2} of the ceiling",
-        ceiling.rows_per_sec(),
-        ceiling.rows,
-        rate / ceiling.rows_per_sec().max(1e-9),
-    )
+    let batch = &ceilings.batch;
+    let mut line = format!(
+        "{name}: source ceiling {:.0} rows/s ({} rows, plain client, one connection, \
+         batch reads); warm-up {rate:.0} keys/s = {:.2} of the ceiling",
+        batch.rows_per_sec(),
+        batch.rows,
+        rate / batch.rows_per_sec().max(1e-9),
+    );
+    if let Some(scan) = &ceilings.scan {
+        line.push_str(&format!(
+            "; the warm query read plainly {:.0} rows/s: {:.2} of that",
+            scan.rows_per_sec(),
+            rate / scan.rows_per_sec().max(1e-9),
+        ));
+    }
+    line
 }
 
 /// How often a running warm-up logs its progress.

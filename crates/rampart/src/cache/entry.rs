@@ -1,6 +1,6 @@
 //! What the cache keeps per key and what it answers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,25 +66,37 @@ impl std::fmt::Display for CacheStatus {
 
 /// One cached answer for one key, with its deadlines on the local clock.
 ///
-/// Kept small (one cache line with a pointer-sized value): the hit path
-/// touches its reference count, and at 100k keys the entries' footprint
-/// shows in hit throughput. Hence the windows after `fresh_until` as
-/// millisecond offsets rather than more instants.
+/// Kept small: the hit path touches its reference count, and at 100k keys
+/// the entries' footprint shows in hit throughput; at 1 M keys it is a
+/// third of the memory a key costs. Hence every time after `fresh_until`
+/// or before it as a millisecond offset rather than another instant, and
+/// the refresh flag folded into the load time's word: 56 bytes with a
+/// `Bytes` value, so that with its reference counts it fits glibc's
+/// 80-byte chunk rather than the 96-byte one (BENCHMARKS.md, memory per
+/// cached key). A size test below holds it there.
 #[derive(Debug)]
 pub struct Entry<V> {
     pub(crate) value: Option<V>,
-    pub(crate) loaded_at: Instant,
     pub(crate) fresh_until: Instant,
+    /// How long before `fresh_until` the value was read from the source,
+    /// in ms (its age at `fresh_until`).
+    fresh_for_ms: u32,
     /// Stale-while-revalidate window after `fresh_until`, in ms.
     grace_ms: u32,
     /// Stale-if-error window after `fresh_until`, in ms.
     error_ms: u32,
-    /// How long the load took, in µs (for early refresh).
-    load_micros: u32,
-    /// Set by the first stale hit that starts a refresh, so a hot stale key
-    /// starts one refresh, not one per request.
-    refreshing: AtomicBool,
+    /// How long the load took, in µs (for early refresh; at most
+    /// `LOAD_MICROS_MAX`), and in the top bit (`REFRESHING`) whether a
+    /// stale hit has started a refresh, so a hot stale key starts one
+    /// refresh, not one per request.
+    load_micros_and_refreshing: AtomicU32,
 }
+
+/// The refresh flag's bit in `load_micros_and_refreshing`.
+const REFRESHING: u32 = 1 << 31;
+/// The longest load time an entry keeps: ~36 minutes, far past any load
+/// timeout.
+const LOAD_MICROS_MAX: u32 = REFRESHING - 1;
 
 /// What L1 stores per key: the entry and, inline in the map's own slot (16
 /// bytes, like a bare `Arc<str>` value), the moment until which a lookup may
@@ -130,15 +142,25 @@ impl<V> Entry<V> {
         load_time: Duration,
     ) -> Self {
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let load_micros = u32::try_from(load_time.as_micros())
+            .unwrap_or(u32::MAX)
+            .min(LOAD_MICROS_MAX);
         Entry {
             value,
-            loaded_at,
             fresh_until,
+            fresh_for_ms: ms(fresh_until.saturating_duration_since(loaded_at)),
             grace_ms: ms(grace),
             error_ms: ms(stale_if_error),
-            load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
-            refreshing: AtomicBool::new(false),
+            load_micros_and_refreshing: AtomicU32::new(load_micros),
         }
+    }
+
+    /// When the value was read from the source (to the millisecond; an age
+    /// past ~49 days at `fresh_until` reads as that).
+    pub(crate) fn loaded_at(&self) -> Instant {
+        self.fresh_until
+            .checked_sub(Duration::from_millis(u64::from(self.fresh_for_ms)))
+            .unwrap_or(Instant::ORIGIN)
     }
 
     /// The value; `None` when the key does not exist.
@@ -186,7 +208,8 @@ impl<V> Entry<V> {
     pub(crate) fn wants_early_refresh(&self, now: Instant, beta: f64) -> bool {
         let random: f64 = fastrand::f64();
         // ln(random) <= 0; a zero draw means "refresh now".
-        let load_time = Duration::from_micros(u64::from(self.load_micros));
+        let load_micros = self.load_micros_and_refreshing.load(Ordering::Relaxed) & LOAD_MICROS_MAX;
+        let load_time = Duration::from_micros(u64::from(load_micros));
         let gap = load_time.as_secs_f64() * beta * -random.max(f64::MIN_POSITIVE).ln();
         match Duration::try_from_secs_f64(gap) {
             Ok(gap) => now + gap >= self.fresh_until,
@@ -198,11 +221,15 @@ impl<V> Entry<V> {
     pub(crate) fn claim_refresh(&self) -> bool {
         // Relaxed: the flag only elects one refresher; the refresh itself is
         // synchronised by the flight and the generations.
-        !self.refreshing.swap(true, Ordering::Relaxed)
+        self.load_micros_and_refreshing
+            .fetch_or(REFRESHING, Ordering::Relaxed)
+            & REFRESHING
+            == 0
     }
 
     pub(crate) fn refresh_failed(&self) {
-        self.refreshing.store(false, Ordering::Relaxed);
+        self.load_micros_and_refreshing
+            .fetch_and(!REFRESHING, Ordering::Relaxed);
     }
 }
 
@@ -235,6 +262,52 @@ impl<V> Lookup<V> {
     /// Time from when the value was read from the source until `now` (on
     /// the clock of the cache that answered).
     pub fn age_at(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.entry.loaded_at)
+        now.saturating_duration_since(self.entry.loaded_at())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry with its two reference counts must fit glibc's 80-byte
+    /// chunk (72 bytes of payload): a byte more costs 16 a cached key.
+    #[test]
+    fn an_entry_of_bytes_stays_within_glibcs_80_byte_chunk() {
+        assert_eq!(std::mem::size_of::<Entry<bytes::Bytes>>(), 56);
+    }
+
+    /// The refresh flag and the load time share a word: setting and
+    /// clearing one leaves the other.
+    #[test]
+    fn the_refresh_flag_leaves_the_load_time_alone() {
+        let at = Instant::ORIGIN + Duration::from_secs(100);
+        let entry = Entry::new(
+            Some(1u8),
+            at,
+            at + Duration::from_secs(60),
+            Duration::from_secs(10),
+            Duration::from_secs(300),
+            Duration::from_micros(1_234),
+        );
+        assert!(entry.claim_refresh());
+        assert!(!entry.claim_refresh());
+        let word = entry.load_micros_and_refreshing.load(Ordering::Relaxed);
+        assert_eq!(word & LOAD_MICROS_MAX, 1_234);
+        entry.refresh_failed();
+        assert!(entry.claim_refresh());
+        assert_eq!(entry.loaded_at(), at);
+        let slow = Entry::new(
+            Some(1u8),
+            at,
+            at,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::MAX,
+        );
+        assert!(
+            slow.claim_refresh(),
+            "a huge load time must not set the flag"
+        );
     }
 }

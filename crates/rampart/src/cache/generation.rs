@@ -32,10 +32,13 @@ impl Default for Generations {
 }
 
 impl Generations {
-    fn stripe<K: Hash>(&self, key: &K) -> &Mutex<u64> {
+    fn index<K: Hash>(&self, key: &K) -> usize {
         // The modulo keeps the index in range whatever the hash.
-        let index = (self.hasher.hash_one(key) % STRIPES as u64) as usize;
-        &self.stripes[index]
+        (self.hasher.hash_one(key) % STRIPES as u64) as usize
+    }
+
+    fn stripe<K: Hash>(&self, key: &K) -> &Mutex<u64> {
+        &self.stripes[self.index(key)]
     }
 
     /// The key's generation now; read before loading.
@@ -53,6 +56,31 @@ impl Generations {
     ) -> Option<R> {
         let generation =
             crate::contention::lock_timed(self.stripe(key), &crate::contention::GENERATIONS);
+        (*generation == expected).then(fill)
+    }
+
+    /// Every stripe's generation now, for fills of rows read after this
+    /// moment by a path that did not read each key's generation first (a
+    /// warm-up scan that learns its keys from the rows themselves).
+    pub(crate) fn snapshot(&self) -> Box<[u64]> {
+        self.stripes
+            .iter()
+            .map(|stripe| *crate::contention::lock_timed(stripe, &crate::contention::GENERATIONS))
+            .collect()
+    }
+
+    /// [`Self::fill_if_current`] against a [`Self::snapshot`]: runs `fill`
+    /// only if the key's stripe has not moved since the snapshot.
+    pub(crate) fn fill_if_unchanged_since<K: Hash, R>(
+        &self,
+        key: &K,
+        snapshot: &[u64],
+        fill: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let index = self.index(key);
+        let expected = *snapshot.get(index)?;
+        let generation =
+            crate::contention::lock_timed(&self.stripes[index], &crate::contention::GENERATIONS);
         (*generation == expected).then(fill)
     }
 

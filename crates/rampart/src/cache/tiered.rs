@@ -66,6 +66,12 @@ struct Inner<K, V> {
     refreshes: RefreshQueue<K, V>,
 }
 
+/// Every key's generation at one moment: what
+/// [`TieredCache::fill_loaded`] checks rows read after it against.
+pub struct FillTicket {
+    generations: Box<[u64]>,
+}
+
 /// What one flight produced: shared by its leader and followers.
 struct Fetched<V> {
     entry: Arc<Entry<V>>,
@@ -626,6 +632,76 @@ where
         inner.l1_generations.invalidate_all(|| inner.l1.clear());
     }
 
+    /// Whether a shared tier (L2) sits under L1; without one,
+    /// [`fill_loaded`](Self::fill_loaded) is open.
+    pub fn has_tier(&self) -> bool {
+        self.inner.tier.is_some()
+    }
+
+    /// Every key's generation as of now. Take it *before* reading rows
+    /// from the source by a path other than the [`Loader`] (a warm-up that
+    /// scans whole rows), then hand those rows to
+    /// [`fill_loaded`](Self::fill_loaded), which refuses the keys
+    /// invalidated in between.
+    pub fn fill_ticket(&self) -> FillTicket {
+        FillTicket {
+            generations: self.inner.l1_generations.snapshot(),
+        }
+    }
+
+    /// Puts rows read from the source since `ticket` was taken into L1, as
+    /// a load of them would: the same TTL, jitter and windows, the keys
+    /// added to the existence filter. Left out: a key invalidated since the
+    /// ticket (or one sharing its generation stripe: a wasted fill, never a
+    /// stale one), and a key L1 already holds (what it holds was loaded
+    /// later, so it is at least as new). Returns how many of the rows'
+    /// keys L1 now holds: the rows put in and the keys it already held.
+    ///
+    /// Why it exists: a warm-up that reads whole rows in one pass needs no
+    /// second query per key (BENCHMARKS.md, warm-up at the source's pace).
+    ///
+    /// Only for a cache without a shared tier: a tier fill is fenced by a
+    /// generation read from the tier *before* the load, which a scan cannot
+    /// read for keys it has not seen yet. With a tier this is
+    /// `InvalidConfig`; load the keys through [`get_many`](Self::get_many).
+    pub fn fill_loaded(
+        &self,
+        rows: Vec<(K, V)>,
+        ticket: &FillTicket,
+        load_time: Duration,
+    ) -> Result<usize, Error> {
+        let inner = &self.inner;
+        if inner.tier.is_some() {
+            return Err(Error::invalid_config(format!(
+                "cache {}: fill_loaded needs a cache without a shared tier; use get_many",
+                inner.name
+            )));
+        }
+        let loaded_at = inner.clock.now();
+        let early_refresh = inner.config.load().early_refresh_beta.is_some();
+        let mut cached = 0;
+        for (key, value) in rows {
+            inner.exists(&key);
+            if inner.l1.contains_key(&key) {
+                cached += 1;
+                continue;
+            }
+            let stored = inner.stored(Some(value), loaded_at, load_time);
+            let slot = Arc::new(inner.entry_from_stored(stored)).l1_slot(early_refresh);
+            let put =
+                inner
+                    .l1_generations
+                    .fill_if_unchanged_since(&key, &ticket.generations, || {
+                        inner.l1.insert(key.clone(), slot)
+                    });
+            match put {
+                Some(()) => cached += 1,
+                None => bump(&inner.stats.fills_refused),
+            }
+        }
+        Ok(cached)
+    }
+
     /// The slow-path counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.stats;
@@ -918,7 +994,7 @@ where
             let loaded_at = self.clock.now();
             let started = self.clock.precise_now();
             match self.load_many(&wanted).await {
-                Ok(found) => {
+                Ok(mut found) => {
                     for key in found.keys() {
                         self.exists(key);
                     }
@@ -929,14 +1005,13 @@ where
                     for &j in &to_load {
                         first_of.entry(&keys[missing[j]]).or_insert(j);
                     }
-                    let stored: HashMap<&K, Stored<V>> = first_of
+                    // Values are moved, not cloned, from the load to L1: a
+                    // clone of a `Bytes` made from a `Vec` allocates its
+                    // shared header (32 bytes a key at 1 M warmed keys);
+                    // only a tier fill, which keeps its own handle, clones.
+                    let mut stored: HashMap<&K, Stored<V>> = first_of
                         .keys()
-                        .map(|key| {
-                            (
-                                *key,
-                                self.stored(found.get(*key).cloned(), loaded_at, load_time),
-                            )
-                        })
+                        .map(|key| (*key, self.stored(found.remove(*key), loaded_at, load_time)))
                         .collect();
                     // Keys whose L2 fill was refused (invalidated meanwhile):
                     // answered, but kept out of L1, as in `fetch`.
@@ -972,10 +1047,14 @@ where
                         let entry = match filled.get(key) {
                             Some(entry) => Arc::clone(entry),
                             None => {
+                                // Each distinct key reaches here once (`filled`).
+                                let Some(value) = stored.remove(key) else {
+                                    continue;
+                                };
                                 let entry = if refused.contains(key) {
-                                    Arc::new(self.entry_from_stored(stored[key].clone()))
+                                    Arc::new(self.entry_from_stored(value))
                                 } else {
-                                    self.fill_l1(key, stored[key].clone(), l1_generations[j])
+                                    self.fill_l1(key, value, l1_generations[j])
                                 };
                                 filled.insert(key, Arc::clone(&entry));
                                 entry

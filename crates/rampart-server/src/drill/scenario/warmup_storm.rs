@@ -81,6 +81,7 @@ fn configure(config: &mut Config, mode: Mode) {
         w.max_keys_per_sec = 0;
         w.pressure_pool_wait = NEVER;
         w.pressure_foreground_p99 = NEVER;
+        w.pressure_foreground_ratio = 0.0;
         w.ready_deadline = Duration::ZERO;
         for r in users(config) {
             unguarded(r);
