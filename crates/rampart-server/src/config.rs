@@ -160,6 +160,13 @@ pub struct ServerConfig {
     /// closed at once (`rampart_connections_refused_total`).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Connections the kernel may hold waiting for an accept. Past it,
+    /// new connections' handshakes are dropped and their clients retry a
+    /// second or more later: a reconnect storm (a failover, a flash sale)
+    /// turns into seconds of latency. The kernel caps it at
+    /// `net.core.somaxconn`.
+    #[serde(default = "defaults::listen_backlog")]
+    pub listen_backlog: u32,
     /// The longest request URI answered; longer ones get 414.
     #[serde(default = "defaults::max_uri_bytes")]
     pub max_uri_bytes: usize,
@@ -226,6 +233,7 @@ impl Default for ServerConfig {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
+            listen_backlog: defaults::listen_backlog(),
             max_uri_bytes: defaults::max_uri_bytes(),
             max_header_bytes: defaults::max_header_bytes(),
             admin_token_file: None,
@@ -449,6 +457,9 @@ mod defaults {
     pub fn max_connections() -> usize {
         10_000
     }
+    pub fn listen_backlog() -> u32 {
+        4_096
+    }
     pub fn max_uri_bytes() -> usize {
         8 * 1024
     }
@@ -540,6 +551,12 @@ impl Config {
         }
         if server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
+        }
+        if !(1..=65_535).contains(&server.listen_backlog) {
+            return Err(format!(
+                "server.listen_backlog must be 1 to 65535, got {}",
+                server.listen_backlog
+            ));
         }
         if !(256..=MAX_URI_BYTES_LIMIT).contains(&server.max_uri_bytes) {
             return Err(format!(

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -51,12 +51,12 @@ impl Server {
         let state = AppState::open(config).await?;
         state.config_center.open().await?;
         crate::ops::deadlock::spawn(Arc::downgrade(&state.metrics));
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Bind {
+        let listener = listener(listen, state.config.server.listen_backlog).map_err(|source| {
+            StartError::Bind {
                 addr: listen.to_string(),
                 source,
-            })?;
+            }
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: listen.to_string(),
             source,
@@ -205,4 +205,19 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// A listening socket on `addr` with room for `backlog` connections
+/// waiting for an accept (`server.listen_backlog`; `TcpListener::bind`
+/// always asks for 1024). Address reuse as `bind` sets it, so a restart
+/// does not wait out the old socket's TIME_WAIT.
+fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

@@ -96,6 +96,14 @@ fn bad_files_are_refused_naming_file_and_field() {
             "warmup.ready_fraction",
         ),
         (
+            example_with("pressure_foreground_ratio = 2.0", "pressure_foreground_ratio = 0.5"),
+            "warmup.pressure_foreground_ratio must be 0 (off) or a number ≥ 1, got 0.5",
+        ),
+        (
+            example_with("listen_backlog = 4096", "listen_backlog = 0"),
+            "server.listen_backlog must be 1 to 65535, got 0",
+        ),
+        (
             example_with("replicas = 1", "replicas = 0"),
             "replicas must be 1 to 64",
         ),

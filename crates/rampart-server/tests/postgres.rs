@@ -53,6 +53,45 @@ async fn the_service_serves_postgres_rows_like_sqlite_rows() {
     schema.drop().await;
 }
 
+/// A warm query of whole rows on PostgreSQL: prepared and recognised as
+/// load's columns there too, every row cached as read (no load), and a
+/// warmed hit is the same JSON a miss gives.
+#[tokio::test]
+async fn a_warm_query_of_whole_rows_fills_l1_from_postgres_without_loads() {
+    let schema = Schema::create("warm_rows").await;
+    demo_data(&schema.url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = schema.url();
+    let config = common::config(dir.path(), |c| {
+        c.database.url = url;
+        c.warmup.enabled = true;
+        c.resources.retain(|r| r.name == "users");
+        c.resources[0].warm = Some(
+            "SELECT id, name, email, country, balance_cents, created_at FROM users ORDER BY id"
+                .into(),
+        );
+    });
+    let t = common::start_with(config, dir).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !t.server.state.resources["users"].warm.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warm-up did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.server.state.resources["users"].warm.keys_done(), ROWS);
+    assert_eq!(t.server.state.resources["users"].cache.stats().loads, 0);
+    let hit = t.get("/v1/r/users/42").await;
+    assert_eq!(x_cache(&hit), "hit");
+    assert_eq!(
+        hit.json::<Value>().await.expect("json"),
+        demo::user_json(42)
+    );
+    t.server.shutdown().await.expect("shutdown");
+    schema.drop().await;
+}
+
 /// The warm-up's concurrency bound, measured where it matters: queries
 /// active at the source, sampled from pg_stat_activity while it runs.
 #[tokio::test]

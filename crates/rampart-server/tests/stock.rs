@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::stock::{balanced, body, code, counts, put, reserve, storm};
+use common::stock::{balanced, body, code, counts, put, reserve, settle, storm};
 use common::{start, start_with, Schema};
 use serde_json::{json, Value};
 
@@ -87,36 +87,16 @@ async fn a_flash_sale_on_the_embedded_default() {
 
     // Confirm (twice: the same answer), then cancel is refused.
     let id = first["id"].as_str().unwrap();
-    let confirm = |id: String| {
-        let t = &t;
-        async move {
-            t.client
-                .post(t.url(&format!("/v1/reservations/{id}/confirm")))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let cancel = |id: String| {
-        let t = &t;
-        async move {
-            t.client
-                .post(t.url(&format!("/v1/reservations/{id}/cancel")))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let r = confirm(id.into()).await;
+    let r = settle(&t, id, "confirm").await;
     assert_eq!(r.status(), 200);
     assert_eq!(body(r).await["state"], "confirmed");
-    assert_eq!(confirm(id.into()).await.status(), 200);
-    let r = cancel(id.into()).await;
+    assert_eq!(settle(&t, id, "confirm").await.status(), 200);
+    let r = settle(&t, id, "cancel").await;
     assert_eq!(
         (r.status().as_u16(), code(&body(r).await).to_owned()),
         (409, "reservation_settled".into())
     );
-    let r = confirm("r-nope".into()).await;
+    let r = settle(&t, "r-nope", "confirm").await;
     assert_eq!(
         (r.status().as_u16(), code(&body(r).await).to_owned()),
         (404, "unknown_reservation".into())
@@ -124,7 +104,12 @@ async fn a_flash_sale_on_the_embedded_default() {
 
     // Cancel returns the unit.
     let r = body(reserve(&t, "FLASH-1", Some("order-3"), json!({ "qty": 1 })).await).await;
-    assert_eq!(cancel(r["id"].as_str().unwrap().into()).await.status(), 200);
+    assert_eq!(
+        settle(&t, r["id"].as_str().unwrap(), "cancel")
+            .await
+            .status(),
+        200
+    );
     assert_eq!(counts(&t, "FLASH-1").await["available"], 1);
 
     // Expiry returns it too (the reaper), and a late confirm is 410.
@@ -141,7 +126,7 @@ async fn a_flash_sale_on_the_embedded_default() {
         (Some(1), Some(0), Some(2)),
         "{c}"
     );
-    let late = confirm(r["id"].as_str().unwrap().into()).await;
+    let late = settle(&t, r["id"].as_str().unwrap(), "confirm").await;
     assert_eq!(
         (late.status().as_u16(), code(&body(late).await).to_owned()),
         (410, "reservation_expired".into())

@@ -24,6 +24,15 @@ pub async fn reserve(
     request.send().await.expect("request")
 }
 
+/// `POST /v1/reservations/{id}/{action}` (`confirm` or `cancel`) on `t`.
+pub async fn settle(t: &TestServer, id: &str, action: &str) -> reqwest::Response {
+    t.client
+        .post(t.url(&format!("/v1/reservations/{id}/{action}")))
+        .send()
+        .await
+        .expect("request")
+}
+
 pub async fn body(response: reqwest::Response) -> Value {
     response.json().await.expect("json")
 }
@@ -99,9 +108,8 @@ pub async fn buy(
             (409, "sold_out") => return None,
             // Shed, or the same key still in flight: back off, doubling
             // from 5 ms to at most 320 ms, so shed buyers do not come back
-            // in lockstep. (It did not shorten the 10,000-buyer sale
-            // against two debug servers, still ~3 minutes; see
-            // `storm_size` in tests/stock_redis.rs.)
+            // in lockstep (see `storm_size` in tests/stock_redis.rs for
+            // what a 10,000-buyer sale costs in a debug build).
             (503, _) | (409, "idempotency_in_flight") => {
                 let backoff = 5u64 << attempt.min(6);
                 tokio::time::sleep(Duration::from_millis(backoff)).await
