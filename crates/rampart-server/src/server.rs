@@ -209,14 +209,16 @@ async fn shutdown_signal() {
 
 /// A listening socket on `addr` with room for `backlog` connections
 /// waiting for an accept (`server.listen_backlog`; `TcpListener::bind`
-/// always asks for 1024). Address reuse as `bind` sets it, so a restart
-/// does not wait out the old socket's TIME_WAIT.
+/// always asks for 1024). Address reuse on Unix, as `bind` sets it there,
+/// so a restart does not wait out the old socket's TIME_WAIT (on Windows
+/// the same option would let another process take the port).
 fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)

@@ -461,8 +461,9 @@ pub struct WarmReport {
 ///
 /// In every case `progress.is_finished()` is true when it returns.
 ///
-/// With `max_keys_per_sec` set it needs a Tokio runtime with timers
-/// enabled (the rate limiter sleeps); without, it runs on any executor.
+/// With `max_keys_per_sec` set, or a `pressure` that can read high, it
+/// needs a Tokio runtime with timers enabled (the rate limiter and the
+/// [`PRESSURE_PAUSE`] sleep); with neither, it runs on any executor.
 /// The returned future is `Send` when the stream, the loader and its
 /// future are.
 pub async fn warm<K, S, F, Fut>(
@@ -530,8 +531,9 @@ where
     let mut consecutive_failures: u32 = 0;
     let mut stop: Option<Stop> = None;
     let mut cancelled = pin!(cancel.cancelled());
-    // Created at the first rate wait, not before: building a `Sleep` needs
-    // a runtime with timers, which a run without a rate limit should not.
+    // Created at the first rate or pressure wait, not before: building a
+    // `Sleep` needs a runtime with timers, which a run with neither should
+    // not.
     let mut rate_timer = pin!(None::<tokio::time::Sleep>);
     // Set while the next batch waits out `PRESSURE_PAUSE`.
     let mut pressure_pause: Option<Instant> = None;

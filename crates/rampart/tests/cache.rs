@@ -776,9 +776,6 @@ async fn an_invalidation_during_a_load_refuses_its_fill() {
     );
 }
 
-/// Two processes share L2; the other one invalidates while this one's load
-/// runs, and its notice never reaches us (lost, or not sent yet). L2 refuses
-/// our fill; the old row must not land in our L1 either, single or batch.
 /// Rows read by a scan (a warm-up reading whole rows) go into L1 as a
 /// load would put them: hits afterwards, no load, and fresh for the TTL.
 /// A key invalidated after the ticket was taken is refused (its row may
@@ -794,10 +791,10 @@ async fn rows_filled_after_a_ticket_are_hits_unless_invalidated_since() {
 
     let ticket = cache.fill_ticket();
     let rows: Vec<(u64, String)> = (0..6).map(|k| (k, format!("scanned {k}"))).collect();
-    let cached = cache
+    let refused = cache
         .fill_loaded(rows, &ticket, Duration::from_millis(1))
         .expect("no tier");
-    assert_eq!(cached, 6, "five rows put in, key 4 already held");
+    assert!(refused.is_empty(), "five rows put in, key 4 already held");
     let kept = cache.get(&4).await.expect("get");
     assert_eq!(
         (kept.status(), value(&kept)),
@@ -819,10 +816,10 @@ async fn rows_filled_after_a_ticket_are_hits_unless_invalidated_since() {
     let rows = vec![(7, "scanned 7".to_owned())];
     source.set(7, "new 7");
     cache.invalidate(&7).await.expect("invalidate");
-    let cached = cache
+    let refused = cache
         .fill_loaded(rows, &ticket, Duration::from_millis(1))
         .expect("no tier");
-    assert_eq!((cached, cache.stats().fills_refused), (0, 1));
+    assert_eq!((refused, cache.stats().fills_refused), (vec![7], 1));
     let refused = cache.get(&7).await.expect("get");
     assert_eq!(
         (refused.status(), value(&refused)),
@@ -834,6 +831,11 @@ async fn rows_filled_after_a_ticket_are_hits_unless_invalidated_since() {
     let err = tiered
         .fill_loaded(vec![(1, "x".into())], &ticket, Duration::ZERO)
         .expect_err("a tier needs get_many");
+    assert!(matches!(err.kind(), ErrorKind::InvalidConfig(_)), "{err}");
+    // A ticket from another cache compares against unrelated stripes.
+    let err = cache
+        .fill_loaded(vec![(1, "x".into())], &tiered.fill_ticket(), Duration::ZERO)
+        .expect_err("not its ticket");
     assert!(matches!(err.kind(), ErrorKind::InvalidConfig(_)), "{err}");
 }
 
@@ -893,6 +895,9 @@ async fn scanned_rows_never_outlive_an_invalidation_made_during_the_scan() {
     }
 }
 
+/// Two processes share L2; the other one invalidates while this one's load
+/// runs, and its notice never reaches us (lost, or not sent yet). L2 refuses
+/// our fill; the old row must not land in our L1 either, single or batch.
 #[tokio::test]
 async fn a_fill_refused_by_l2_does_not_land_in_l1() {
     let clock = Clock::new();

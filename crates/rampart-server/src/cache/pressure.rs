@@ -40,8 +40,12 @@ const MIN_SAMPLES: u64 = 50;
 /// How long an idle baseline is trusted before it is probed again.
 const PROBE_EVERY: u64 = 30;
 /// Latency buckets: four per power of two of microseconds (so a p99 is
-/// known within 19 %), up to ~2^23 µs (8 s); slower lands in the last.
+/// known within 25 %), up to ~2^25 µs (33 s); slower lands in the last.
 const BUCKETS: usize = 96;
+/// Seconds kept: a probe's measured second must still be there when the
+/// warm-up next asks, which at one batch per pause plus a slow batch can
+/// be a few seconds later.
+const SLOTS: u64 = 4;
 
 /// Foreground latency per one-second slot, as a histogram of atomics so
 /// the request path never takes a lock; and the warm-up's reading of it.
@@ -50,14 +54,17 @@ pub struct ForegroundLatency {
     /// 0: the relative threshold is off.
     ratio: f64,
     epoch: Instant,
-    /// This second and the last (indexed by second % 2).
-    slots: [Slot; 2],
+    /// The last `SLOTS` seconds (indexed by second % SLOTS).
+    slots: [Slot; SLOTS as usize],
     probe: Mutex<Probe>,
 }
 
 struct Slot {
     second: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
+    /// Requests slower than the absolute bound, counted exactly (a bucket
+    /// bound is up to 25 % off).
+    slow: AtomicU64,
 }
 
 impl Default for Slot {
@@ -65,6 +72,7 @@ impl Default for Slot {
         Slot {
             second: AtomicU64::new(u64::MAX),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            slow: AtomicU64::new(0),
         }
     }
 }
@@ -73,8 +81,11 @@ impl Default for Slot {
 /// most), never by a request: a mutex is fine here.
 #[derive(Default)]
 struct Probe {
-    /// The idle p99 and the second it was measured in.
-    baseline: Option<(Duration, u64)>,
+    /// The second the last probe measured, and the idle p99 it found
+    /// (`None` when too few requests came that second to tell: then the
+    /// relative signal is off until the next probe, `PROBE_EVERY` later,
+    /// rather than probing again at once).
+    measured: Option<(u64, Option<Duration>)>,
     /// The probe under way: its first second (held back, not measured).
     started: Option<u64>,
 }
@@ -99,7 +110,7 @@ impl ForegroundLatency {
     /// Records one foreground request's latency.
     pub fn record(&self, latency: Duration) {
         let second = self.now_second();
-        let slot = &self.slots[(second % 2) as usize];
+        let slot = &self.slots[(second % SLOTS) as usize];
         // Relaxed throughout: these are statistics. A reset racing with an
         // increment can lose a sample at a second boundary, which only
         // blurs the estimate for that second.
@@ -107,17 +118,34 @@ impl ForegroundLatency {
             for bucket in &slot.buckets {
                 bucket.store(0, Relaxed);
             }
+            slot.slow.store(0, Relaxed);
         }
         slot.buckets[bucket_of(latency)].fetch_add(1, Relaxed);
+        if latency > self.absolute {
+            slot.slow.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The slot of second `second`, if it still holds that second.
+    fn slot_of(&self, second: u64) -> Option<&Slot> {
+        let slot = &self.slots[(second % SLOTS) as usize];
+        (slot.second.load(Relaxed) == second).then_some(slot)
+    }
+
+    /// Whether more than 1 % of second `second`'s requests (if enough)
+    /// were slower than the absolute bound: its p99 is past it.
+    fn past_absolute(&self, second: u64) -> bool {
+        let Some(slot) = self.slot_of(second) else {
+            return false;
+        };
+        let total: u64 = slot.buckets.iter().map(|b| b.load(Relaxed)).sum();
+        total >= MIN_SAMPLES && slot.slow.load(Relaxed) * 100 > total
     }
 
     /// The p99 of second `second` (this one or the last), if it saw
     /// enough requests.
     fn p99_of(&self, second: u64) -> Option<Duration> {
-        let slot = &self.slots[(second % 2) as usize];
-        if slot.second.load(Relaxed) != second {
-            return None;
-        }
+        let slot = self.slot_of(second)?;
         let counts: Vec<u64> = slot.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let total: u64 = counts.iter().sum();
         if total < MIN_SAMPLES {
@@ -143,10 +171,13 @@ impl ForegroundLatency {
     }
 
     fn is_slow_at(&self, now: u64) -> bool {
-        let last = now.checked_sub(1).and_then(|s| self.p99_of(s));
-        if last.is_some_and(|p99| p99 > self.absolute) {
+        let Some(last_second) = now.checked_sub(1) else {
+            return false;
+        };
+        if self.past_absolute(last_second) {
             return true;
         }
+        let last = self.p99_of(last_second);
         if self.ratio <= 0.0 {
             return false;
         }
@@ -160,17 +191,15 @@ impl ForegroundLatency {
                 return true;
             }
             probe.started = None;
-            if let Some(idle) = self.p99_of(started + 1) {
-                probe.baseline = Some((idle, started + 1));
-            }
+            probe.measured = Some((started + 1, self.p99_of(started + 1)));
         }
         let Some(last) = last else {
             // No foreground traffic to protect.
             return false;
         };
-        match probe.baseline {
-            Some((idle, at)) if now.saturating_sub(at) < PROBE_EVERY => {
-                last.as_secs_f64() > idle.as_secs_f64() * self.ratio
+        match probe.measured {
+            Some((at, idle)) if now.saturating_sub(at) < PROBE_EVERY => {
+                idle.is_some_and(|idle| last.as_secs_f64() > idle.as_secs_f64() * self.ratio)
             }
             _ => {
                 probe.started = Some(now);
@@ -229,13 +258,15 @@ mod tests {
     fn one_second_of(latency: &ForegroundLatency, second: u64, fast: u64, slow: (u64, Duration)) {
         // Writes straight into the slot of `second`, as `record` would
         // have during that second.
-        let slot = &latency.slots[(second % 2) as usize];
+        let slot = &latency.slots[(second % SLOTS) as usize];
         slot.second.store(second, Relaxed);
         for bucket in &slot.buckets {
             bucket.store(0, Relaxed);
         }
         slot.buckets[bucket_of(Duration::from_micros(500))].fetch_add(fast, Relaxed);
         slot.buckets[bucket_of(slow.1)].fetch_add(slow.0, Relaxed);
+        let past = u64::from(slow.1 > latency.absolute) * slow.0;
+        slot.slow.store(past, Relaxed);
     }
 
     #[test]
@@ -271,7 +302,8 @@ mod tests {
         one_second_of(&latency, 11, 980, (20, Duration::from_millis(1)));
         one_second_of(&latency, 12, 980, (20, Duration::from_micros(1_500)));
         assert!(!latency.is_slow_at(13), "1.5 ms is under 2 × 1 ms");
-        let (idle, at) = latency.probe.lock().unwrap().baseline.expect("baseline");
+        let (at, idle) = latency.probe.lock().unwrap().measured.expect("measured");
+        let idle = idle.expect("a baseline");
         assert_eq!(at, 11);
         assert!(idle >= Duration::from_millis(1) && idle < Duration::from_micros(1_250));
         one_second_of(&latency, 13, 980, (20, Duration::from_millis(3)));
@@ -281,5 +313,35 @@ mod tests {
             latency.is_slow_at(11 + PROBE_EVERY),
             "a baseline that old is probed again"
         );
+    }
+    /// The probe's measured second is still readable a few seconds late
+    /// (a slow batch at one batch per pause); and a probe that saw too few
+    /// requests turns the relative signal off until the next one instead
+    /// of probing again at once.
+    #[test]
+    fn a_late_look_still_finds_the_probe_and_a_quiet_probe_does_not_repeat() {
+        let latency = ForegroundLatency::new(Duration::from_millis(50), 2.0);
+        one_second_of(&latency, 9, 1_000, (0, Duration::ZERO));
+        assert!(latency.is_slow_at(10));
+        one_second_of(&latency, 11, 990, (10, Duration::from_millis(1)));
+        one_second_of(&latency, 13, 1_000, (0, Duration::ZERO));
+        assert!(
+            !latency.is_slow_at(14),
+            "asked three seconds late: baseline found"
+        );
+        let (at, idle) = latency.probe.lock().unwrap().measured.expect("measured");
+        assert_eq!((at, idle.is_some()), (11, true));
+
+        let quiet = ForegroundLatency::new(Duration::from_millis(50), 2.0);
+        one_second_of(&quiet, 9, 1_000, (0, Duration::ZERO));
+        assert!(quiet.is_slow_at(10));
+        one_second_of(&quiet, 11, 10, (0, Duration::ZERO));
+        one_second_of(&quiet, 12, 1_000, (0, Duration::from_secs(0)));
+        assert!(
+            !quiet.is_slow_at(13),
+            "no baseline: the relative signal is off"
+        );
+        one_second_of(&quiet, 13, 1_000, (0, Duration::ZERO));
+        assert!(!quiet.is_slow_at(14), "and no new probe before PROBE_EVERY");
     }
 }

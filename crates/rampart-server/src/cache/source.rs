@@ -310,11 +310,26 @@ impl Loader<Key, Bytes> for SqlLoader {
 }
 
 /// An exponentially weighted moving average of pool waits, in µs: the
-/// warm-up's "the source is getting busy" signal. An atomic, because every
+/// warm-up's "the source is getting busy" signal. Atomics, because every
 /// load writes it and the warm-up reads it before each batch.
-#[derive(Default)]
 pub struct PoolWait {
     ewma_micros: std::sync::atomic::AtomicU64,
+    /// When the last wait was recorded, in ms since `epoch`.
+    last_at_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+/// A pool wait average older than this says nothing of the pool now.
+const POOL_WAIT_FRESH_FOR: Duration = Duration::from_secs(1);
+
+impl Default for PoolWait {
+    fn default() -> Self {
+        PoolWait {
+            ewma_micros: Default::default(),
+            last_at_ms: Default::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl PoolWait {
@@ -326,11 +341,21 @@ impl PoolWait {
         let _ = self
             .ewma_micros
             .fetch_update(Relaxed, Relaxed, |old| Some((old * 7 + sample) / 8));
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_at_ms.store(now_ms, Relaxed);
     }
 
-    /// The current average wait.
+    /// The current average wait; zero once no load has waited for a
+    /// connection for a second. Only loads record waits: without this a
+    /// burst of slow waits would hold the signal high for good once the
+    /// loads stop (a warm-up of whole rows makes none).
     pub fn average(&self) -> Duration {
-        Duration::from_micros(self.ewma_micros.load(std::sync::atomic::Ordering::Relaxed))
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = Duration::from_millis(self.last_at_ms.load(Relaxed));
+        if self.epoch.elapsed().saturating_sub(last) > POOL_WAIT_FRESH_FOR {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.ewma_micros.load(Relaxed))
     }
 }
 
@@ -352,7 +377,8 @@ pub fn warm_keys<'a>(
 pub enum WarmShape {
     /// One key a row, first column: the rows are then loaded in batches.
     Keys,
-    /// Whole rows, with `load`'s columns in `load`'s order: each row is
+    /// Whole rows, with `load`'s columns (names and types) in `load`'s
+    /// order, the key column among them: each row is
     /// cached as read, with no second query (`TieredCache::fill_loaded`).
     Rows,
     /// Several columns that are not `load`'s: cached as read they would
@@ -371,23 +397,35 @@ pub async fn warm_shape(
         return Ok(WarmShape::Keys);
     };
     let db = |e: sqlx::Error| StartError::Database(e.to_string());
-    let names = |d: &sqlx::Describe<sqlx::Any>| -> Vec<String> {
-        d.columns().iter().map(|c| c.name().to_owned()).collect()
+    // Names and types: a column cast to another type in `warm` would
+    // give a warmed hit another JSON than a miss.
+    let columns = |d: &sqlx::Describe<sqlx::Any>| -> Vec<(String, String)> {
+        use sqlx::TypeInfo;
+        d.columns()
+            .iter()
+            .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+            .collect()
     };
-    let warm_columns = names(&pool.describe(warm).await.map_err(db)?);
+    let warm_columns = columns(&pool.describe(warm).await.map_err(db)?);
     if warm_columns.len() <= 1 {
         return Ok(WarmShape::Keys);
     }
-    let load_columns = names(&pool.describe(&resource.load).await.map_err(db)?);
-    if warm_columns == load_columns && warm_columns.contains(&resource.key_column) {
-        Ok(WarmShape::Rows)
-    } else {
-        Ok(WarmShape::KeysOfOtherColumns(format!(
-            "warm returns ({}), load returns ({})",
-            warm_columns.join(", "),
-            load_columns.join(", ")
-        )))
+    let load_columns = columns(&pool.describe(&resource.load).await.map_err(db)?);
+    let has_key = warm_columns
+        .iter()
+        .any(|(name, _)| *name == resource.key_column);
+    if warm_columns == load_columns && has_key {
+        return Ok(WarmShape::Rows);
     }
+    let list = |columns: &[(String, String)]| -> String {
+        let named: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        named.join(", ")
+    };
+    Ok(WarmShape::KeysOfOtherColumns(format!(
+        "warm returns ({}), load returns ({})",
+        list(&warm_columns),
+        list(&load_columns)
+    )))
 }
 
 /// Streams the whole rows a resource's `warm` query returns (see
@@ -446,6 +484,19 @@ pub async fn count(pool: &AnyPool, sql: &str) -> Result<u64, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of slow waits reads as pressure, then no longer once no
+    /// load has waited for a second.
+    #[test]
+    fn the_pool_wait_signal_fades_when_no_load_waits() {
+        let waits = PoolWait::default();
+        for _ in 0..20 {
+            waits.record(Duration::from_millis(50));
+        }
+        assert!(waits.average() > Duration::from_millis(20));
+        std::thread::sleep(POOL_WAIT_FRESH_FOR + Duration::from_millis(100));
+        assert_eq!(waits.average(), Duration::ZERO);
+    }
 
     /// The direct writer must give exactly the bytes the `Value` route
     /// gives: same member order, escaping, numbers, nulls, blobs, and the

@@ -68,8 +68,15 @@ pub async fn run(
                 let fill_batch = move |rows: Vec<(Key, Bytes)>| {
                     let (cache, ticket) = (cache.clone(), Arc::clone(&ticket));
                     async move {
-                        let cached = cache.fill_loaded(rows, &ticket, Duration::ZERO)?;
-                        Ok(cached as u64)
+                        let scanned = rows.len();
+                        let refused = cache.fill_loaded(rows, &ticket, Duration::ZERO)?;
+                        if refused.is_empty() {
+                            return Ok(scanned as u64);
+                        }
+                        // Invalidated during the scan: loaded afresh.
+                        let answers = cache.get_many(&refused).await;
+                        let failed = answers.iter().filter(|a| a.is_err()).count();
+                        Ok((scanned - failed) as u64)
                     }
                 };
                 let config = &resource.config;

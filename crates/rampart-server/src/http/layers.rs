@@ -184,12 +184,15 @@ where
         // The template outlives the request: the route table is the
         // router's, and labels are interned by the metrics.
         let route = self.defences.state.metrics.http_route(template);
-        let foreground = template.starts_with("/v1/");
         // A watch holds its request up to config_center.max_wait, then
         // answers: the request timeout counts from there. Parked watchers
         // are bounded by config_center.max_watchers (in the handler), not
         // by the in-flight limit, which bounds work.
         let watch = crate::config_center::routes::is_watch(request.method(), template);
+        // A watch's latency is how long it was parked, not how slow the
+        // service is: counted, it would hold the warm-up back for as long
+        // as anyone watches a namespace.
+        let foreground = template.starts_with("/v1/") && !watch;
         // A profile samples for up to its own bound, then symbolises: the
         // request timeout of ordinary requests would cut it short.
         let timeout = if template.starts_with(crate::ops::profile::ROUTE_PREFIX) {

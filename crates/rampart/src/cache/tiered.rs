@@ -69,6 +69,10 @@ struct Inner<K, V> {
 /// Every key's generation at one moment: what
 /// [`TieredCache::fill_loaded`] checks rows read after it against.
 pub struct FillTicket {
+    /// The cache it was taken from (its shared state's address): another
+    /// cache's stripes would mean nothing.
+    cache: usize,
+    taken_at: Instant,
     generations: Box<[u64]>,
 }
 
@@ -645,17 +649,23 @@ where
     /// invalidated in between.
     pub fn fill_ticket(&self) -> FillTicket {
         FillTicket {
+            cache: Arc::as_ptr(&self.inner) as usize,
+            // Before the snapshot: a row is never older than this.
+            taken_at: self.inner.clock.now(),
             generations: self.inner.l1_generations.snapshot(),
         }
     }
 
     /// Puts rows read from the source since `ticket` was taken into L1, as
-    /// a load of them would: the same TTL, jitter and windows, the keys
-    /// added to the existence filter. Left out: a key invalidated since the
-    /// ticket (or one sharing its generation stripe: a wasted fill, never a
-    /// stale one), and a key L1 already holds (what it holds was loaded
-    /// later, so it is at least as new). Returns how many of the rows'
-    /// keys L1 now holds: the rows put in and the keys it already held.
+    /// a load of them would: the same TTL, jitter and windows, counted from
+    /// when the ticket was taken (a row may have been read any time after:
+    /// its TTL errs short, never long), the keys added to the existence
+    /// filter. A key L1 already holds keeps what it holds (a load or an
+    /// invalidation handled it since it was last filled). A key invalidated
+    /// since the ticket (or one sharing its generation stripe: a wasted
+    /// fill, never a stale one) is refused: returned, for the caller to
+    /// load through [`get_many`](Self::get_many), so a scan that meets many
+    /// invalidations still warms every key.
     ///
     /// Why it exists: a warm-up that reads whole rows in one pass needs no
     /// second query per key (BENCHMARKS.md, warm-up at the source's pace).
@@ -669,7 +679,7 @@ where
         rows: Vec<(K, V)>,
         ticket: &FillTicket,
         load_time: Duration,
-    ) -> Result<usize, Error> {
+    ) -> Result<Vec<K>, Error> {
         let inner = &self.inner;
         if inner.tier.is_some() {
             return Err(Error::invalid_config(format!(
@@ -677,13 +687,18 @@ where
                 inner.name
             )));
         }
-        let loaded_at = inner.clock.now();
+        if ticket.cache != Arc::as_ptr(inner) as usize {
+            return Err(Error::invalid_config(format!(
+                "cache {}: a fill ticket from another cache",
+                inner.name
+            )));
+        }
+        let loaded_at = ticket.taken_at;
         let early_refresh = inner.config.load().early_refresh_beta.is_some();
-        let mut cached = 0;
+        let mut refused = Vec::new();
         for (key, value) in rows {
             inner.exists(&key);
             if inner.l1.contains_key(&key) {
-                cached += 1;
                 continue;
             }
             let stored = inner.stored(Some(value), loaded_at, load_time);
@@ -694,12 +709,12 @@ where
                     .fill_if_unchanged_since(&key, &ticket.generations, || {
                         inner.l1.insert(key.clone(), slot)
                     });
-            match put {
-                Some(()) => cached += 1,
-                None => bump(&inner.stats.fills_refused),
+            if put.is_none() {
+                bump(&inner.stats.fills_refused);
+                refused.push(key);
             }
         }
-        Ok(cached)
+        Ok(refused)
     }
 
     /// The slow-path counters.
