@@ -72,14 +72,7 @@ async fn a_warm_query_of_whole_rows_fills_l1_from_postgres_without_loads() {
         );
     });
     let t = common::start_with(config, dir).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !t.server.state.resources["users"].warm.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "warm-up did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_warmed(&t, "users").await;
     assert_eq!(t.server.state.resources["users"].warm.keys_done(), ROWS);
     assert_eq!(t.server.state.resources["users"].cache.stats().loads, 0);
     let hit = t.get("/v1/r/users/42").await;
@@ -136,14 +129,7 @@ async fn warm_up_never_exceeds_its_concurrency_at_the_source() {
         })
     };
     let t = common::start_with(config, dir).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !t.server.state.resources["users"].warm.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "warm-up did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_warmed(&t, "users").await;
     sampling.store(false, Ordering::SeqCst);
     let max_active = sampler.await.expect("sampler");
     assert!(max_active >= 1, "the sampler saw the warm-up's queries");
@@ -154,4 +140,16 @@ async fn warm_up_never_exceeds_its_concurrency_at_the_source() {
     assert_eq!(t.server.state.resources["users"].warm.keys_done(), ROWS);
     t.server.shutdown().await.expect("shutdown");
     schema.drop().await;
+}
+
+/// Waits (at most 60 s) until `resource`'s warm-up has finished.
+async fn until_warmed(t: &common::TestServer, resource: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !t.server.state.resources[resource].warm.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warm-up did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row, ValueRef};
 
 use crate::cache::keys::Key;
-use crate::cache::source::{warm_query_keys, warm_shape, WarmShape};
+use crate::cache::source::{warm_query_keys, WarmShape};
 use crate::config::ResourceConfig;
 use crate::start_error::StartError;
 
@@ -37,19 +37,20 @@ impl Ceiling {
 /// Reads every row `resource`'s warm query names, `batch_size` keys per
 /// `load_many` query, on one pooled connection; each column of each row is
 /// touched (its raw value and null flag) so that nothing is skipped that a
-/// real client would decode. `None` when the resource has no `warm` or no
-/// `load_many` query.
+/// real client would decode. `shape` is the warm query's
+/// ([`warm_shape`](crate::cache::source::warm_shape)). `None` when the
+/// resource has no `warm` or no `load_many` query.
 pub async fn measure(
     pool: &AnyPool,
     resource: &ResourceConfig,
+    shape: &WarmShape,
     batch_size: usize,
 ) -> Result<Option<Ceiling>, StartError> {
     let (Some(warm), Some(template)) = (&resource.warm, &resource.load_many) else {
         return Ok(None);
     };
     let db = |e: sqlx::Error| StartError::Database(e.to_string());
-    let shape = warm_shape(pool, resource).await?;
-    let keys: Vec<Key> = warm_query_keys(pool, warm, resource, &shape)
+    let keys: Vec<Key> = warm_query_keys(pool, warm, resource, shape)
         .try_collect()
         .await
         .map_err(|e| StartError::Database(e.to_string()))?;
@@ -81,13 +82,11 @@ pub async fn measure(
 pub async fn measure_scan(
     pool: &AnyPool,
     resource: &ResourceConfig,
+    shape: &WarmShape,
 ) -> Result<Option<Ceiling>, StartError> {
-    let Some(warm) = &resource.warm else {
+    let (Some(warm), WarmShape::Rows) = (&resource.warm, shape) else {
         return Ok(None);
     };
-    if warm_shape(pool, resource).await? != WarmShape::Rows {
-        return Ok(None);
-    }
     let db = |e: sqlx::Error| StartError::Database(e.to_string());
     let mut connection = pool.acquire().await.map_err(db)?;
     let (mut rows, mut touched) = (0u64, 0u64);
@@ -151,10 +150,16 @@ mod tests {
             .unwrap()
             .clone();
         users.warm = Some("SELECT id FROM users WHERE id > 34 ORDER BY id".into());
-        let ceiling = measure(&pool, &users, 500).await.unwrap().unwrap();
+        let ceiling = measure(&pool, &users, &WarmShape::Keys, 500)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(ceiling.rows, 1200);
         assert!(ceiling.rows_per_sec() > 0.0);
         users.warm = None;
-        assert!(measure(&pool, &users, 500).await.unwrap().is_none());
+        assert!(measure(&pool, &users, &WarmShape::Keys, 500)
+            .await
+            .unwrap()
+            .is_none());
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use futures_util::Stream;
+use rampart::cache::TieredCache;
 use rampart::warm::{warm_with_limits, WarmProgress, WarmReport};
 use tokio_util::sync::CancellationToken;
 
@@ -74,9 +75,8 @@ pub async fn run(
                             return Ok(scanned as u64);
                         }
                         // Invalidated during the scan: loaded afresh.
-                        let answers = cache.get_many(&refused).await;
-                        let failed = answers.iter().filter(|a| a.is_err()).count();
-                        Ok((scanned - failed) as u64)
+                        let loaded = load_keys(&cache, &refused).await.unwrap_or(0);
+                        Ok((scanned - refused.len()) as u64 + loaded)
                     }
                 };
                 let config = &resource.config;
@@ -86,15 +86,7 @@ pub async fn run(
                 let cache = resource.cache.clone();
                 let load_batch = move |keys: Vec<Key>| {
                     let cache = cache.clone();
-                    async move {
-                        let answers = cache.get_many(&keys).await;
-                        let loaded = answers.iter().filter(|a| a.is_ok()).count() as u64;
-                        match answers.into_iter().find_map(Result::err) {
-                            // Nothing in the batch loaded: report the failure.
-                            Some(err) if loaded == 0 => Err(err),
-                            _ => Ok(loaded),
-                        }
-                    }
+                    async move { load_keys(&cache, &keys).await }
                 };
                 let keys = warm_query_keys(&state.pool, &sql, &resource.config, &shape);
                 warm_one(state, &resource, keys, load_batch, cancel).await
@@ -116,6 +108,18 @@ pub async fn run(
     }
     state.readiness.warmed();
     reports
+}
+
+/// Loads `keys` through the cache's read path; how many loaded, or the
+/// error when none did (a failed batch to the warm-up).
+async fn load_keys(cache: &TieredCache<Key, Bytes>, keys: &[Key]) -> Result<u64, rampart::Error> {
+    let answers = cache.get_many(keys).await;
+    let loaded = answers.iter().filter(|a| a.is_ok()).count() as u64;
+    match answers.into_iter().find_map(Result::err) {
+        // Nothing in the batch loaded: report the failure.
+        Some(err) if loaded == 0 => Err(err),
+        _ => Ok(loaded),
+    }
 }
 
 /// One resource's warm-up from `items` (keys or rows) through `batch`: the
@@ -162,9 +166,11 @@ pub async fn ceilings(state: &AppState) -> Result<Vec<(String, Ceilings)>, Start
     let mut found = Vec::new();
     for name in names {
         let resource = &state.resources[name];
+        let (pool, config) = (&state.pool, &resource.config);
+        let shape = warm_shape(pool, config).await?;
         let batch_size = state.config.warmup.batch_size;
-        if let Some(batch) = ceiling::measure(&state.pool, &resource.config, batch_size).await? {
-            let scan = ceiling::measure_scan(&state.pool, &resource.config).await?;
+        if let Some(batch) = ceiling::measure(pool, config, &shape, batch_size).await? {
+            let scan = ceiling::measure_scan(pool, config, &shape).await?;
             found.push((name.clone(), Ceilings { batch, scan }));
         }
     }

@@ -54,8 +54,13 @@ impl Generations {
         expected: u64,
         fill: impl FnOnce() -> R,
     ) -> Option<R> {
+        self.fill_at(self.index(key), expected, fill)
+    }
+
+    /// Runs `fill` with stripe `index` held, if its generation is `expected`.
+    fn fill_at<R>(&self, index: usize, expected: u64, fill: impl FnOnce() -> R) -> Option<R> {
         let generation =
-            crate::contention::lock_timed(self.stripe(key), &crate::contention::GENERATIONS);
+            crate::contention::lock_timed(&self.stripes[index], &crate::contention::GENERATIONS);
         (*generation == expected).then(fill)
     }
 
@@ -78,10 +83,7 @@ impl Generations {
         fill: impl FnOnce() -> R,
     ) -> Option<R> {
         let index = self.index(key);
-        let expected = *snapshot.get(index)?;
-        let generation =
-            crate::contention::lock_timed(&self.stripes[index], &crate::contention::GENERATIONS);
-        (*generation == expected).then(fill)
+        self.fill_at(index, *snapshot.get(index)?, fill)
     }
 
     /// Moves every generation on, then runs `delete_all`, with every stripe

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-use crate::cache::{ceiling, demo};
+use crate::cache::{ceiling, demo, source};
 use crate::config::Config;
 use crate::drill::config::DrillError;
 use crate::drill::fault_proxy::FaultProxy;
@@ -212,9 +212,11 @@ impl Stage {
                 .await
                 .map_err(fail("connect for the ceiling"))?;
             let batch = crate::config::WarmupConfig::default().batch_size;
-            let measured = ceiling::measure(&pool, resource, batch)
+            let failed = |e| DrillError::InvalidConfig(format!("source ceiling: {e}"));
+            let shape = source::warm_shape(&pool, resource).await.map_err(failed)?;
+            let measured = ceiling::measure(&pool, resource, &shape, batch)
                 .await
-                .map_err(|e| DrillError::InvalidConfig(format!("source ceiling: {e}")))?;
+                .map_err(failed)?;
             pool.close().await;
             self.ceiling = measured.map(|c| c.rows_per_sec());
         }
